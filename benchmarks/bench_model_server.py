@@ -1,0 +1,335 @@
+"""Embedded model server vs the in-process SavedModel call: latency of 500-row CTR predicts and
+throughput with server-side batching on and off. Prints tables; numbers go into notes.
+
+The server runs as its own process (`python -m serving.model_server`, as deployed) so client
+and server do not share a GIL; every measurement uses the same exported model and rows, and
+the latency sources are interleaved round by round so machine noise hits them alike.
+
+    .venv/bin/python benchmarks/bench_model_server.py [--rounds 200] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_ctr_model(out: Path, seed: int) -> Path:
+    """Export an untrained DeepFM over a recsys-like contract (latency does not need training)."""
+    from export.saved_model import export_saved_model
+    from training.features import Feature, FeatureContract
+    from training.models import ModelConfig, build_model
+
+    contract = FeatureContract(
+        features=(
+            Feature("user_id", "categorical_string", "user", hash_buckets=10_000, embedding_dim=8),
+            Feature(
+                "user_segment",
+                "categorical_string",
+                "user",
+                vocabulary=tuple(f"s{i}" for i in range(20)),
+                embedding_dim=8,
+            ),
+            Feature("item_id", "categorical_int", "item", vocabulary=tuple(range(2000)), embedding_dim=8),
+            Feature(
+                "item_category",
+                "categorical_string",
+                "item",
+                vocabulary=tuple(f"c{i}" for i in range(50)),
+                embedding_dim=8,
+            ),
+            Feature(
+                "item_tags",
+                "multi_categorical",
+                "item",
+                vocabulary=tuple(f"t{i}" for i in range(100)),
+                max_len=5,
+                embedding_dim=8,
+            ),
+            Feature("item_price", "numeric", "item", mean=20.0, std=10.0),
+            Feature("item_popularity", "numeric", "item", mean=0.0, std=1.0),
+            Feature("hour", "categorical_int", "context", vocabulary=tuple(range(24)), embedding_dim=8),
+            Feature(
+                "device",
+                "categorical_string",
+                "context",
+                vocabulary=("ios", "android", "web"),
+                embedding_dim=8,
+            ),
+        )
+    )
+    model = build_model("deepfm", contract, config=ModelConfig(hidden_units=(64, 32)), seed=seed)
+    export_saved_model(model, contract, out, "ctr", version=1)
+    return out / "ctr"
+
+
+def make_rows(rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Raw feature columns in wire dtypes (strings as object arrays of str)."""
+    tags = ["|".join(rng.choice([f"t{i}" for i in range(120)], rng.integers(0, 6))) for _ in range(rows)]
+    return {
+        "user_id": np.array([f"u{i}" for i in rng.integers(0, 50_000, rows)], dtype=object),
+        "user_segment": np.array([f"s{i}" for i in rng.integers(0, 25, rows)], dtype=object),
+        "item_id": rng.integers(0, 2500, rows).astype(np.int64),
+        "item_category": np.array([f"c{i}" for i in rng.integers(0, 60, rows)], dtype=object),
+        "item_tags": np.array(tags, dtype=object),
+        "item_price": rng.gamma(2.0, 10.0, rows).astype(np.float32),
+        "item_popularity": rng.normal(size=rows).astype(np.float32),
+        "hour": rng.integers(0, 24, rows).astype(np.int64),
+        "device": np.array(rng.choice(["ios", "android", "web"], rows), dtype=object),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def model_server(base: Path, *, batching_file: Path | None = None) -> Iterator[tuple[int, int]]:
+    """Start `python -m serving.model_server` on free ports; yields (grpc_port, rest_port)."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    grpc_port, rest_port = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving.model_server",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        "--bind_address=127.0.0.1",
+        "--model_name=ctr",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0",
+        # Sync gRPC handlers hold a thread while their request waits in the batcher: give every
+        # client one (same flag value with batching off and on).
+        "--grpc_max_threads=64",
+    ]
+    if batching_file is not None:
+        cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = "ctr"
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+                try:
+                    states = stub.GetModelStatus(request, timeout=2).model_version_status
+                    if any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in states):
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not become ready in 180 s")
+                time.sleep(0.2)
+        yield grpc_port, rest_port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples), q))
+
+
+def latency_table(base: Path, rows: dict[str, np.ndarray], rounds: int) -> list[tuple[str, list[float]]]:
+    """Interleaved p50/p90 of: in-process call, gRPC Predict, REST columnar, REST row."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.model_server.tensors import from_ndarray, to_ndarray
+
+    signature = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    tf_inputs = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in rows.items()}
+
+    def in_process() -> np.ndarray:
+        return signature(**tf_inputs)["ctr"].numpy()
+
+    def in_process_numpy() -> np.ndarray:
+        feeds = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in rows.items()}
+        return signature(**feeds)["ctr"].numpy()
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "ctr"
+    request.output_filter.append("ctr")
+    for name, values in rows.items():
+        request.inputs[name].CopyFrom(from_ndarray(values))
+    columnar = json.dumps({"inputs": {k: v.tolist() for k, v in rows.items()}}).encode()
+    keys = list(rows)
+    as_lists = {k: v.tolist() for k, v in rows.items()}
+    row_body = json.dumps(
+        {"instances": [{k: as_lists[k][i] for k in keys} for i in range(len(rows[keys[0]]))]}
+    ).encode()
+
+    reference = in_process()
+    with (
+        model_server(base) as (grpc_port, rest_port),
+        grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+    ):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        conn = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=60)
+
+        def grpc_predict() -> np.ndarray:
+            return to_ndarray(stub.Predict(request, timeout=60).outputs["ctr"])
+
+        def rest(body: bytes, key: str) -> Callable[[], np.ndarray]:
+            def call() -> np.ndarray:
+                conn.request(
+                    "POST", "/v1/models/ctr:predict", body=body, headers={"Content-Type": "application/json"}
+                )
+                answer = json.loads(conn.getresponse().read())
+                value = answer[key]
+                if key == "outputs":
+                    return np.array(value["ctr"], np.float32)
+                return np.array([p["ctr"] for p in value], np.float32)
+
+            return call
+
+        sources = [
+            ("in-process signature call (tf.Tensor feeds)", in_process),
+            ("in-process signature call (numpy -> tf.constant)", in_process_numpy),
+            ("gRPC Predict", grpc_predict),
+            ("REST columnar (inputs)", rest(columnar, "outputs")),
+            ("REST row (instances)", rest(row_body, "predictions")),
+        ]
+        for _, fn in sources:  # warm up and check every route returns the same scores
+            for _ in range(5):
+                got = fn()
+            np.testing.assert_allclose(got, reference, rtol=1e-5)
+        samples: dict[str, list[float]] = {name: [] for name, _ in sources}
+        for _ in range(rounds):
+            for name, fn in sources:
+                start = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+        conn.close()
+    return [(name, samples[name]) for name, _ in sources]
+
+
+async def _closed_loop(
+    port: int, requests: list[Any], clients: int, seconds: float
+) -> tuple[int, list[float]]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    done = 0
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for request in requests[:clients]:  # warm up every connection path
+            await stub.Predict(request, timeout=60)
+        stop_at = time.perf_counter() + seconds
+
+        async def client(i: int) -> None:
+            nonlocal done
+            request = requests[i % len(requests)]
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                await stub.Predict(request, timeout=60)
+                latencies.append((time.perf_counter() - start) * 1e3)
+                done += 1
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return done, latencies
+
+
+def throughput_table(
+    base: Path, rng: np.random.Generator, clients: int, rows_per_request: int, seconds: float
+):
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.model_server.tensors import from_ndarray
+
+    requests = []
+    for _ in range(clients):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "ctr"
+        request.output_filter.append("ctr")
+        for name, values in make_rows(rows_per_request, rng).items():
+            request.inputs[name].CopyFrom(from_ndarray(values))
+        requests.append(request)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        params = Path(tmp) / "batching.config"
+        params.write_text(
+            f"max_batch_size {{ value: {clients * rows_per_request} }}\n"
+            "batch_timeout_micros { value: 2000 }\n"
+            "num_batch_threads { value: 2 }\n"
+            "max_enqueued_batches { value: 1000 }\n"
+        )
+        for label, batching in (("batching off", None), ("batching on", params)):
+            with model_server(base, batching_file=batching) as (grpc_port, _):
+                start = time.perf_counter()
+                done, latencies = asyncio.run(_closed_loop(grpc_port, requests, clients, seconds))
+                elapsed = time.perf_counter() - start
+                results.append((label, done / elapsed, done * rows_per_request / elapsed, latencies))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200, help="latency samples per source")
+    parser.add_argument("--rows", type=int, default=500, help="rows per latency request")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients for throughput")
+    parser.add_argument("--rows-per-request", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = build_ctr_model(Path(tmp), seed=args.seed)
+        rows = make_rows(args.rows, rng)
+        table = latency_table(base, rows, args.rounds)
+        baseline = statistics.median(table[0][1])
+        print(f"\nLatency, {args.rows} CTR rows per request, {args.rounds} interleaved rounds (ms)")
+        print(f"{'source':52s} {'p50':>8s} {'p90':>8s} {'p50 / in-process':>17s}")
+        for name, samples in table:
+            p50 = percentile(samples, 50)
+            print(f"{name:52s} {p50:8.3f} {percentile(samples, 90):8.3f} {p50 / baseline:16.2f}x")
+        results = throughput_table(base, rng, args.clients, args.rows_per_request, args.seconds)
+    print(
+        f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, {args.seconds:.0f} s each"
+    )
+    print(f"{'mode':14s} {'req/s':>9s} {'rows/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for label, rps, rows_s, latencies in results:
+        print(
+            f"{label:14s} {rps:9.1f} {rows_s:10.0f} {percentile(latencies, 50):8.2f} {percentile(latencies, 99):8.2f}"
+        )
+    print(f"batching on / off throughput: {results[1][1] / results[0][1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

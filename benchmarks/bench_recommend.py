@@ -1,0 +1,250 @@
+"""Benchmark /recommend (500 candidates, concurrency 4) against the Predict call alone, gRPC and REST.
+
+Starts the ranking service as its own process (``python -m recommender_client.service``) for each
+protocol given, against an already running model server, and prints a table:
+p50/p99 of /recommend, p50/p99 of a Predict call with the same 500 rows made directly with the
+client, their ratio, and the service's resident memory. Numbers go into notes, never asserts.
+
+Example:
+    python benchmarks/bench_recommend.py --artifacts-dir runs/demo/artifacts --model-name ctr \\
+        --grpc-target 127.0.0.1:8500 --rest-url http://127.0.0.1:8501
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recommender_client.features import FeatureJoiner, InMemoryFeatureStore  # noqa: E402
+from recommender_client.recall.artifacts import load_artifacts  # noqa: E402
+from recommender_client.recall.sources import merge_recall  # noqa: E402
+from recommender_client.recommender import RecallConfig, default_sources  # noqa: E402
+from training.features import FeatureContract  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_load(call: Callable[[int], None], *, requests: int, concurrency: int) -> tuple[np.ndarray, float]:
+    """Latencies (seconds) of ``requests`` calls spread over ``concurrency`` threads, and the wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                k = next(counter, None)
+            if k is None:
+                return
+            start = time.perf_counter()
+            call(k)
+            took = time.perf_counter() - start
+            with lock:
+                latencies.append(took)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    wall = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return np.array(latencies), time.perf_counter() - wall
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process, in MB (Linux /proc)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
+
+
+def maps_mention_tensorflow(pid: int) -> bool:
+    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def start_service(args: argparse.Namespace, protocol: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RANKER_MAX_CANDIDATES": str(args.candidates),
+        "RANKER_QUOTA_POPULARITY": str(args.candidates),
+        "RANKER_PREDICT_TIMEOUT_S": "1.0",
+        "RANKER_REQUEST_DEADLINE_S": "2.0",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "recommender_client.service",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--artifacts-dir",
+        str(args.artifacts_dir),
+        "--protocol",
+        protocol,
+        "--model-name",
+        args.model_name,
+    ]
+    if args.contract:
+        cmd += ["--contract", str(args.contract)]
+    if args.rules:
+        cmd += ["--rules", str(args.rules)]
+    cmd += ["--grpc-target", args.grpc_target] if protocol == "grpc" else ["--rest-url", args.rest_url]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"ranking service exited with {proc.returncode}")
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("ranking service did not become ready within 60 s (is the model server up?)")
+
+
+def predict_inputs(args: argparse.Namespace, users: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The same model inputs the service builds: recall for each user, then the feature join."""
+    artifacts = load_artifacts(args.artifacts_dir)
+    contract = FeatureContract.load(args.contract or args.artifacts_dir)
+    quotas = {"itemcf": 250, "category_popularity": 100, "new": 50, "popularity": args.candidates}
+    config = RecallConfig(quotas=quotas, max_candidates=args.candidates)
+    sources = default_sources(artifacts, config)
+    joiner = FeatureJoiner(contract, InMemoryFeatureStore.from_artifacts(artifacts))
+    out = []
+    for user in users:
+        lists = {s.name: s.recall(user, artifacts.as_of, quotas[s.name]) for s in sources}
+        merged = merge_recall(lists, quotas, args.candidates)
+        items = [artifacts.catalog.item_ids[p] for p in merged.positions]
+        out.append(joiner.join(user, items, {})[0])
+    return out
+
+
+def bench_protocol(
+    args: argparse.Namespace, protocol: str, users: Sequence[str], inputs: Sequence[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    from recommender_client.client import GrpcClient, RestClient
+
+    client = (
+        GrpcClient(target=args.grpc_target, timeout=2.0)
+        if protocol == "grpc"
+        else RestClient(base_url=args.rest_url, timeout=2.0)
+    )
+    with client:
+
+        def predict(k: int) -> None:
+            client.predict(inputs[k % len(inputs)], model_name=args.model_name)
+
+        run_load(predict, requests=args.warmup, concurrency=args.concurrency)
+        direct, _ = run_load(predict, requests=args.requests, concurrency=args.concurrency)
+
+    port = free_port()
+    proc = start_service(args, protocol, port)
+    url = f"http://127.0.0.1:{port}/recommend"
+    local = threading.local()
+    degraded = []
+    counts = []
+
+    def recommend(k: int) -> None:
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = httpx.Client(timeout=5)
+        body = http.post(url, json={"user_id": users[k % len(users)], "k": args.k, "now": args.now}).json()
+        degraded.append(body["degraded"])
+        counts.append(body["candidates"])
+
+    try:
+        run_load(recommend, requests=args.warmup, concurrency=args.concurrency)
+        degraded.clear()
+        counts.clear()
+        served, wall = run_load(recommend, requests=args.requests, concurrency=args.concurrency)
+        rss, peak = rss_mb(proc.pid)
+        tf_loaded = maps_mention_tensorflow(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "predict_p50": float(np.percentile(direct, 50) * 1e3),
+        "predict_p99": float(np.percentile(direct, 99) * 1e3),
+        "recommend_p50": float(np.percentile(served, 50) * 1e3),
+        "recommend_p99": float(np.percentile(served, 99) * 1e3),
+        "recommend_rps": len(served) / wall,
+        "candidates": float(np.mean(counts)),
+        "degraded": float(np.mean(degraded)),
+        "rss_mb": rss,
+        "peak_rss_mb": peak,
+        "tensorflow_loaded": float(tf_loaded),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--artifacts-dir", type=Path, required=True, help="recall artefacts (with the contract)"
+    )
+    parser.add_argument("--contract", type=Path, help="feature contract (default: in the artefacts)")
+    parser.add_argument("--rules", type=Path, help="operator rules YAML for the service")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--grpc-target", help="TF Serving gRPC host:port")
+    parser.add_argument("--rest-url", help="TF Serving REST base URL")
+    parser.add_argument("--candidates", type=int, default=500)
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--users", type=int, default=50, help="distinct users cycled through")
+    args = parser.parse_args(argv)
+    protocols = [p for p, given in (("grpc", args.grpc_target), ("rest", args.rest_url)) if given]
+    if not protocols:
+        parser.error("give --grpc-target and/or --rest-url")
+    artifacts = load_artifacts(args.artifacts_dir)
+    args.now = artifacts.as_of  # evaluate recall and rules at the logs' time
+    users = list(artifacts.user_ids[: args.users])
+    inputs = predict_inputs(args, users)
+    rows = {p: bench_protocol(args, p, users, inputs) for p in protocols}
+    print(
+        f"/recommend vs Predict alone: {args.candidates} candidates, k={args.k}, concurrency "
+        f"{args.concurrency}, {args.requests} requests, model {args.model_name!r}"
+    )
+    head = (
+        f"{'protocol':8} {'predict p50':>11} {'predict p99':>11} {'rec p50':>8} {'rec p99':>8} "
+        f"{'p50 ratio':>9} {'rec/s':>7} {'cands':>6} {'degraded':>8} {'RSS MB':>7} {'peak MB':>7} {'TF':>3}"
+    )
+    print(head)
+    print("-" * len(head))
+    for p, r in rows.items():
+        print(
+            f"{p:8} {r['predict_p50']:11.2f} {r['predict_p99']:11.2f} {r['recommend_p50']:8.2f} "
+            f"{r['recommend_p99']:8.2f} {r['recommend_p50'] / r['predict_p50']:9.2f} {r['recommend_rps']:7.0f} "
+            f"{r['candidates']:6.0f} {r['degraded']:8.2%} {r['rss_mb']:7.1f} {r['peak_rss_mb']:7.1f} "
+            f"{'yes' if r['tensorflow_loaded'] else 'no':>3}"
+        )
+    print("(latencies in ms; targets: rec p50 <= 2x predict p50, rec p99 <= 30 ms, RSS <= 150 MB, no TF)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The interface both clients implement, plus the deadline-and-retry loop they share."""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Self, TypeVar
+
+import numpy as np
+
+from recommender_client.client.errors import ServingTimeout, ServingUnavailable
+from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_RETRIES = 2
+DEFAULT_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+
+
+def check_timeout(timeout: float, *, what: str = "timeout") -> float:
+    """Every call has a finite deadline: reject None, zero, negative and infinite values."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+class RetryPolicy:
+    """Bounded retries with exponential backoff, all inside one overall deadline.
+
+    Args:
+        retries: Extra attempts after the first (so ``retries=2`` means at most 3 calls).
+        backoff: Pause before the first retry, doubled for each later one, capped at ``max_backoff``.
+        max_backoff: Longest single pause.
+        sleep, clock: Injectable for deterministic tests; default ``time.sleep``/``time.monotonic``.
+    """
+
+    def __init__(
+        self,
+        *,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if not (math.isfinite(backoff) and backoff >= 0 and math.isfinite(max_backoff) and max_backoff >= 0):
+            raise ValueError(f"backoff and max_backoff must be finite and >= 0, got {backoff}, {max_backoff}")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(self, attempt: Callable[[float], T], *, timeout: float, what: str) -> T:
+        """Call ``attempt(seconds_left)`` until it returns, retrying only ServingUnavailable.
+
+        The deadline covers every attempt and pause: a retry that could not start before it
+        passes is not made, and the last ServingUnavailable is raised instead.
+
+        Raises:
+            ServingUnavailable: every attempt was refused (the message says how many).
+            ServingTimeout: the deadline passed.
+            TFServingError: whatever else ``attempt`` raised, unretried.
+        """
+        deadline = self._clock() + timeout
+        for number in range(self.retries + 1):
+            left = deadline - self._clock()
+            if left <= 0:
+                raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
+            try:
+                return attempt(left)
+            except ServingUnavailable as exc:
+                pause = min(self.backoff * (2**number), self.max_backoff)
+                last = number == self.retries or self._clock() + pause >= deadline
+                if last:
+                    raise ServingUnavailable(
+                        f"{exc.message} (gave up after {number + 1} attempt(s))",
+                        code=exc.code,
+                        server_message=exc.server_message,
+                    ) from exc
+                self._sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TFServingClient(abc.ABC):
+    """One interface over TF Serving's gRPC and REST APIs; use as a context manager.
+
+    Every method takes ``timeout`` (seconds, the whole call including retries); ``None`` means
+    the client's default, which is always finite.
+    """
+
+    @abc.abstractmethod
+    def predict(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        model_name: str,
+        signature_name: str = "serving_default",
+        version: int | None = None,
+        version_label: str | None = None,
+        output_filter: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the signature on named input arrays; returns output name -> array.
+
+        Numeric outputs keep their dtype; string outputs are object arrays of bytes.
+        """
+
+    @abc.abstractmethod
+    def model_status(
+        self, model_name: str, *, version: int | None = None, timeout: float | None = None
+    ) -> list[ModelVersionStatus]:
+        """Status of every version of ``model_name`` (or of one ``version``)."""
+
+    @abc.abstractmethod
+    def model_metadata(
+        self,
+        model_name: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        """Signatures of the model version that would serve a request (latest by default)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections this client created; calling it twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,220 @@
+"""TF Serving's REST API (columnar JSON) over one reused httpx.Client, a deadline on every call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+from google.protobuf import json_format
+
+from recommender_client.client.base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+    TFServingClient,
+    check_timeout,
+)
+from recommender_client.client.errors import (
+    BadResponse,
+    InvalidRequest,
+    ModelNotFound,
+    ServingTimeout,
+    ServingUnavailable,
+    TFServingError,
+)
+from recommender_client.client.json_tensors import array_to_json, json_to_array
+from recommender_client.client.messages import select_outputs, signature_specs, status_list
+from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
+from recommender_client.protos import get_model_metadata_pb2, get_model_status_pb2
+
+
+def error_from_http(response: httpx.Response, what: str) -> TFServingError:
+    """Map a non-200 answer to the client's exception; TF Serving puts its message in ``error``."""
+    try:
+        server_message = str(json.loads(response.content)["error"])
+    except (ValueError, KeyError, TypeError):
+        server_message = response.text[:500]
+    status = response.status_code
+    message = f"{what}: HTTP {status}: {server_message}"
+    if status == 503:
+        return ServingUnavailable(message, code=status, server_message=server_message)
+    if status in (408, 504):
+        return ServingTimeout(message, code=status, server_message=server_message)
+    if status == 404:
+        return ModelNotFound(message, code=status, server_message=server_message)
+    if 400 <= status < 500:
+        return InvalidRequest(message, code=status, server_message=server_message)
+    return TFServingError(message, code=status, server_message=server_message)
+
+
+def model_path(model_name: str, *, version: int | None = None, version_label: str | None = None) -> str:
+    """``/v1/models/<name>[/versions/<v>|/labels/<label>]``, percent-encoded."""
+    if not model_name:
+        raise InvalidRequest("model_name must be a non-empty string")
+    if version is not None and version_label is not None:
+        raise InvalidRequest(f"give version ({version}) or version_label ({version_label!r}), not both")
+    path = f"/v1/models/{quote(model_name, safe='')}"
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
+            raise InvalidRequest(f"version must be a non-negative int, got {version!r}")
+        path += f"/versions/{int(version)}"
+    elif version_label is not None:
+        path += f"/labels/{quote(version_label, safe='')}"
+    return path
+
+
+class RestClient(TFServingClient):
+    """TF Serving's REST API (``:predict`` columnar, model status, metadata) over one httpx.Client.
+
+    Args:
+        base_url: ``http://host:port`` of the REST port (8501 by convention).
+        timeout: Default deadline in seconds for a whole call, retries included (applied to each
+            of connect, write and read of every attempt).
+        retries: Extra attempts after a connection failure or HTTP 503 (never after anything else).
+        backoff: Pause before the first retry, doubled each time (see RetryPolicy).
+        transport: An httpx transport to use instead of the default one (e.g. with its own pool
+            limits, or ``httpx.MockTransport`` in a caller's tests).
+        float_dtype: What JSON numbers with a fraction decode to (JSON has no dtypes).
+        retry_policy: Full control over retries; overrides ``retries`` and ``backoff``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8501",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        transport: httpx.BaseTransport | None = None,
+        float_dtype: type = np.float32,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.timeout = check_timeout(timeout)
+        self.base_url = base_url.rstrip("/")
+        self._retry = retry_policy or RetryPolicy(retries=retries, backoff=backoff)
+        self._float_dtype = float_dtype
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=self.timeout,
+            headers={"Accept": "application/json"},
+        )
+        # (model, version, label, signature) -> output names, to name a lone unnamed output.
+        self._output_names: dict[tuple[str, int | None, str | None, str], tuple[str, ...]] = {}
+
+    def _request(
+        self, method: str, path: str, *, body: bytes | None, timeout: float | None, what: str
+    ) -> Any:
+        if self._http.is_closed:
+            raise RuntimeError("this RestClient is closed")
+        seconds = self.timeout if timeout is None else check_timeout(timeout)
+        headers = {"Content-Type": "application/json"} if body is not None else None
+
+        def attempt(left: float) -> Any:
+            try:
+                response = self._http.request(method, path, content=body, headers=headers, timeout=left)
+            except httpx.TimeoutException as exc:
+                raise ServingTimeout(f"{what}: no answer within {left:.3g}s ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise ServingUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+            if response.status_code != 200:
+                raise error_from_http(response, what)
+            try:
+                return json.loads(response.content)
+            except ValueError as exc:
+                raise BadResponse(f"{what}: response is not JSON: {exc}") from None
+
+        return self._retry.run(attempt, timeout=seconds, what=what)
+
+    def predict(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        model_name: str,
+        signature_name: str = "serving_default",
+        version: int | None = None,
+        version_label: str | None = None,
+        output_filter: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """See TFServingClient.predict; ``output_filter`` is applied here (REST has none)."""
+        if not inputs:
+            raise InvalidRequest("predict needs at least one input tensor")
+        wanted = None if output_filter is None else list(output_filter)
+        path = model_path(model_name, version=version, version_label=version_label) + ":predict"
+        payload = {"inputs": {name: array_to_json(a, name=name) for name, a in inputs.items()}}
+        if signature_name:
+            payload["signature_name"] = signature_name
+        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        what = f"predict on {model_name!r}"
+        answer = self._request("POST", path, body=body, timeout=timeout, what=what)
+        if not isinstance(answer, dict) or "outputs" not in answer:
+            raise BadResponse(
+                f"{what}: response has no 'outputs' (keys {sorted(answer) if isinstance(answer, dict) else type(answer).__name__})"
+            )
+        outputs = answer["outputs"]
+        if not isinstance(outputs, dict):
+            # TF Serving drops the name when the signature has exactly one output.
+            key = (model_name, version, version_label, signature_name or "serving_default")
+            names = self._output_names.get(key)
+            if names is None:
+                meta = self.model_metadata(
+                    model_name, version=version, version_label=version_label, timeout=timeout
+                )
+                names = tuple(meta.signature(key[3]).outputs)
+                self._output_names[key] = names
+            if len(names) != 1:
+                raise BadResponse(f"{what}: unnamed 'outputs' but the signature has outputs {list(names)}")
+            outputs = {names[0]: outputs}
+        decoded = {n: json_to_array(v, name=n, float_dtype=self._float_dtype) for n, v in outputs.items()}
+        return select_outputs(decoded, wanted)
+
+    def model_status(
+        self, model_name: str, *, version: int | None = None, timeout: float | None = None
+    ) -> list[ModelVersionStatus]:
+        what = f"status of {model_name!r}"
+        answer = self._request(
+            "GET", model_path(model_name, version=version), body=None, timeout=timeout, what=what
+        )
+        message = get_model_status_pb2.GetModelStatusResponse()
+        try:
+            json_format.ParseDict(answer, message, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise BadResponse(f"{what}: not a GetModelStatusResponse: {exc}") from None
+        return status_list(message)
+
+    def model_metadata(
+        self,
+        model_name: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        what = f"metadata of {model_name!r}"
+        path = model_path(model_name, version=version, version_label=version_label) + "/metadata"
+        answer = self._request("GET", path, body=None, timeout=timeout, what=what)
+        try:
+            spec = answer["model_spec"]
+            signature_json = answer["metadata"]["signature_def"]
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            json_format.ParseDict(signature_json, signature_map, ignore_unknown_fields=True)
+            resolved = int(spec["version"]) if spec.get("version") not in (None, "") else None
+        except (KeyError, TypeError, ValueError, json_format.ParseError) as exc:
+            raise BadResponse(
+                f"{what}: not a GetModelMetadataResponse: {type(exc).__name__}: {exc}"
+            ) from None
+        return ModelMetadata(
+            str(spec.get("name", model_name)), resolved, signature_specs(signature_map.signature_def)
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"RestClient(base_url={self.base_url!r}, timeout={self.timeout})"

@@ -1,0 +1,151 @@
+"""The ranking pipeline: operators that declare what they require and produce, run in a checked order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+class PipelineError(ValueError):
+    """Operators are wired so that some requirement is never produced upstream."""
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    """One recommendation request as the pipeline sees it.
+
+    Attributes:
+        user_id: who asks (unknown users take the cold-start path).
+        k: how many items to return.
+        context: request context features (raw, coerced by the feature join).
+        now: wall-clock epoch seconds the rules evaluate time windows and ages against.
+        candidates: an explicit candidate list that replaces recall.
+        deadline: ``time.monotonic()`` value by which the answer must be ready.
+        seed: seeds the exploration RNG when ``rng`` is not given.
+        rng: the random generator for exploration (passed in, so runs are reproducible).
+    """
+
+    user_id: str
+    k: int
+    context: Mapping[str, Any] = field(default_factory=dict)
+    now: float = 0.0
+    candidates: tuple[str, ...] | None = None
+    deadline: float | None = None
+    seed: int = 0
+    rng: np.random.Generator | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Candidates flowing through the pipeline: item ids plus aligned per-item columns.
+
+    ``columns`` hold one numpy array per name, aligned with ``items``; ``rules`` holds, per
+    item, the names of the rules that moved it; ``values`` holds request-level products (model
+    inputs, the degraded flag...). Operators never mutate a batch: they return a new one.
+    """
+
+    request: RankRequest
+    items: tuple[str, ...] = ()
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    rules: tuple[tuple[str, ...], ...] = ()
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.items)
+        if not self.rules and n:
+            object.__setattr__(self, "rules", ((),) * n)
+        if len(self.rules) != n:
+            raise PipelineError(f"batch has {len(self.rules)} rule lists for {n} items")
+        for name, col in self.columns.items():
+            if len(col) != n:
+                raise PipelineError(f"batch column {name!r} has {len(col)} values for {n} items")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def with_items(self, items: Sequence[str], columns: Mapping[str, np.ndarray]) -> Batch:
+        """A batch with a new candidate set (rule notes reset)."""
+        return replace(self, items=tuple(items), columns=dict(columns), rules=((),) * len(items))
+
+    def with_columns(self, **columns: np.ndarray) -> Batch:
+        return replace(self, columns={**self.columns, **columns})
+
+    def with_values(self, **values: Any) -> Batch:
+        return replace(self, values={**self.values, **values})
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Batch:
+        """Reorder or subset every per-item field by ``indices``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return replace(
+            self,
+            items=tuple(self.items[i] for i in idx.tolist()),
+            columns={name: col[idx] for name, col in self.columns.items()},
+            rules=tuple(self.rules[i] for i in idx.tolist()),
+        )
+
+    def noted(self, indices: Iterable[int], rule: str) -> Batch:
+        """Record that ``rule`` moved the items at ``indices``."""
+        marked = set(indices)
+        if not marked:
+            return self
+        rules = tuple(r + (rule,) if k in marked and rule not in r else r for k, r in enumerate(self.rules))
+        return replace(self, rules=rules)
+
+
+class Operator:
+    """One pipeline stage: configured in ``__init__``, one pure call.
+
+    Subclasses set ``requires`` and ``produces`` (names of batch columns or values) and
+    implement :meth:`transform`.
+    """
+
+    requires: frozenset[str] = frozenset()
+    produces: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def transform(self, batch: Batch) -> Batch:
+        raise NotImplementedError
+
+    def __call__(self, batch: Batch) -> Batch:
+        return self.transform(batch)
+
+
+StageObserver = Callable[[str, float], None]
+
+
+class Pipeline:
+    """Operators run in order; construction fails if any requirement is not produced upstream.
+
+    Args:
+        operators: the stages, in execution order.
+        provided: names available before the first stage (none by default: recall produces items).
+    """
+
+    def __init__(self, operators: Sequence[Operator], *, provided: Iterable[str] = ()) -> None:
+        available = set(provided)
+        for position, op in enumerate(operators):
+            missing = sorted(op.requires - available)
+            if missing:
+                raise PipelineError(
+                    f"stage {position} ({op.name}) requires {missing}, which no earlier stage produces "
+                    f"(available: {sorted(available)})"
+                )
+            available |= op.produces
+        self.operators = tuple(operators)
+        self.available = frozenset(available)
+
+    def run(self, batch: Batch, *, observe: StageObserver | None = None) -> Batch:
+        """Run every stage; ``observe(stage_name, seconds)`` is called after each one."""
+        for op in self.operators:
+            start = time.perf_counter()
+            batch = op(batch)
+            if observe is not None:
+                observe(op.name, time.perf_counter() - start)
+        return batch

@@ -1,0 +1,1 @@
+"""Candidate recall: offline artefacts (popularity, item-CF, histories) and the online sources."""

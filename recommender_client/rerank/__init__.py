@@ -1,0 +1,1 @@
+"""Operator rules: YAML rules, validated and hot-reloaded, applied as rerank stages."""

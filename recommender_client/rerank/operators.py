@@ -1,0 +1,330 @@
+"""Operator-rule rerank stages: filters, score multipliers, diversity, exploration and pins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from recommender_client.pipeline import Batch, Operator
+from recommender_client.recall.artifacts import Catalog
+from recommender_client.rerank.exposure import ExposureLog
+from recommender_client.stages import catalog_columns
+from training.features import MULTI_VALUE_SEPARATOR
+
+HOUR = 3600.0
+# A freshness multiplier below this is too small to count as the rule moving the item.
+MIN_NOTED_BOOST = 1.01
+
+SeenLookup = Callable[[str], tuple[Sequence[str], np.ndarray]]
+
+
+def _drop(batch: Batch, remove: np.ndarray) -> Batch:
+    """Remove the items flagged in ``remove`` and remember them, so a pin cannot bring them back."""
+    if not remove.any():
+        return batch
+    gone = {batch.items[i] for i in np.flatnonzero(remove).tolist()}
+    kept = batch.take(np.flatnonzero(~remove))
+    return kept.with_values(removed=frozenset(batch.values.get("removed", frozenset())) | gone)
+
+
+class FilterBlacklisted(Operator):
+    """Drops blacklisted items and every item of a blacklisted category."""
+
+    requires = frozenset({"items", "category"})
+
+    def __init__(self, rule: str, *, items: Collection[str] = (), categories: Collection[str] = ()) -> None:
+        self.rule = rule
+        self.items = frozenset(items)
+        self.categories = frozenset(categories)
+
+    def transform(self, batch: Batch) -> Batch:
+        cats = batch.columns["category"]
+        remove = np.array(
+            [
+                i in self.items or c in self.categories
+                for i, c in zip(batch.items, cats.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+        return _drop(batch, remove)
+
+
+class FilterSeen(Operator):
+    """Drops items the user interacted with at or after ``now - ttl_s``."""
+
+    requires = frozenset({"items"})
+
+    def __init__(self, rule: str, *, ttl_s: float, seen: SeenLookup) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"rule {rule!r}: ttl must be > 0")
+        self.rule = rule
+        self.ttl_s = ttl_s
+        self.seen = seen
+
+    def transform(self, batch: Batch) -> Batch:
+        req = batch.request
+        items, times = self.seen(req.user_id)
+        recent = {
+            item
+            for item, t in zip(items, np.asarray(times).tolist(), strict=True)
+            if t >= req.now - self.ttl_s
+        }
+        return _drop(batch, np.array([i in recent for i in batch.items], dtype=bool))
+
+
+class FilterUnpublished(Operator):
+    """Drops items whose publish time is after ``now`` (unknown publish times are kept)."""
+
+    requires = frozenset({"publish_time"})
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    def transform(self, batch: Batch) -> Batch:
+        publish = batch.columns["publish_time"]
+        return _drop(batch, np.isfinite(publish) & (publish > batch.request.now))
+
+
+class CapFrequency(Operator):
+    """Drops items already shown to the user ``max_impressions`` times within the last ``period_s``."""
+
+    requires = frozenset({"items"})
+
+    def __init__(self, rule: str, *, exposures: ExposureLog, max_impressions: int, period_s: float) -> None:
+        if max_impressions < 1 or period_s <= 0:
+            raise ValueError(f"rule {rule!r}: need max_impressions >= 1 and period > 0")
+        self.rule = rule
+        self.exposures = exposures
+        self.max_impressions = max_impressions
+        self.period_s = period_s
+
+    def transform(self, batch: Batch) -> Batch:
+        req = batch.request
+        counts = self.exposures.count(req.user_id, batch.items, since=req.now - self.period_s, until=req.now)
+        return _drop(batch, np.asarray(counts) >= self.max_impressions)
+
+
+class ScaleScores(Operator):
+    """Multiplies ``rank_score`` of matching items (boost above 1, bury below 1).
+
+    An item matches if its id is listed, its category is listed, or any of its tags is listed.
+    """
+
+    requires = frozenset({"rank_score", "category", "tags"})
+
+    def __init__(
+        self,
+        rule: str,
+        *,
+        multiplier: float,
+        items: Collection[str] = (),
+        categories: Collection[str] = (),
+        tags: Collection[str] = (),
+    ) -> None:
+        if not multiplier > 0:
+            raise ValueError(f"rule {rule!r}: multiplier must be > 0, got {multiplier}")
+        self.rule = rule
+        self.multiplier = multiplier
+        self.items = frozenset(items)
+        self.categories = frozenset(categories)
+        self.tags = frozenset(tags)
+
+    def transform(self, batch: Batch) -> Batch:
+        match = np.array(
+            [
+                item in self.items
+                or cat in self.categories
+                or bool(self.tags and self.tags.intersection(tags.split(MULTI_VALUE_SEPARATOR)))
+                for item, cat, tags in zip(
+                    batch.items,
+                    batch.columns["category"].tolist(),
+                    batch.columns["tags"].tolist(),
+                    strict=True,
+                )
+            ],
+            dtype=bool,
+        )
+        scores = np.where(match, batch.columns["rank_score"] * self.multiplier, batch.columns["rank_score"])
+        return batch.with_columns(rank_score=scores).noted(np.flatnonzero(match).tolist(), self.rule)
+
+
+class BoostFreshness(Operator):
+    """Multiplies ``rank_score`` by ``1 + max_boost * 0.5 ** (age_hours / half_life_hours)``.
+
+    Age counts from the publish time to ``now`` (never negative); unknown publish times get no
+    boost. The rule is noted on items whose multiplier reaches ``MIN_NOTED_BOOST``.
+    """
+
+    requires = frozenset({"rank_score", "publish_time"})
+
+    def __init__(self, rule: str, *, max_boost: float, half_life_hours: float) -> None:
+        if max_boost <= 0 or half_life_hours <= 0:
+            raise ValueError(f"rule {rule!r}: max_boost and half_life_hours must be > 0")
+        self.rule = rule
+        self.max_boost = max_boost
+        self.half_life_hours = half_life_hours
+
+    def transform(self, batch: Batch) -> Batch:
+        publish = batch.columns["publish_time"]
+        known = np.isfinite(publish)
+        age_h = np.maximum(batch.request.now - np.where(known, publish, 0.0), 0.0) / HOUR
+        multiplier = np.where(known, 1.0 + self.max_boost * 0.5 ** (age_h / self.half_life_hours), 1.0)
+        scores = batch.columns["rank_score"] * multiplier
+        moved = np.flatnonzero(multiplier >= MIN_NOTED_BOOST).tolist()
+        return batch.with_columns(rank_score=scores).noted(moved, self.rule)
+
+
+class CapPerCategory(Operator):
+    """At most ``max_per_window`` items of one category in any ``window`` consecutive positions.
+
+    Greedy: each next position takes the best remaining item that keeps the constraint; when no
+    remaining item can, the best remaining one is taken anyway (the constraint cannot be met).
+    Items passed over at least once are noted. Items without a category are never limited.
+    """
+
+    requires = frozenset({"category"})
+
+    def __init__(self, rule: str, *, max_per_window: int, window: int) -> None:
+        if max_per_window < 1 or window < 2 or max_per_window >= window:
+            raise ValueError(
+                f"rule {rule!r}: need 1 <= max_per_window < window, got {max_per_window}, {window}"
+            )
+        self.rule = rule
+        self.max_per_window = max_per_window
+        self.window = window
+
+    def transform(self, batch: Batch) -> Batch:
+        cats = batch.columns["category"].tolist()
+        remaining = list(range(len(cats)))
+        order: list[int] = []
+        demoted: set[int] = set()
+        while remaining:
+            recent = [cats[i] for i in order[-(self.window - 1) :]]
+            pick = 0
+            for j, idx in enumerate(remaining):
+                if cats[idx] == "" or recent.count(cats[idx]) < self.max_per_window:
+                    pick = j
+                    break
+            else:
+                pick = 0
+            demoted.update(remaining[:pick])
+            order.append(remaining.pop(pick))
+        out = batch.take(order)
+        return out.noted([k for k, idx in enumerate(order) if idx in demoted], self.rule)
+
+
+class InsertExploration(Operator):
+    """Puts randomly chosen items from beyond the top ``k`` into the given slots (0-based positions).
+
+    The choice uses ``request.rng`` when set, else ``numpy.random.default_rng(request.seed)``, so
+    the same request and seed always explore the same items. Slots at or beyond ``k`` are ignored.
+    """
+
+    requires = frozenset({"items"})
+
+    def __init__(self, rule: str, *, slots: Sequence[int]) -> None:
+        if not slots or any(s < 0 for s in slots) or len(set(slots)) != len(slots):
+            raise ValueError(f"rule {rule!r}: slots must be distinct positions >= 0, got {list(slots)}")
+        self.rule = rule
+        self.slots = tuple(sorted(slots))
+
+    def transform(self, batch: Batch) -> Batch:
+        req = batch.request
+        k = min(req.k, len(batch))
+        slots = [s for s in self.slots if s < k]
+        pool = list(range(k, len(batch)))
+        if not slots or not pool:
+            return batch
+        rng = req.rng if req.rng is not None else np.random.default_rng(req.seed)
+        chosen = [
+            pool[i] for i in rng.choice(len(pool), size=min(len(slots), len(pool)), replace=False).tolist()
+        ]
+        order = [i for i in range(len(batch)) if i not in set(chosen)]
+        for slot, idx in zip(slots, chosen, strict=False):
+            order.insert(slot, idx)
+        out = batch.take(order)
+        return out.noted([order.index(idx) for idx in chosen], self.rule)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """Keep ``item`` at ``position`` (0-based) while ``start <= now < end`` (None: unbounded)."""
+
+    rule: str
+    item: str
+    position: int
+    start: float | None = None
+    end: float | None = None
+
+    def active(self, now: float) -> bool:
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+
+class PinItems(Operator):
+    """Places pinned items at their positions, inserting catalogue items that recall did not bring.
+
+    All active pins are applied together (taken out, then put back in ascending position), so
+    one pin never shifts another. A pin never brings back an item a filter removed, and two
+    pins of the same item or position are rejected at construction.
+    """
+
+    requires = frozenset({"items", "rank_score"})
+
+    def __init__(self, pins: Sequence[Pin], *, catalog: Catalog) -> None:
+        for what in ("item", "position"):
+            keys = [getattr(p, what) for p in pins]
+            dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise ValueError(f"pins: more than one pin for {what} {dupes}")
+        bad = [p.rule for p in pins if p.position < 0]
+        if bad:
+            raise ValueError(f"pins {bad}: position must be >= 0")
+        self.pins = tuple(sorted(pins, key=lambda p: p.position))
+        self.catalog = catalog
+
+    def transform(self, batch: Batch) -> Batch:
+        removed = batch.values.get("removed", frozenset())
+        active = [
+            p
+            for p in self.pins
+            if p.active(batch.request.now)
+            and p.item not in removed
+            and (p.item in batch.items or p.item in self.catalog.index)
+        ]
+        if not active:
+            return batch
+        batch = self._add_missing(batch, [p.item for p in active if p.item not in batch.items])
+        where = {item: k for k, item in enumerate(batch.items)}
+        pinned = {where[p.item] for p in active}
+        order = [i for i in range(len(batch)) if i not in pinned]
+        for p in active:
+            order.insert(min(p.position, len(order)), where[p.item])
+        out = batch.take(order)
+        for p in active:
+            out = out.noted([out.items.index(p.item)], p.rule)
+        return out
+
+    def _add_missing(self, batch: Batch, items: list[str]) -> Batch:
+        if not items:
+            return batch
+        meta = catalog_columns(self.catalog, items)
+        columns = {}
+        for name, col in batch.columns.items():
+            if name in meta:
+                extra = meta[name]
+            elif name == "recall_source":
+                extra = np.array(["pin"] * len(items), dtype=object)
+            elif col.dtype.kind == "f":
+                extra = np.full(len(items), np.nan, dtype=col.dtype)
+            elif col.dtype.kind in "iu":
+                extra = np.full(len(items), -1, dtype=col.dtype)
+            elif col.dtype.kind == "b":
+                extra = np.zeros(len(items), dtype=bool)
+            else:
+                extra = np.array([""] * len(items), dtype=object)
+            columns[name] = np.concatenate([col, extra.astype(col.dtype)])
+        return replace(
+            batch, items=batch.items + tuple(items), columns=columns, rules=batch.rules + ((),) * len(items)
+        )

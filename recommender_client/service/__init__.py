@@ -1,0 +1,1 @@
+"""The ranking service: FastAPI app factory, routes, settings and metrics."""

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one app instance, on its own registry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    """Latency per stage and per request, errors, fallbacks, breaker state and rules reloads."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stage_seconds = Histogram(
+            "ranker_stage_seconds",
+            "Time spent in each pipeline stage.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "ranker_request_seconds",
+            "Time to answer /recommend.",
+            ["degraded"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "ranker_requests", "Requests answered, by HTTP status.", ["status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "ranker_errors", "Requests that failed, by kind.", ["kind"], registry=self.registry
+        )
+        self.fallbacks = Counter(
+            "ranker_fallbacks",
+            "Answers served without the model, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.breaker_open = Gauge(
+            "ranker_breaker_open", "1 while the circuit breaker refuses calls.", registry=self.registry
+        )
+        self.rules_reload_failures = Gauge(
+            "ranker_rules_reload_failures", "Rules reloads rejected so far.", registry=self.registry
+        )
+        self.candidates = Histogram(
+            "ranker_candidates",
+            "Candidates scored per request.",
+            buckets=(0, 10, 50, 100, 200, 500, 1000, 2000),
+            registry=self.registry,
+        )
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage=stage).observe(seconds)

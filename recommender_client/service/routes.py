@@ -1,0 +1,133 @@
+"""HTTP routes: /recommend, /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from recommender_client.breaker import BreakerState
+from recommender_client.features import ContextError
+from recommender_client.pipeline import Batch, RankRequest
+from recommender_client.service.schemas import RankedItem, RecommendRequest, RecommendResponse
+
+router = APIRouter()
+
+
+def _float(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def _items(batch: Batch) -> list[RankedItem]:
+    cols = batch.columns
+    out = []
+    for pos, item in enumerate(batch.items):
+        pre = int(cols["pre_rerank_position"][pos])
+        out.append(
+            RankedItem(
+                item_id=item,
+                position=pos,
+                score=_float(cols["model_score"][pos]),
+                rank_score=_float(cols["rank_score"][pos]),
+                pre_rerank_position=pre if pre >= 0 else None,
+                recall_source=str(cols["recall_source"][pos]),
+                rules=list(batch.rules[pos]),
+            )
+        )
+    return out
+
+
+@router.post("/recommend", response_model=RecommendResponse)
+def recommend(body: RecommendRequest, request: Request) -> RecommendResponse:
+    """Recall, score and rerank for one user (sync: FastAPI runs it in its thread pool)."""
+    state = request.app.state
+    settings, metrics = state.settings, state.metrics
+    started = time.monotonic()
+    if not 1 <= body.k <= settings.max_k:
+        metrics.requests.labels(status="400").inc()
+        raise HTTPException(status_code=400, detail=f"k must be between 1 and {settings.max_k}, got {body.k}")
+    if body.candidates is not None and not 1 <= len(body.candidates) <= settings.max_request_candidates:
+        metrics.requests.labels(status="400").inc()
+        raise HTTPException(
+            status_code=400,
+            detail=f"candidates must hold 1 to {settings.max_request_candidates} ids, got {len(body.candidates)}",
+        )
+    now = (
+        body.now
+        if body.now is not None
+        else settings.fixed_now
+        if settings.fixed_now is not None
+        else time.time()
+    )
+    rank_request = RankRequest(
+        user_id=body.user_id,
+        k=body.k,
+        context=body.context,
+        now=now,
+        candidates=tuple(body.candidates) if body.candidates is not None else None,
+        deadline=started + settings.request_deadline_s,
+        rng=np.random.default_rng([settings.seed, zlib.crc32(body.user_id.encode()), int(now)]),
+    )
+    try:
+        batch, ruleset = state.recommender.recommend(rank_request, observe=metrics.observe_stage)
+    except ContextError as exc:
+        metrics.requests.labels(status="400").inc()
+        metrics.errors.labels(kind="bad_context").inc()
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except Exception:
+        metrics.requests.labels(status="500").inc()
+        metrics.errors.labels(kind="internal").inc()
+        raise
+    degraded = bool(batch.values.get("degraded", False))
+    if degraded:
+        metrics.fallbacks.labels(reason=str(batch.values.get("degraded_reason"))).inc()
+    breaker = state.recommender.breaker
+    if breaker is not None:
+        metrics.breaker_open.set(1.0 if breaker.state is BreakerState.OPEN else 0.0)
+    if state.recommender.rules is not None:
+        metrics.rules_reload_failures.set(state.recommender.rules.failures)
+    metrics.candidates.observe(len(batch.values.get("model_items", ())))
+    took = time.monotonic() - started
+    metrics.request_seconds.labels(degraded=str(degraded).lower()).observe(took)
+    metrics.requests.labels(status="200").inc()
+    return RecommendResponse(
+        user_id=body.user_id,
+        items=_items(batch),
+        degraded=degraded,
+        degraded_reason=batch.values.get("degraded_reason"),
+        cold_start=not batch.values.get("user_known", False),
+        model=settings.model_name,
+        rules_version=ruleset.digest,
+        candidates=len(batch.values.get("model_items", ())),
+        took_ms=round(took * 1000, 3),
+    )
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, response: Response) -> dict[str, str]:
+    """Readiness: the model's newest version is AVAILABLE on the model server."""
+    state = request.app.state
+    model_state = state.recommender.scorer.status(timeout=state.settings.status_timeout_s)
+    ready = model_state == "AVAILABLE"
+    response.status_code = 200 if ready else 503
+    return {
+        "status": "ready" if ready else "not ready",
+        "model": state.settings.model_name,
+        "state": model_state,
+    }
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus exposition of this app's registry."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,83 @@
+"""The ranking service's one settings object: environment variables (RANKER_*) or a dotenv file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; env vars ``RANKER_<FIELD>`` override a dotenv file's values.
+
+    Build with ``Settings()`` (environment only) or ``Settings(_env_file="ranker.env")``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RANKER_", extra="forbid", frozen=True)
+
+    # offline inputs
+    artifacts_dir: Path = Field(description="folder written by recommender_client.recall.build")
+    contract_path: Path | None = Field(
+        default=None, description="feature contract; default: in artifacts_dir"
+    )
+    rules_path: Path | None = Field(default=None, description="operator rules YAML; none: no rules")
+    rules_reload_interval_s: float = Field(default=2.0, ge=0)
+
+    # model server
+    protocol: Literal["grpc", "rest"] = "grpc"
+    grpc_target: str = "127.0.0.1:8500"
+    rest_url: str = "http://127.0.0.1:8501"
+    model_name: str = "ctr"
+    signature_name: str = "serving_default"
+    predict_timeout_s: float = Field(default=0.25, gt=0, description="upper bound on one Predict call")
+    predict_chunk_size: int = Field(default=1000, ge=1, description="rows per Predict call")
+    status_timeout_s: float = Field(default=1.0, gt=0)
+
+    # request handling
+    request_deadline_s: float = Field(
+        default=0.5, gt=0, description="answer within this, degraded if need be"
+    )
+    max_k: int = Field(default=100, ge=1)
+    max_request_candidates: int = Field(default=2000, ge=1)
+    fallback: Literal["recall", "popularity"] = "recall"
+    fixed_now: float | None = Field(default=None, description="pin the clock (replays and demos)")
+    seed: int = Field(default=0, description="seeds exploration together with the user id")
+
+    # recall
+    max_candidates: int = Field(default=500, ge=1)
+    quota_itemcf: int = Field(default=250, ge=0)
+    quota_category_popularity: int = Field(default=100, ge=0)
+    quota_new: int = Field(default=50, ge=0)
+    quota_popularity: int = Field(default=500, ge=0)
+    new_item_days: float = Field(default=3.0, gt=0)
+
+    # degradation
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+
+    # exposures (frequency caps)
+    exposure_max_users: int = Field(default=100_000, ge=1)
+    exposure_max_events_per_user: int = Field(default=500, ge=1)
+
+    # skew logging
+    skew_log_path: Path | None = None
+    skew_sample_rate: float = Field(default=0.01, ge=0, le=1)
+    skew_seed: int = 0
+    skew_max_bytes: int = Field(default=10_000_000, ge=1)
+    skew_backups: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _contract_default(self) -> Settings:
+        if self.contract_path is None:
+            object.__setattr__(self, "contract_path", self.artifacts_dir / "feature_contract.json")
+        return self
+
+    def quotas(self) -> dict[str, int]:
+        return {
+            "itemcf": self.quota_itemcf,
+            "category_popularity": self.quota_category_popularity,
+            "new": self.quota_new,
+            "popularity": self.quota_popularity,
+        }

@@ -1,0 +1,202 @@
+"""Core pipeline stages: recall, feature join, scoring (with fallback), ordering and truncation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from recommender_client.breaker import CircuitBreaker
+from recommender_client.features import FeatureJoiner
+from recommender_client.pipeline import Batch, Operator
+from recommender_client.ranking import Scorer, ScoringError
+from recommender_client.recall.artifacts import Catalog
+from recommender_client.recall.sources import RecallSource, merge_recall
+
+ITEM_META = frozenset({"category", "tags", "publish_time"})
+
+
+def catalog_columns(catalog: Catalog, items: Sequence[str]) -> dict[str, np.ndarray]:
+    """Category, tags and publish time per item ('' / NaN for items outside the catalogue)."""
+    pos = catalog.positions(items)
+    known = pos >= 0
+    category = np.array([catalog.category[p] if p >= 0 else "" for p in pos.tolist()], dtype=object)
+    tags = np.array([catalog.tags[p] if p >= 0 else "" for p in pos.tolist()], dtype=object)
+    publish = np.full(len(items), np.nan)
+    publish[known] = catalog.publish_time[pos[known]]
+    return {"category": category, "tags": tags, "publish_time": publish}
+
+
+class RecallCandidates(Operator):
+    """Candidates from the recall sources merged under per-source quotas, or the request's own list.
+
+    Produces the items (recall order) with their ``recall_source`` and catalogue metadata.
+    """
+
+    produces = frozenset({"items", "recall_source", "recall_position"}) | ITEM_META
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        sources: Sequence[RecallSource],
+        *,
+        quotas: Mapping[str, int],
+        max_candidates: int = 500,
+    ) -> None:
+        missing = [s.name for s in sources if s.name not in quotas]
+        if missing:
+            raise ValueError(f"RecallCandidates: no quota for sources {missing}")
+        if max_candidates < 1:
+            raise ValueError(f"RecallCandidates: max_candidates must be >= 1, got {max_candidates}")
+        self.catalog = catalog
+        self.sources = tuple(sources)
+        self.quotas = dict(quotas)
+        self.max_candidates = max_candidates
+
+    def transform(self, batch: Batch) -> Batch:
+        req = batch.request
+        if req.candidates is not None:
+            items = list(dict.fromkeys(req.candidates))[: self.max_candidates]
+            sources = ["request"] * len(items)
+        else:
+            lists = {s.name: s.recall(req.user_id, req.now, self.quotas[s.name]) for s in self.sources}
+            merged = merge_recall(lists, self.quotas, self.max_candidates)
+            items = [self.catalog.item_ids[p] for p in merged.positions]
+            sources = list(merged.sources)
+        columns = {
+            "recall_source": np.array(sources, dtype=object),
+            "recall_position": np.arange(len(items), dtype=np.int64),
+            **catalog_columns(self.catalog, items),
+        }
+        return batch.with_items(items, columns)
+
+
+class JoinFeatures(Operator):
+    """Joins user, item and context features into the contract's model inputs (cold start -> defaults)."""
+
+    requires = frozenset({"items"})
+    produces = frozenset({"model_inputs", "user_known", "item_known"})
+
+    def __init__(self, joiner: FeatureJoiner) -> None:
+        self.joiner = joiner
+
+    def transform(self, batch: Batch) -> Batch:
+        req = batch.request
+        inputs, user_known, item_known = self.joiner.join(req.user_id, batch.items, req.context)
+        return batch.with_columns(item_known=item_known).with_values(
+            model_inputs=inputs, model_items=batch.items, user_known=user_known
+        )
+
+
+class ScoreCandidates(Operator):
+    """Scores every candidate in one scorer call; falls back when the scorer fails, is slow or is shut off.
+
+    The fallback keeps the recall order (``fallback=None``) or uses another scorer (e.g. the
+    local popularity model). The breaker, when given, is consulted before each call and told
+    the outcome. The call's timeout is the smaller of ``timeout_s`` and the time left before
+    the request's deadline minus ``reserve_s`` (kept for the rest of the pipeline).
+
+    Produces ``model_score`` (float32, NaN when degraded), ``rank_score`` (what rerank adjusts)
+    and the values ``degraded``, ``degraded_reason`` and ``scores`` (in model-input row order).
+    """
+
+    requires = frozenset({"model_inputs", "recall_position"})
+    produces = frozenset({"model_score", "rank_score", "degraded", "degraded_reason", "scores"})
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        breaker: CircuitBreaker | None = None,
+        fallback: Scorer | None = None,
+        timeout_s: float = 1.0,
+        reserve_s: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if timeout_s <= 0 or reserve_s < 0:
+            raise ValueError(
+                f"ScoreCandidates: need timeout_s > 0 and reserve_s >= 0, got {timeout_s}, {reserve_s}"
+            )
+        self.scorer = scorer
+        self.breaker = breaker
+        self.fallback = fallback
+        self.timeout_s = timeout_s
+        self.reserve_s = reserve_s
+        self.clock = clock
+
+    def _model_scores(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
+        deadline = batch.request.deadline
+        timeout = self.timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - self.clock() - self.reserve_s)
+            if timeout <= 0:
+                return None, "deadline"
+        if self.breaker is not None and not self.breaker.allow():
+            return None, "circuit_open"
+        try:
+            scores = self.scorer.score(batch.values["model_inputs"], batch.items, timeout=timeout)
+        except ScoringError as exc:
+            if self.breaker is not None:
+                if exc.reason == "invalid_request":  # our request, not the server, is at fault
+                    self.breaker.record_success()
+                else:
+                    self.breaker.record_failure()
+            return None, exc.reason
+        except BaseException:
+            if self.breaker is not None:
+                self.breaker.record_failure()
+            raise
+        if self.breaker is not None:
+            self.breaker.record_success()
+        return scores, None
+
+    def transform(self, batch: Batch) -> Batch:
+        n = len(batch)
+        scores, reason = self._model_scores(batch) if n else (np.zeros(0, np.float32), None)
+        if scores is not None:
+            model = np.asarray(scores, dtype=np.float32)
+            return batch.with_columns(model_score=model, rank_score=model.astype(np.float64)).with_values(
+                degraded=False, degraded_reason=None, scores=model
+            )
+        if self.fallback is not None:
+            rank = self.fallback.score(batch.values["model_inputs"], batch.items).astype(np.float64)
+        else:  # recall order: earlier recalled ranks higher
+            rank = 1.0 / (1.0 + batch.columns["recall_position"].astype(np.float64))
+        return batch.with_columns(model_score=np.full(n, np.nan, np.float32), rank_score=rank).with_values(
+            degraded=True, degraded_reason=reason, scores=None
+        )
+
+
+class OrderByScore(Operator):
+    """Sorts by ``rank_score`` (descending, ties keep the current order).
+
+    With ``record_position`` it also stamps ``pre_rerank_position``: the model's ranking that
+    the operator rules then change.
+    """
+
+    requires = frozenset({"rank_score"})
+
+    def __init__(self, *, record_position: bool = False) -> None:
+        self.record_position = record_position
+        self.produces = frozenset({"pre_rerank_position"}) if record_position else frozenset()
+
+    @property
+    def name(self) -> str:
+        return "OrderByModelScore" if self.record_position else "OrderByScore"
+
+    def transform(self, batch: Batch) -> Batch:
+        order = np.argsort(-batch.columns["rank_score"], kind="stable")
+        out = batch.take(order)
+        if self.record_position:
+            out = out.with_columns(pre_rerank_position=np.arange(len(out), dtype=np.int64))
+        return out
+
+
+class TruncateToK(Operator):
+    """Keeps the first ``request.k`` items."""
+
+    requires = frozenset({"items"})
+
+    def transform(self, batch: Batch) -> Batch:
+        return batch.take(np.arange(min(batch.request.k, len(batch))))

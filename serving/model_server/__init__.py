@@ -1,0 +1,1 @@
+"""Embedded model server implementing TensorFlow Serving's gRPC and REST APIs."""

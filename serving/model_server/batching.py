@@ -1,0 +1,255 @@
+"""Server-side batching: concurrent requests to one signature merged into one run, split back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serving.model_server.errors import ServingError
+from serving.model_server.servable import Servable
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """The BatchingParameters TF Serving reads, with its defaults (batching_session.h)."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 4
+    max_enqueued_batches: int = 100
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size <= 0 or self.num_batch_threads <= 0 or self.max_enqueued_batches <= 0:
+            raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be positive")
+        if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
+            raise ValueError("the last allowed_batch_sizes entry must equal max_batch_size")
+
+    @classmethod
+    def from_proto(cls, params: Any) -> BatchingOptions:
+        """From a ``tensorflow.serving.BatchingParameters`` message (unset fields keep defaults)."""
+        values: dict[str, Any] = {}
+        for name in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+            if params.HasField(name):
+                values[name] = int(getattr(params, name).value)
+        values["allowed_batch_sizes"] = tuple(int(v) for v in params.allowed_batch_sizes)
+        values["pad_variable_length_inputs"] = bool(params.pad_variable_length_inputs)
+        return cls(**values)
+
+
+@dataclass
+class _Task:
+    inputs: dict[str, np.ndarray]
+    size: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Batch:
+    servable: Servable
+    signature: str
+    output_filter: tuple[str, ...]
+    opened: float
+    tasks: list[_Task] = field(default_factory=list)
+    size: int = 0
+    closed: bool = False
+
+
+class Batcher:
+    """TF Serving's batching scheduler for Servable.run calls (``manager.runner`` when enabled).
+
+    One queue per (servable, signature, input names and trailing shapes, output filter). A
+    batch is processed once it is full, once ``batch_timeout_micros`` passed since it opened,
+    or once a task did not fit; ``num_batch_threads`` threads process batches, so while they
+    are busy new requests pile up into bigger batches. A queue holding ``max_enqueued_batches``
+    batches refuses new tasks with RESOURCE_EXHAUSTED. A task larger than ``max_batch_size``
+    runs on its own (TF Serving splits it; the result is the same).
+    """
+
+    def __init__(self, options: BatchingOptions) -> None:
+        self.options = options
+        self._cond = threading.Condition()
+        self._queues: dict[Hashable, list[_Batch]] = {}
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-thread-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(
+        self,
+        servable: Servable,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Same contract as :meth:`Servable.run`, executed as part of a batch.
+
+        Raises:
+            ServingError: the request's own errors (checked before queueing),
+                RESOURCE_EXHAUSTED when the queue is full, or the batch run's error.
+        """
+        key, feeds, _ = servable.prepare(signature_name, inputs, output_filter)
+        arrays = {alias: value for alias, (_, value) in feeds.items()}
+        if not arrays:
+            return servable.run(key, inputs, output_filter)
+        size = _task_size(arrays)
+        if size > self.options.max_batch_size or size == 0:
+            return servable.run(key, inputs, output_filter)
+        if self.options.pad_variable_length_inputs:
+            shapes: tuple[Any, ...] = tuple(sorted((a, v.ndim) for a, v in arrays.items()))
+        else:
+            shapes = tuple(sorted((a, v.shape[1:]) for a, v in arrays.items()))
+        queue_key = (id(servable), key, shapes, tuple(output_filter))
+        task = _Task(arrays, size)
+        self._enqueue(queue_key, servable, key, tuple(output_filter), task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        assert task.result is not None
+        return task.result
+
+    def _enqueue(
+        self, queue_key: Hashable, servable: Servable, key: str, output_filter: tuple[str, ...], task: _Task
+    ) -> None:
+        with self._cond:
+            if self._stopped:
+                raise ServingError.unavailable("Batch scheduler is stopped")
+            batches = self._queues.setdefault(queue_key, [])
+            current = batches[-1] if batches and not batches[-1].closed else None
+            if current is not None and current.size + task.size > self.options.max_batch_size:
+                current.closed = True
+                current = None
+            if current is None:
+                if len(batches) >= self.options.max_enqueued_batches:
+                    raise ServingError.resource_exhausted(
+                        "The batch scheduling queue to which this task was submitted is full"
+                    )
+                current = _Batch(servable, key, output_filter, time.monotonic())
+                batches.append(current)
+            current.tasks.append(task)
+            current.size += task.size
+            if current.size >= self.options.max_batch_size:
+                current.closed = True
+            self._cond.notify()
+
+    def _next_batch(self) -> _Batch | None:
+        """Wait for a batch that is ready; None once stopped. Called with the condition held."""
+        timeout = self.options.batch_timeout_micros / 1e6
+        while not self._stopped:
+            now = time.monotonic()
+            wait: float | None = None
+            for queue_key, batches in self._queues.items():
+                if not batches:
+                    continue
+                first = batches[0]
+                due = first.opened + timeout
+                if first.closed or now >= due:
+                    batches.pop(0)
+                    first.closed = True
+                    if not batches:
+                        del self._queues[queue_key]
+                    return first
+                wait = due - now if wait is None else min(wait, due - now)
+            self._cond.wait(wait)
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+            if batch is None:
+                return
+            self._process(batch)
+
+    def _process(self, batch: _Batch) -> None:
+        try:
+            merged, padded_size = self._merge(batch)
+            outputs = batch.servable.run(batch.signature, merged, batch.output_filter)
+            offsets = np.cumsum([0] + [t.size for t in batch.tasks])
+            for alias, value in outputs.items():
+                if value.ndim == 0 or value.shape[0] != padded_size:
+                    raise ServingError.internal(
+                        "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                        f"dimension sizes of the input tensors (output {alias})"
+                    )
+            for i, task in enumerate(batch.tasks):
+                task.result = {alias: value[offsets[i] : offsets[i + 1]] for alias, value in outputs.items()}
+        except BaseException as exc:  # every waiting caller must wake up with the error
+            for task in batch.tasks:
+                task.error = exc
+        finally:
+            for task in batch.tasks:
+                task.done.set()
+
+    def _merge(self, batch: _Batch) -> tuple[dict[str, np.ndarray], int]:
+        """Concatenate the tasks' inputs along dim 0, padding as configured."""
+        size = batch.size
+        target = next((s for s in self.options.allowed_batch_sizes if s >= size), size)
+        merged: dict[str, np.ndarray] = {}
+        for alias in batch.tasks[0].inputs:
+            parts = [task.inputs[alias] for task in batch.tasks]
+            if self.options.pad_variable_length_inputs:
+                parts = _pad_trailing(parts)
+            if target > size:
+                # Padding rows are copies of the first row; they are sliced off afterwards.
+                filler = np.repeat(parts[0][:1], target - size, axis=0)
+                parts = [*parts, filler]
+            merged[alias] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return merged, target
+
+    def stop(self) -> None:
+        """Stop the batch threads; queued tasks fail with UNAVAILABLE."""
+        with self._cond:
+            self._stopped = True
+            pending = [t for batches in self._queues.values() for b in batches for t in b.tasks]
+            self._queues.clear()
+            self._cond.notify_all()
+        for task in pending:
+            task.error = ServingError.unavailable("Batch scheduler is stopped")
+            task.done.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def _task_size(arrays: Mapping[str, np.ndarray]) -> int:
+    """The task's batch size: every input's dim 0, which must agree (TF Serving's texts)."""
+    sizes = set()
+    for value in arrays.values():
+        if value.ndim == 0:
+            raise ServingError.invalid_argument(
+                "Batching Run() input tensors must have at least one dimension"
+            )
+        sizes.add(value.shape[0])
+    if len(sizes) != 1:
+        raise ServingError.invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
+    return sizes.pop()
+
+
+def _pad_trailing(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad dims 1.. of each part to the largest, with each tensor's first element (TF Serving)."""
+    target = tuple(max(p.shape[d] for p in parts) for d in range(1, parts[0].ndim))
+    out = []
+    for part in parts:
+        if part.shape[1:] == target:
+            out.append(part)
+            continue
+        widths = [(0, 0)] + [(0, t - s) for s, t in zip(part.shape[1:], target, strict=True)]
+        fill = part.flat[0] if part.size else 0
+        if part.dtype == object:
+            padded = np.full((part.shape[0], *target), fill, dtype=object)
+            padded[tuple(slice(0, s) for s in part.shape)] = part
+            out.append(padded)
+        else:
+            out.append(np.pad(part, widths, constant_values=fill))
+    return out

@@ -1,0 +1,306 @@
+"""TF Serving's gRPC API: PredictionService and ModelService on the official protos.
+
+The `handle_*` functions hold the request -> response logic with TF Serving's checks and
+texts (predict_impl.cc, classification_service.cc, regression_service.cc, multi_inference,
+get_model_metadata_impl.cc, get_model_status_impl.cc, model_service_impl.cc); the REST face
+reuses them for everything but predict, as TF Serving's HTTP handler does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving.model_server.errors import ServingError
+from serving.model_server.metrics import Metrics
+from serving.model_server.servable import DEFAULT_SIGNATURE, Servable
+from serving.model_server.tensors import TensorConversionError, from_ndarray, to_ndarray
+
+SIGNATURE_DEF_FIELD = "signature_def"
+_ERROR_MESSAGE_LIMIT = 1024  # grpc_status_util.cc truncates longer messages.
+
+
+def grpc_message(message: str) -> str:
+    """TF Serving's ToGRPCStatus: messages over 1024 characters are truncated."""
+    if len(message) > _ERROR_MESSAGE_LIMIT:
+        return message[:_ERROR_MESSAGE_LIMIT] + "...TRUNCATED"
+    return message
+
+
+def servable_for(manager: Any, model_spec: Any) -> Servable:
+    """The servable a ModelSpec selects (version, version_label, else the latest)."""
+    choice = model_spec.WhichOneof("version_choice")
+    if choice == "version":
+        return manager.get_servable(model_spec.name, version=model_spec.version.value)
+    if choice == "version_label":
+        return manager.get_servable(model_spec.name, label=model_spec.version_label)
+    return manager.get_servable(model_spec.name)
+
+
+def _require_spec(request: Any) -> None:
+    if not request.HasField("model_spec"):
+        raise ServingError.invalid_argument("Missing ModelSpec")
+
+
+def _fill_spec(target: Any, name: str, signature_name: str | None, version: int) -> None:
+    """util.cc MakeModelSpec: name, signature ('' -> serving_default) and version."""
+    target.name = name
+    if signature_name is not None:
+        target.signature_name = signature_name or DEFAULT_SIGNATURE
+    target.version.value = version
+
+
+def request_arrays(servable: Servable, signature_name: str, request: Any) -> dict[str, np.ndarray]:
+    """A PredictRequest's tensors as arrays; a bad TensorProto is TF's "tensor parsing error"."""
+    known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
+    inputs: dict[str, np.ndarray] = {}
+    for alias, proto in request.inputs.items():
+        try:
+            inputs[alias] = to_ndarray(proto)
+        except TensorConversionError:
+            if known is not None and alias in known.inputs:
+                raise ServingError.invalid_argument(f"tensor parsing error: {alias}") from None
+            inputs[alias] = np.zeros(0, dtype=np.float32)  # unknown alias: run() names it
+    return inputs
+
+
+def handle_predict(manager: Any, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    """TensorflowPredictor::Predict through the manager's runner (batcher or direct)."""
+    _require_spec(request)
+    servable = servable_for(manager, request.model_spec)
+    signature_name = request.model_spec.signature_name
+    key, _ = servable.signature(signature_name)
+    inputs = request_arrays(servable, signature_name, request)
+    outputs = manager.runner.run(servable, signature_name, inputs, tuple(request.output_filter))
+    response = predict_pb2.PredictResponse()
+    _fill_spec(response.model_spec, request.model_spec.name, key, servable.version)
+    for alias, value in outputs.items():
+        from_ndarray(value, out=response.outputs[alias])
+    return response
+
+
+def handle_classify(
+    manager: Any, request: classification_pb2.ClassificationRequest
+) -> classification_pb2.ClassificationResponse:
+    """TensorflowClassificationServiceImpl::Classify."""
+    _require_spec(request)
+    servable = servable_for(manager, request.model_spec)
+    signature_name = request.model_spec.signature_name
+    result = servable.classify(signature_name, request.input, run=manager.runner.run)
+    response = classification_pb2.ClassificationResponse()
+    response.result.CopyFrom(result)
+    _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
+    return response
+
+
+def handle_regress(
+    manager: Any, request: regression_pb2.RegressionRequest
+) -> regression_pb2.RegressionResponse:
+    """TensorflowRegressionServiceImpl::Regress."""
+    _require_spec(request)
+    servable = servable_for(manager, request.model_spec)
+    signature_name = request.model_spec.signature_name
+    result = servable.regress(signature_name, request.input, run=manager.runner.run)
+    response = regression_pb2.RegressionResponse()
+    response.result.CopyFrom(result)
+    _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
+    return response
+
+
+def handle_multi_inference(
+    manager: Any, request: inference_pb2.MultiInferenceRequest
+) -> inference_pb2.MultiInferenceResponse:
+    """RunMultiInferenceWithServerCore: the first task's model_spec selects the servable."""
+    if not request.tasks:
+        raise ServingError.invalid_argument("Expected at least one task")
+    servable = servable_for(manager, request.tasks[0].model_spec)
+    return servable.multi_inference(request)
+
+
+def handle_metadata(
+    manager: Any, request: get_model_metadata_pb2.GetModelMetadataRequest
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadataImpl: only the "signature_def" field exists."""
+    _require_spec(request)
+    if not request.metadata_field:
+        raise ServingError.invalid_argument(
+            "GetModelMetadataRequest must specify at least one metadata_field"
+        )
+    for field in request.metadata_field:
+        if field != SIGNATURE_DEF_FIELD:
+            # TF Serving builds this text with StrCat, so the "%s" is literally in it.
+            raise ServingError.invalid_argument(f"Metadata field %s is not supported{field}")
+    servable = servable_for(manager, request.model_spec)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in servable.signature_def_map().items():
+        signature_map.signature_def[key].CopyFrom(signature)
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+    return response
+
+
+def handle_status(
+    manager: Any, request: get_model_status_pb2.GetModelStatusRequest
+) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatusImpl: one version when asked for, else all (labels are not consulted)."""
+    _require_spec(request)
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for state in manager.status(spec.name, version):
+        entry = response.model_version_status.add()
+        entry.version = state.version
+        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+        entry.status.error_code = state.error_code.value[0]
+        entry.status.error_message = state.error_message
+    return response
+
+
+def handle_reload(
+    manager: Any, request: model_management_pb2.ReloadConfigRequest
+) -> model_management_pb2.ReloadConfigResponse:
+    """ModelServiceImpl::HandleReloadConfigRequest (only model_config_list is supported)."""
+    if request.config.WhichOneof("config") != "model_config_list":
+        raise ServingError.invalid_argument(
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+            "Only ModelConfigList is currently supported"
+        )
+    manager.reload_config(request.config)
+    response = model_management_pb2.ReloadConfigResponse()
+    response.status.error_code = 0
+    return response
+
+
+def _call(
+    api: str,
+    handler: Callable[[Any, Any], Any],
+    manager: Any,
+    metrics: Metrics | None,
+    model_name: Callable[[Any], str],
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """Wrap a handler: ServingError -> context.abort(code, message); metrics per request."""
+
+    def method(request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return handler(manager, request)
+        except ServingError as err:
+            code = err.code
+            context.abort(err.code, grpc_message(err.message))
+        except Exception as exc:  # a bug must still answer with a status, not kill the call
+            code = grpc.StatusCode.INTERNAL
+            context.abort(code, grpc_message(f"{type(exc).__name__}: {exc}"))
+        finally:
+            if metrics is not None and api in ("Predict", "Classify", "Regress", "MultiInference"):
+                elapsed_us = (time.perf_counter() - start) * 1e6
+                metrics.record_request(model_name(request), api, "GRPC", code, elapsed_us)
+
+    method.__name__ = api
+    return method
+
+
+def _spec_name(request: Any) -> str:
+    return request.model_spec.name
+
+
+def _tasks_name(request: Any) -> str:
+    return request.tasks[0].model_spec.name if request.tasks else ""
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService over a ModelManager."""
+
+    def __init__(self, manager: Any, metrics: Metrics | None = None) -> None:
+        self.Predict = _call("Predict", handle_predict, manager, metrics, _spec_name)
+        self.Classify = _call("Classify", handle_classify, manager, metrics, _spec_name)
+        self.Regress = _call("Regress", handle_regress, manager, metrics, _spec_name)
+        self.MultiInference = _call("MultiInference", handle_multi_inference, manager, metrics, _tasks_name)
+        self.GetModelMetadata = _call("GetModelMetadata", handle_metadata, manager, metrics, _spec_name)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService over a ModelManager."""
+
+    def __init__(self, manager: Any, metrics: Metrics | None = None) -> None:
+        self.GetModelStatus = _call("GetModelStatus", handle_status, manager, metrics, _spec_name)
+        self.HandleReloadConfigRequest = _call(
+            "HandleReloadConfigRequest", handle_reload, manager, metrics, lambda r: ""
+        )
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`--grpc_channel_arguments`: "k=v,k2=v2"; integer values are passed as ints.
+
+    Raises:
+        ValueError: an entry without "=".
+    """
+    out: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments entry {item!r} is not key=value")
+        try:
+            out.append((key, int(value)))
+        except ValueError:
+            out.append((key, value))
+    return out
+
+
+def create_grpc_server(
+    manager: Any,
+    *,
+    bind_address: str,
+    port: int,
+    metrics: Metrics | None = None,
+    channel_arguments: str = "",
+    max_workers: int = 16,
+) -> tuple[grpc.Server, int]:
+    """Build (not start) a gRPC server with both services; returns it and the bound port.
+
+    TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
+    may override it.
+
+    Raises:
+        RuntimeError: the address could not be bound.
+    """
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", 2**31 - 1),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.so_reuseport", 0),
+    ]
+    options += parse_channel_arguments(channel_arguments)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(manager, metrics), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
+    host = f"[{bind_address}]" if ":" in bind_address else bind_address
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise RuntimeError(f"could not bind gRPC server to {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise RuntimeError(f"could not bind gRPC server to {host}:{port}")
+    return server, bound

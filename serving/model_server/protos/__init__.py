@@ -1,0 +1,1 @@
+"""Generated messages for TF Serving config protos the tensorflow-serving-api wheel lacks."""

@@ -1,0 +1,150 @@
+"""The two ways a SavedModel version is executed: a TF1 Session, or TF2 concrete functions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from serving.model_server.errors import ServingError
+
+SERVING_TAG = "serve"
+
+
+def _grpc_code(tf_code: int) -> grpc.StatusCode:
+    """TensorFlow error codes are the canonical gRPC codes."""
+    for code in grpc.StatusCode:
+        if code.value[0] == tf_code:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def is_tf2(meta_graph: Any) -> bool:
+    """Whether a MetaGraphDef was written by tf.saved_model.save (it carries an object graph)."""
+    return meta_graph.HasField("object_graph_def") and len(meta_graph.object_graph_def.nodes) > 0
+
+
+class SessionRuntime:
+    """A TF1 SavedModel in its own graph and Session, as TF Serving runs it.
+
+    Running the Session directly keeps TF Serving's lenient shape handling (request shapes are
+    not checked against the declared ones) and its stateful semantics. Each distinct
+    (feeds, fetches) combination is compiled once into a Session callable and reused.
+    """
+
+    def __init__(self, path: Path, session_config: Any = None) -> None:
+        import tensorflow as tf
+
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+        try:
+            with self._graph.as_default():
+                tf.compat.v1.saved_model.loader.load(self._session, [SERVING_TAG], str(path))
+        except Exception:
+            self._session.close()
+            raise
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
+        self._lock = threading.Lock()
+
+    def feed_dtype(self, tensor_name: str, recorded: int) -> int:
+        """The dtype the graph really expects (a SignatureDef may record another one)."""
+        try:
+            return int(self._graph.get_tensor_by_name(tensor_name).dtype.as_datatype_enum)
+        except (KeyError, ValueError):
+            return recorded
+
+    def run(
+        self,
+        signature_key: str,
+        feeds: Mapping[str, tuple[str, np.ndarray]],
+        fetches: Sequence[tuple[str, str]],
+    ) -> list[Any]:
+        """Run with ``feeds`` alias -> (tensor name, value) and ``fetches`` (alias, tensor name)."""
+        names = tuple(name for name, _ in feeds.values())
+        values = [value for _, value in feeds.values()]
+        return self.run_tensors(names, tuple(t for _, t in fetches), values)
+
+    def run_tensors(
+        self, feed_names: Sequence[str], fetch_names: Sequence[str], feeds: Sequence[np.ndarray]
+    ) -> list[Any]:
+        """Run the Session on graph tensor names."""
+        import tensorflow as tf
+
+        key = (tuple(feed_names), tuple(fetch_names))
+        fn = self._callables.get(key)
+        if fn is None:
+            fn = self._make_callable(*key)
+        try:
+            return list(fn(*feeds))
+        except tf.errors.OpError as exc:
+            raise ServingError(_grpc_code(exc.error_code), exc.message) from None
+
+    def _make_callable(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> Any:
+        from tensorflow.core.protobuf import config_pb2
+
+        with self._lock:
+            fn = self._callables.get((feed_names, fetch_names))
+            if fn is None:
+                options = config_pb2.CallableOptions()
+                options.feed.extend(feed_names)
+                options.fetch.extend(fetch_names)
+                # The public make_callable re-checks feed shapes in Python; TF Serving does not.
+                fn = self._session._make_callable_from_options(options)
+                self._callables[(feed_names, fetch_names)] = fn
+        return fn
+
+    def close(self) -> None:
+        with self._lock:
+            self._callables.clear()
+        self._session.close()
+
+
+class FunctionRuntime:
+    """A TF2 SavedModel loaded with tf.saved_model.load; signatures run as concrete functions.
+
+    (Loading TF2 exports into a v1 Session from Python loses Keras 3 variables, so TF2 models
+    take this path.) Functions are called flat, which like TF Serving does not check request
+    shapes against the declared ones.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        self._loaded = tf.saved_model.load(str(path), tags=[SERVING_TAG])
+        self._functions = dict(self._loaded.signatures.items())
+
+    def feed_dtype(self, tensor_name: str, recorded: int) -> int:
+        return recorded
+
+    def run(
+        self,
+        signature_key: str,
+        feeds: Mapping[str, tuple[str, np.ndarray]],
+        fetches: Sequence[tuple[str, str]],
+    ) -> list[Any]:
+        import tensorflow as tf
+
+        fn = self._functions.get(signature_key)
+        if fn is None:
+            raise ServingError.failed_precondition(f'Serving signature key "{signature_key}" not found.')
+        try:
+            keywords = getattr(fn, "_arg_keywords", None)
+            if keywords is not None and hasattr(fn, "_call_flat") and set(keywords) == set(feeds):
+                # The flat call skips the Python-side shape check, matching TF Serving's leniency.
+                flat = [tf.constant(feeds[k][1]) for k in keywords]
+                outputs = fn._call_flat(flat, fn.captured_inputs)
+            else:
+                outputs = fn(**{alias: tf.constant(value) for alias, (_, value) in feeds.items()})
+        except tf.errors.OpError as exc:
+            raise ServingError(_grpc_code(exc.error_code), exc.message) from None
+        except (TypeError, ValueError) as exc:
+            raise ServingError.invalid_argument(str(exc)) from None
+        return [outputs[alias].numpy() for alias, _ in fetches]
+
+    def close(self) -> None:
+        self._functions.clear()
+        self._loaded = None

@@ -1,0 +1,127 @@
+"""The embedded model server: manager, optional batcher, gRPC and REST faces, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from serving.model_server.batching import Batcher, BatchingOptions
+from serving.model_server.config import (
+    ServerOptions,
+    initial_model_config,
+    prometheus_path,
+    read_batching_parameters,
+    read_model_server_config,
+    read_monitoring_config,
+)
+from serving.model_server.manager import ModelManager
+from serving.model_server.servable import DirectRunner
+
+log = logging.getLogger(__name__)
+
+
+class ModelServer:
+    """tensorflow_model_server in-process: what ``python -m serving.model_server`` runs.
+
+    ``start()`` loads the models (raising ServingError when a servable does not become
+    available, as the real server refuses to start), then opens gRPC on ``options.port`` and,
+    when enabled, REST on ``options.rest_api_port``. Port 0 binds a free port; the bound ports
+    are ``grpc_port`` and ``rest_port``. Use as a context manager in tests.
+
+    Args:
+        options: the parsed flags.
+        enable_rest: force REST on (with ``rest_api_port=0`` it binds a free port) or off;
+            None follows TF Serving (REST only when ``rest_api_port > 0``).
+
+    Raises:
+        ConfigError: from the constructor, for unreadable or unparsable config files.
+    """
+
+    def __init__(self, options: ServerOptions, *, enable_rest: bool | None = None) -> None:
+        self.options = options
+        self.enable_rest = options.rest_api_port > 0 if enable_rest is None else enable_rest
+        self.model_config = initial_model_config(options)
+        self.batching = (
+            BatchingOptions.from_proto(read_batching_parameters(options.batching_parameters_file))
+            if options.enable_batching and options.batching_parameters_file
+            else (BatchingOptions() if options.enable_batching else None)
+        )
+        monitoring = (
+            read_monitoring_config(options.monitoring_config_file) if options.monitoring_config_file else None
+        )
+        self.prometheus_path = prometheus_path(monitoring)
+        self.manager: ModelManager | None = None
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._grpc_server: Any = None
+        self._rest_server: Any = None
+
+    def start(self) -> ModelServer:
+        """Load models, then serve; on any failure everything started so far is stopped."""
+        from serving.model_server.grpc_service import create_grpc_server
+        from serving.model_server.metrics import Metrics
+
+        options = self.options
+        runner = Batcher(self.batching) if self.batching is not None else DirectRunner()
+        self.manager = ModelManager(
+            self.model_config,
+            runner=runner,
+            enable_warmup=options.enable_model_warmup,
+            warmup_iterations=options.num_request_iterations_for_warmup,
+            poll_wait_seconds=options.file_system_poll_wait_seconds,
+            check_method_name=options.enable_signature_method_name_check,
+            allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+        )
+        try:
+            self.manager.start()
+            if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+                path = options.model_config_file
+                self.manager.watch_config_file(
+                    lambda: read_model_server_config(path), options.model_config_file_poll_wait_seconds
+                )
+            metrics = Metrics()
+            self._grpc_server, self.grpc_port = create_grpc_server(
+                self.manager,
+                bind_address=options.bind_address,
+                port=options.port,
+                metrics=metrics,
+                channel_arguments=options.grpc_channel_arguments,
+                max_workers=options.grpc_max_threads,
+            )
+            self._grpc_server.start()
+            log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
+            if self.enable_rest:
+                from serving.model_server.rest import RestServer
+
+                self._rest_server = RestServer(
+                    self.manager,
+                    bind_address=options.bind_address,
+                    port=options.rest_api_port,
+                    metrics=metrics,
+                    prometheus_path=self.prometheus_path,
+                    timeout_ms=options.rest_api_timeout_in_ms,
+                )
+                self.rest_port = self._rest_server.start()
+                log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, self.rest_port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the faces first (no new requests), then unload models and stop the batcher."""
+        if self._rest_server is not None:
+            self._rest_server.stop()
+            self._rest_server = None
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=1.0).wait()
+            self._grpc_server = None
+        if self.manager is not None:
+            self.manager.stop()
+            self.manager = None
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,255 @@
+"""Fast TensorProto <-> numpy conversion with TensorFlow's own parsing rules.
+
+`tf.make_tensor_proto` / `tf.make_ndarray` cost tens of microseconds per tensor and go
+through eager TensorFlow; the server converts every request and response, so this
+module works on the protobuf fields directly (measured in benchmarks/bench_model_server.py).
+
+Semantics follow `tensorflow::Tensor::FromProto` and `Tensor::AsProtoField`, which TF
+Serving uses for Predict: `tensor_content` must hold exactly num_elements * itemsize
+bytes; typed `*_val` fields with fewer values than elements are padded with the last
+value (or zeros when empty), extra values are ignored; responses are written into the
+typed fields (`float_val`, `string_val`, ...), never `tensor_content`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import ml_dtypes
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+DT = types_pb2
+
+# TF DataType enum -> numpy dtype (object for DT_STRING: numpy arrays of `bytes`).
+_NUMPY_BY_DTYPE: dict[int, np.dtype] = {
+    DT.DT_FLOAT: np.dtype(np.float32),
+    DT.DT_DOUBLE: np.dtype(np.float64),
+    DT.DT_INT32: np.dtype(np.int32),
+    DT.DT_UINT8: np.dtype(np.uint8),
+    DT.DT_INT16: np.dtype(np.int16),
+    DT.DT_INT8: np.dtype(np.int8),
+    DT.DT_STRING: np.dtype(object),
+    DT.DT_COMPLEX64: np.dtype(np.complex64),
+    DT.DT_INT64: np.dtype(np.int64),
+    DT.DT_BOOL: np.dtype(np.bool_),
+    DT.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
+    DT.DT_UINT16: np.dtype(np.uint16),
+    DT.DT_COMPLEX128: np.dtype(np.complex128),
+    DT.DT_HALF: np.dtype(np.float16),
+    DT.DT_UINT32: np.dtype(np.uint32),
+    DT.DT_UINT64: np.dtype(np.uint64),
+}
+
+# numpy dtype -> TF DataType enum.
+_DTYPE_BY_NUMPY: dict[np.dtype, int] = {v: k for k, v in _NUMPY_BY_DTYPE.items()}
+
+# Which repeated field of TensorProto holds the values of each dtype (AsProtoField layout).
+_VAL_FIELD: dict[int, str] = {
+    DT.DT_FLOAT: "float_val",
+    DT.DT_DOUBLE: "double_val",
+    DT.DT_INT32: "int_val",
+    DT.DT_UINT8: "int_val",
+    DT.DT_INT16: "int_val",
+    DT.DT_INT8: "int_val",
+    DT.DT_UINT16: "int_val",
+    DT.DT_STRING: "string_val",
+    DT.DT_COMPLEX64: "scomplex_val",
+    DT.DT_COMPLEX128: "dcomplex_val",
+    DT.DT_INT64: "int64_val",
+    DT.DT_BOOL: "bool_val",
+    DT.DT_HALF: "half_val",
+    DT.DT_BFLOAT16: "half_val",
+    DT.DT_UINT32: "uint32_val",
+    DT.DT_UINT64: "uint64_val",
+}
+
+
+class TensorConversionError(ValueError):
+    """A TensorProto cannot be turned into an array (TF's "tensor parsing error")."""
+
+
+def dtype_name(dtype: int) -> str:
+    """TensorFlow's `DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
+    try:
+        name = types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return f"unknown dtype enum ({dtype})"
+    if dtype == DT.DT_HALF:
+        return "half"
+    return name[3:].lower() if name.startswith("DT_") else name
+
+
+def numpy_dtype(dtype: int) -> np.dtype:
+    """The numpy dtype used for a TF dtype; raises TensorConversionError if unsupported."""
+    try:
+        return _NUMPY_BY_DTYPE[dtype]
+    except KeyError:
+        raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}") from None
+
+
+def tf_dtype(array: np.ndarray) -> int:
+    """The TF DataType enum for a numpy array (str/bytes arrays map to DT_STRING)."""
+    kind = array.dtype.kind
+    if kind in "OSU":
+        return DT.DT_STRING
+    try:
+        return _DTYPE_BY_NUMPY[array.dtype]
+    except KeyError:
+        raise TensorConversionError(f"numpy dtype {array.dtype} has no TensorFlow equivalent") from None
+
+
+def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The dims of a TensorProto; invalid shapes (unknown rank, negative dims) raise."""
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise TensorConversionError("tensor shape has unknown rank")
+    dims = tuple(d.size for d in shape.dim)
+    if any(d < 0 for d in dims):
+        raise TensorConversionError(f"tensor shape {list(dims)} has a negative dimension")
+    return dims
+
+
+def _decode_string_content(content: bytes, count: int) -> list[bytes]:
+    """Decode TF's string `tensor_content` layout: `count` varint lengths, then the bytes."""
+    lengths = []
+    pos = 0
+    for _ in range(count):
+        value = shift = 0
+        while True:
+            if pos >= len(content):
+                raise TensorConversionError("truncated string tensor_content")
+            byte = content[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        lengths.append(value)
+    out = []
+    for length in lengths:
+        if pos + length > len(content):
+            raise TensorConversionError("truncated string tensor_content")
+        out.append(content[pos : pos + length])
+        pos += length
+    if pos != len(content):
+        raise TensorConversionError("string tensor_content has trailing bytes")
+    return out
+
+
+def _fill(values: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
+    """TF's FromProtoField rule: pad with the last value, zero-fill if empty, truncate extras."""
+    have = values.shape[0]
+    if have == count:
+        return values
+    if have == 0:
+        return np.zeros(count, dtype=dtype)
+    if have > count:
+        return values[:count]
+    return np.concatenate([values, np.full(count - have, values[-1], dtype=dtype)])
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Convert a TensorProto to a numpy array (strings become an object array of bytes).
+
+    Raises:
+        TensorConversionError: unsupported dtype, invalid shape, or a tensor_content whose
+            size does not match the shape (TF Serving answers "tensor parsing error").
+    """
+    dtype = proto.dtype
+    np_dtype = numpy_dtype(dtype)
+    dims = shape_of(proto)
+    count = math.prod(dims)
+    content = proto.tensor_content
+    if dtype == DT.DT_STRING:
+        if content:
+            values = _decode_string_content(content, count)
+        else:
+            values = list(proto.string_val)
+        flat = np.empty(count, dtype=object)
+        if values:
+            if len(values) >= count:
+                flat[:] = values[:count]
+            else:
+                flat[: len(values)] = values
+                flat[len(values) :] = [values[-1]] * (count - len(values))
+        else:
+            flat[:] = [b""] * count
+        return flat.reshape(dims)
+    if content:
+        if len(content) != count * np_dtype.itemsize:
+            raise TensorConversionError(
+                f"tensor_content has {len(content)} bytes, shape {list(dims)} of "
+                f"{dtype_name(dtype)} needs {count * np_dtype.itemsize}"
+            )
+        return np.frombuffer(content, dtype=np_dtype).reshape(dims)
+    if count == 0:
+        return np.zeros(dims, dtype=np_dtype)
+    field = getattr(proto, _VAL_FIELD[dtype])
+    if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
+        raw = np.array(field, dtype=np.uint32).astype(np.uint16).view(np_dtype)
+    elif dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
+        parts = np.array(field, dtype=np.float32 if dtype == DT.DT_COMPLEX64 else np.float64)
+        if parts.shape[0] % 2:
+            raise TensorConversionError("complex tensor has an odd number of real/imaginary values")
+        raw = parts.view(np_dtype)
+    else:
+        raw = np.array(field, dtype=np_dtype)
+    return _fill(raw, count, np_dtype).reshape(dims)
+
+
+def _set_shape(shape: tensor_shape_pb2.TensorShapeProto, dims: Iterable[int]) -> None:
+    """Write dims into a TensorShapeProto."""
+    add = shape.dim.add
+    for d in dims:
+        add(size=d)
+
+
+def _as_bytes_list(flat: np.ndarray) -> list[bytes]:
+    """Object/str/bytes array -> list of bytes (str is encoded as UTF-8, like tf.constant)."""
+    items = flat.tolist()
+    if flat.dtype.kind == "S":
+        return items
+    return [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in items]
+
+
+def from_ndarray(
+    array: np.ndarray,
+    *,
+    out: tensor_pb2.TensorProto | None = None,
+    use_tensor_content: bool = False,
+) -> tensor_pb2.TensorProto:
+    """Write a numpy array into a TensorProto as TF's `Tensor::AsProtoField` does.
+
+    Args:
+        array: the values; str/bytes/object arrays become DT_STRING.
+        out: an existing (empty) TensorProto to fill, e.g. `response.outputs[name]`, which
+            avoids a copy of a large message.
+        use_tensor_content: write numeric data as raw `tensor_content` bytes
+            (`AsProtoTensorContent`) instead of the typed repeated field.
+
+    Returns:
+        The filled proto (`out` when given).
+    """
+    array = np.asarray(array)
+    proto = tensor_pb2.TensorProto() if out is None else out
+    dtype = tf_dtype(array)
+    proto.dtype = dtype
+    _set_shape(proto.tensor_shape, array.shape)
+    flat = array.reshape(-1)
+    if dtype == DT.DT_STRING:
+        proto.string_val.extend(_as_bytes_list(flat))
+        return proto
+    if use_tensor_content:
+        proto.tensor_content = np.ascontiguousarray(flat).astype(flat.dtype.newbyteorder("<")).tobytes()
+        return proto
+    field = getattr(proto, _VAL_FIELD[dtype])
+    if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
+        field.extend(flat.view(np.uint16).tolist())
+    elif dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
+        real = np.float32 if dtype == DT.DT_COMPLEX64 else np.float64
+        field.extend(np.ascontiguousarray(flat).view(real).tolist())
+    else:
+        field.extend(flat.tolist())
+    return proto

@@ -1,0 +1,211 @@
+"""Generate the text-proto config files tensorflow/serving (and the embedded server) read.
+
+The same three files drive the official image and ``python -m serving.model_server``:
+
+    docker run --rm -p 8500:8500 -p 8501:8501 \\
+      -v "$PWD/models:/models" -v "$PWD/config:/config" tensorflow/serving:2.21.0 \\
+      --model_config_file=/config/models.config \\
+      --model_config_file_poll_wait_seconds=60 \\
+      --enable_batching=true --batching_parameters_file=/config/batching.config \\
+      --monitoring_config_file=/config/monitoring.config
+
+(``docker_command`` builds this line from the settings.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODELS_CONFIG = "models.config"
+BATCHING_CONFIG = "batching.config"
+MONITORING_CONFIG = "monitoring.config"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One served model.
+
+    Attributes:
+        name: the model name clients use.
+        base_path: the directory of numeric version directories (as the server sees it).
+        policy: ``latest`` (keep ``num_versions``), ``all`` or ``specific`` (``versions``).
+        num_versions: for ``latest``.
+        versions: for ``specific``.
+        labels: version labels (``{"stable": 1, "canary": 2}``).
+    """
+
+    name: str
+    base_path: str
+    policy: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
+            raise ValueError(f"model name {self.name!r} must be non-empty [A-Za-z0-9_.-]")
+        if not self.base_path:
+            raise ValueError(f"model {self.name}: base_path is empty")
+        if self.policy not in ("latest", "all", "specific"):
+            raise ValueError(f"model {self.name}: policy {self.policy!r} is not latest, all or specific")
+        if self.policy == "latest" and self.num_versions < 1:
+            raise ValueError(f"model {self.name}: num_versions must be >= 1")
+        if self.policy == "specific" and not self.versions:
+            raise ValueError(f"model {self.name}: the specific policy needs versions")
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """Server-side batching (BatchingParameters)."""
+
+    max_batch_size: int = 128
+    batch_timeout_micros: int = 2000
+    num_batch_threads: int = 2
+    max_enqueued_batches: int = 100
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Prometheus exposition (MonitoringConfig)."""
+
+    enable: bool = True
+    path: str = "/monitoring/prometheus/metrics"
+
+
+def model_server_config(models: Sequence[ModelSettings]) -> str:
+    """The ``models.config`` text (ModelServerConfig), validated by parsing it back."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    names = [m.name for m in models]
+    if not models or len(set(names)) != len(names):
+        raise ValueError(f"model names must be non-empty and unique, got {names}")
+    config = model_server_config_pb2.ModelServerConfig()
+    for model in models:
+        entry = config.model_config_list.config.add()
+        entry.name = model.name
+        entry.base_path = model.base_path
+        entry.model_platform = "tensorflow"
+        policy = entry.model_version_policy
+        if model.policy == "all":
+            policy.all.SetInParent()
+        elif model.policy == "specific":
+            policy.specific.versions.extend(model.versions)
+        elif model.num_versions != 1:
+            policy.latest.num_versions = model.num_versions
+        for label, version in sorted(model.labels.items()):
+            entry.version_labels[label] = version
+    return text_format.MessageToString(config)
+
+
+def batching_parameters(settings: BatchingSettings) -> str:
+    """The ``batching_parameters_file`` text (BatchingParameters)."""
+    from google.protobuf import text_format
+
+    from serving.model_server.config import parse_batching_parameters
+    from serving.model_server.protos import server_configs_pb2
+
+    params = server_configs_pb2.BatchingParameters()
+    params.max_batch_size.value = settings.max_batch_size
+    params.batch_timeout_micros.value = settings.batch_timeout_micros
+    params.num_batch_threads.value = settings.num_batch_threads
+    params.max_enqueued_batches.value = settings.max_enqueued_batches
+    params.allowed_batch_sizes.extend(settings.allowed_batch_sizes)
+    params.pad_variable_length_inputs = settings.pad_variable_length_inputs
+    text = text_format.MessageToString(params)
+    parse_batching_parameters(text, "generated batching parameters")  # same checks as the server
+    return text
+
+
+def monitoring_config(settings: MonitoringSettings) -> str:
+    """The ``monitoring_config_file`` text (MonitoringConfig)."""
+    from google.protobuf import text_format
+
+    from serving.model_server.protos import server_configs_pb2
+
+    config = server_configs_pb2.MonitoringConfig()
+    config.prometheus_config.enable = settings.enable
+    config.prometheus_config.path = settings.path
+    return text_format.MessageToString(config)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_configs(
+    out_dir: str | Path,
+    models: Sequence[ModelSettings],
+    batching: BatchingSettings | None = None,
+    monitoring: MonitoringSettings | None = None,
+) -> dict[str, Path]:
+    """Write models.config (and batching.config / monitoring.config when given), atomically.
+
+    Returns:
+        The written files by kind: ``models``, ``batching``, ``monitoring``.
+    """
+    out = Path(out_dir)
+    written = {"models": out / MODELS_CONFIG}
+    _write_atomic(written["models"], model_server_config(models))
+    if batching is not None:
+        written["batching"] = out / BATCHING_CONFIG
+        _write_atomic(written["batching"], batching_parameters(batching))
+    if monitoring is not None:
+        written["monitoring"] = out / MONITORING_CONFIG
+        _write_atomic(written["monitoring"], monitoring_config(monitoring))
+    return written
+
+
+def server_flags(
+    config_dir: str, *, batching: bool, monitoring: bool, config_poll_seconds: int = 60
+) -> list[str]:
+    """tensorflow_model_server flags for the files in ``config_dir`` (a path inside the container)."""
+    flags = [
+        f"--model_config_file={config_dir}/{MODELS_CONFIG}",
+        f"--model_config_file_poll_wait_seconds={config_poll_seconds}",
+    ]
+    if batching:
+        flags += ["--enable_batching=true", f"--batching_parameters_file={config_dir}/{BATCHING_CONFIG}"]
+    if monitoring:
+        flags.append(f"--monitoring_config_file={config_dir}/{MONITORING_CONFIG}")
+    return flags
+
+
+def docker_command(
+    models_dir: str,
+    config_dir: str,
+    *,
+    image: str = "tensorflow/serving:2.21.0",
+    batching: bool = True,
+    monitoring: bool = True,
+) -> list[str]:
+    """The ``docker run`` argv serving ``models_dir`` (mounted at /models) with the generated configs."""
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "-p",
+        "8500:8500",
+        "-p",
+        "8501:8501",
+        "-v",
+        f"{models_dir}:/models:ro",
+        "-v",
+        f"{config_dir}:/config:ro",
+        image,
+        *server_flags("/config", batching=batching, monitoring=monitoring),
+    ]

@@ -1,0 +1,89 @@
+"""The training run's one config object, from flags and/or a JSON/YAML file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DATA_SOURCES = ("synthetic", "movielens", "criteo")
+
+
+class ConfigError(ValueError):
+    """A training config value or file is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` beside the model.
+
+    ``data_options`` go to ``training.data.load_source`` (e.g. ``num_rows``, ``seed`` for synthetic
+    data); ``model_config`` goes to ``training.models.ModelConfig.from_dict``.
+    """
+
+    out_dir: str
+    data: str = "synthetic"
+    data_path: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    model: str = "deepfm"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    seed: int = 0
+    patience: int = 2
+    min_delta: float = 1e-4
+    eval_batch_size: int = 8192
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_SOURCES:
+            raise ConfigError(f"data must be one of {DATA_SOURCES}, got {self.data!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
+        if not self.out_dir:
+            raise ConfigError("out_dir is required")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config keys {unknown} (known: {sorted(known)})")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON (``.json``) or YAML (anything else) mapping of TrainConfig fields."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc}") from exc
+    try:
+        if source.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json and yaml raise different types; both mean "unparsable"
+        raise ConfigError(f"config file {source} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {source} must hold a mapping, got {type(data).__name__}")
+    return data

@@ -1,0 +1,114 @@
+"""Build contract features from a training frame: vocabularies, hash buckets and numeric stats."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureKind
+
+from .base import DataError
+
+
+def _ranked_values(counts: pd.Series, min_count: int) -> list:
+    """Values with at least ``min_count`` occurrences, most frequent first, ties by value.
+
+    Ordering by frequency keeps ids stable and readable; the tie-break makes it deterministic.
+    """
+    kept = counts[counts >= min_count]
+    order = sorted(kept.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
+    return [value for value, _ in order]
+
+
+def categorical_feature(
+    name: str,
+    values: pd.Series,
+    entity: Entity | str,
+    *,
+    min_count: int = 1,
+    max_vocab: int = 100_000,
+    hash_buckets: int | None = None,
+    num_oov: int = 1,
+    embedding_dim: int = 8,
+) -> Feature:
+    """A categorical_string or categorical_int feature from training values.
+
+    Uses a vocabulary (values seen at least ``min_count`` times, ``num_oov`` >= 1 OOV buckets)
+    unless the kept vocabulary would exceed ``max_vocab``; then ``hash_buckets`` (default: the
+    next power of two above twice the distinct count, capped at 2**20) so huge id spaces stay
+    bounded. Empty strings are missing values and never enter the vocabulary.
+    """
+    if pd.api.types.is_integer_dtype(values.dtype):
+        kind = FeatureKind.CATEGORICAL_INT
+        counts = values.value_counts()
+        counts.index = counts.index.astype(np.int64)
+        convert = int
+    else:
+        kind = FeatureKind.CATEGORICAL_STRING
+        counts = values.astype(str).value_counts()
+        counts = counts[counts.index != ""]
+        convert = str
+    if counts.empty:
+        raise DataError(f"feature {name!r}: no non-missing training values to build a vocabulary from")
+    vocab = _ranked_values(counts, min_count)
+    if hash_buckets is None and len(vocab) <= max_vocab:
+        return Feature(
+            name=name,
+            kind=kind,
+            entity=Entity(entity),
+            vocabulary=tuple(convert(v) for v in vocab),
+            num_oov=num_oov,
+            embedding_dim=embedding_dim,
+        )
+    buckets = hash_buckets or min(2 ** math.ceil(math.log2(2 * len(counts))), 2**20)
+    return Feature(
+        name=name, kind=kind, entity=Entity(entity), hash_buckets=buckets, embedding_dim=embedding_dim
+    )
+
+
+def multi_categorical_feature(
+    name: str,
+    values: pd.Series,
+    entity: Entity | str,
+    *,
+    min_count: int = 1,
+    max_len: int | None = None,
+    num_oov: int = 1,
+    embedding_dim: int = 8,
+) -> Feature:
+    """A multi_categorical feature: tokens split on ``|`` counted over training rows.
+
+    ``max_len`` defaults to the largest number of tokens seen in one training row.
+    """
+    tokens = values.astype(str).str.split(MULTI_VALUE_SEPARATOR, regex=False).explode()
+    tokens = tokens[tokens.notna() & (tokens != "")]
+    if tokens.empty:
+        raise DataError(f"feature {name!r}: no non-empty training tokens to build a vocabulary from")
+    longest = int(values.astype(str).map(lambda s: sum(1 for t in s.split(MULTI_VALUE_SEPARATOR) if t)).max())
+    return Feature(
+        name=name,
+        kind=FeatureKind.MULTI_CATEGORICAL,
+        entity=Entity(entity),
+        vocabulary=tuple(str(v) for v in _ranked_values(tokens.value_counts(), min_count)),
+        num_oov=num_oov,
+        embedding_dim=embedding_dim,
+        max_len=max_len or max(longest, 1),
+    )
+
+
+def numeric_feature(name: str, values: pd.Series, entity: Entity | str) -> Feature:
+    """A numeric feature normalised with the training mean and std (finite values only).
+
+    A constant column gets std 1 so normalisation stays finite.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        raise DataError(f"feature {name!r}: no finite training values to compute mean/std from")
+    mean = float(data.mean())
+    std = float(data.std())
+    if not std > 1e-12:
+        std = 1.0
+    return Feature(name=name, kind=FeatureKind.NUMERIC, entity=Entity(entity), mean=mean, std=std)

@@ -1,0 +1,186 @@
+"""Criteo display-ads TSV (label, I1-I13, C1-C26): a strict loader and a synthetic writer of the format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.features import Entity, FeatureContract
+
+from .base import DEFAULT_FRACTIONS, DataError, Splits, check_fractions, parse_numeric, temp_path_beside
+from .contracts import categorical_feature, numeric_feature
+from .text_tables import read_delimited
+
+INT_COLUMNS: tuple[str, ...] = tuple(f"I{i}" for i in range(1, 14))
+CAT_COLUMNS: tuple[str, ...] = tuple(f"C{i}" for i in range(1, 27))
+COLUMNS: tuple[str, ...] = ("label", *INT_COLUMNS, *CAT_COLUMNS)
+
+
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    """sign(x) * log(1 + |x|): tames Criteo's heavy-tailed counts before mean/std normalisation."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def read_criteo_tsv(
+    path: str | os.PathLike[str], *, max_rows: int | None = None, log_counts: bool = True
+) -> pd.DataFrame:
+    """Parse a Criteo TSV into ``label`` (int64), ``I1..I13`` (float32, NaN if empty), ``C1..C26`` (str).
+
+    Integer features are stored as signed_log1p(x) when ``log_counts`` (the usual Criteo
+    transform; a server must send the same). Categoricals must be 8 hex digits or empty
+    (missing -> ""). Rows keep file order, which is chronological in Criteo's releases.
+
+    Raises:
+        DataError: naming the file, column and 1-based line of the first bad value.
+    """
+    source = Path(path)
+    raw = read_delimited(source, sep="\t", num_fields=len(COLUMNS), max_rows=max_rows)
+    raw.columns = list(COLUMNS)
+    out: dict[str, np.ndarray | pd.Series] = {}
+    label_text = raw["label"].str.strip()
+    bad = ~label_text.isin(("0", "1")).to_numpy()
+    if bad.any():
+        pos = int(bad.argmax())
+        shown = label_text.iloc[pos]
+        what = "missing label (NaN)" if shown == "" else f"label must be 0 or 1, got {shown!r}"
+        raise DataError(f"{source}: column 'label', line {pos + 1}: {what}")
+    out["label"] = label_text.astype(np.int64).to_numpy()
+    for name in INT_COLUMNS:
+        values = parse_numeric(
+            raw[name], source=str(source), column=name, integer=True, allow_missing=True, row_offset=1
+        )
+        out[name] = (signed_log1p(values) if log_counts else values).astype(np.float32)
+    for name in CAT_COLUMNS:
+        text = raw[name].str.strip().str.lower()
+        ok = text.str.fullmatch(r"[0-9a-f]{8}").to_numpy() | text.eq("").to_numpy()
+        if not ok.all():
+            pos = int((~ok).argmax())
+            raise DataError(
+                f"{source}: column {name!r}, line {pos + 1}: expected 8 hex digits or empty, got {raw[name].iloc[pos]!r}"
+            )
+        out[name] = text
+    return pd.DataFrame(out)
+
+
+def criteo_contract(
+    train: pd.DataFrame,
+    *,
+    max_vocab: int = 10_000,
+    min_count: int = 2,
+    hash_buckets: int | None = None,
+    embedding_dim: int = 8,
+    log_counts: bool = True,
+) -> FeatureContract:
+    """Criteo contract from training rows.
+
+    A categorical whose values seen ``min_count`` times fit in ``max_vocab`` gets that
+    vocabulary (rarer values share the OOV bucket); a larger one gets hash buckets. Criteo's
+    features are anonymous, so every feature is a ``context`` feature: the request carries all.
+    """
+    features = [numeric_feature(name, train[name], Entity.CONTEXT) for name in INT_COLUMNS]
+    features += [
+        categorical_feature(
+            name,
+            train[name],
+            Entity.CONTEXT,
+            min_count=min_count,
+            max_vocab=max_vocab,
+            hash_buckets=hash_buckets,
+            embedding_dim=embedding_dim,
+        )
+        for name in CAT_COLUMNS
+    ]
+    transform = "signed_log1p" if log_counts else "none"
+    return FeatureContract(
+        features=tuple(features),
+        label="label",
+        metadata=(("integer_transform", transform), ("source", "criteo")),
+    )
+
+
+def load_criteo(
+    path: str | os.PathLike[str],
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    max_rows: int | None = None,
+    log_counts: bool = True,
+    **contract_options: int,
+) -> Splits:
+    """Read a Criteo TSV and split it in file (= time) order; missing integers become the train mean."""
+    frame = read_criteo_tsv(path, max_rows=max_rows, log_counts=log_counts)
+    train_f, valid_f, _ = check_fractions(fractions)
+    n = len(frame)
+    first, second = round(n * train_f), round(n * (train_f + valid_f))
+    if not 0 < first < second < n:
+        raise DataError(
+            f"{path}: {n} rows are too few to split into train/valid/test with {tuple(fractions)}"
+        )
+    frame["timestamp"] = np.arange(n, dtype=np.int64)  # file order stands in for time
+    train, valid, test = (
+        frame.iloc[a:b].reset_index(drop=True) for a, b in ((0, first), (first, second), (second, n))
+    )
+    contract = criteo_contract(train, log_counts=log_counts, **contract_options)
+    fills = {name: np.float32(contract[name].default) for name in INT_COLUMNS}
+    parts = [
+        part.fillna(fills).astype(dict.fromkeys(INT_COLUMNS, np.float32)) for part in (train, valid, test)
+    ]
+    return Splits("criteo", contract, *parts)
+
+
+def write_criteo_tsv(
+    path: str | os.PathLike[str], num_rows: int, *, seed: int, missing_rate: float = 0.1
+) -> Path:
+    """Write ``num_rows`` of Criteo-format TSV with a learnable label (for tests and demos).
+
+    Each C column draws from its own pool of 8-hex values (pool sizes 4 to 5,000, Zipf-like
+    use); integers are overdispersed counts (I2 may be negative as in the real data); the label
+    is Bernoulli of a logit over a few integers and categoricals. Fields go missing at
+    ``missing_rate``. Written in chunks to a temporary file, then renamed.
+    """
+    if num_rows < 1:
+        raise DataError(f"num_rows must be >= 1, got {num_rows}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    sizes = np.unique(np.geomspace(4, 5000, len(CAT_COLUMNS)).astype(int), return_counts=False)
+    sizes = np.resize(sizes, len(CAT_COLUMNS))
+    pools = [
+        np.array([f"{v:08x}" for v in rng.choice(2**32, size, replace=False)], dtype=object) for size in sizes
+    ]
+    weights = [rng.normal(0, 0.3, size) for size in sizes]
+    int_weights = rng.normal(0, 0.25, len(INT_COLUMNS))
+    target = Path(path)
+    tmp = temp_path_beside(target)
+    try:
+        with tmp.open("w", encoding="ascii", newline="") as handle:
+            for start in range(0, num_rows, 50_000):
+                n = min(50_000, num_rows - start)
+                handle.write(_criteo_chunk(rng, n, pools, weights, int_weights, missing_rate))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _criteo_chunk(rng, n, pools, weights, int_weights, missing_rate: float) -> str:
+    logit = np.full(n, -1.5)
+    columns: list[np.ndarray] = []
+    ints = rng.negative_binomial(1, 0.15, (n, len(INT_COLUMNS))).astype(np.int64)
+    ints[:, 1] -= rng.integers(0, 3, n)  # I2 dips below zero like the real column
+    logit += signed_log1p(ints.astype(float)) @ int_weights
+    for j in range(len(INT_COLUMNS)):
+        text = ints[:, j].astype(str).astype(object)
+        text[rng.random(n) < missing_rate] = ""
+        columns.append(text)
+    for pool, weight in zip(pools, weights, strict=True):
+        idx = np.minimum(rng.zipf(1.3, n) - 1, len(pool) - 1)
+        logit += weight[idx] - weight[0]  # relative to the most common value, so the CTR stays ~25%
+        text = pool[idx].copy()
+        text[rng.random(n) < missing_rate] = ""
+        columns.append(text)
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64).astype(str).astype(object)
+    rows = np.stack([label, *columns], axis=1)
+    return "".join("\t".join(row) + "\n" for row in rows)

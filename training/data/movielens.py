@@ -1,0 +1,279 @@
+"""MovieLens-100K as CTR data (label = rating >= 4), from RecBole atomic files or GroupLens u.* files."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.features import MULTI_VALUE_SEPARATOR, Entity, FeatureContract
+
+from .base import DEFAULT_FRACTIONS, DataError, Splits, parse_numeric, time_split
+from .contracts import categorical_feature, multi_categorical_feature, numeric_feature
+from .text_tables import read_atomic, read_delimited
+
+# Genre order of the 19 flags in GroupLens u.item (u.genre); RecBole uses the same names.
+GENRES: tuple[str, ...] = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)  # fmt: skip
+# RecBole writes an unknown year as 'unkonwn' (sic); GroupLens leaves the date empty.
+_UNKNOWN_YEAR = {"", "unknown", "unkonwn"}
+_RELEASE_DATE = re.compile(r"^\d{1,2}-[A-Za-z]{3}-(\d{4})$")
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+AGE_BUCKETS: tuple[int, ...] = (1, 18, 25, 35, 45, 50, 56)  # the MovieLens-1M age groups
+EVENT_COLUMNS = (
+    "user_id", "item_id", "rating", "timestamp", "label", "age_bucket", "gender", "occupation",
+    "genres", "release_year", "hour",
+)  # fmt: skip
+
+
+def age_bucket(ages: np.ndarray) -> np.ndarray:
+    """Map ages to the lower bound of their MovieLens-1M group (under 18 -> 1)."""
+    edges = np.array(AGE_BUCKETS[1:])
+    return np.array(AGE_BUCKETS, dtype=np.int64)[np.searchsorted(edges, ages, side="right")]
+
+
+def detect_format(root: Path) -> str:
+    """``recbole`` if the folder has ``*.inter``, ``grouplens`` if it has ``u.data``."""
+    if not root.is_dir():
+        raise DataError(f"{root}: MovieLens directory not found")
+    if sorted(root.glob("*.inter")):
+        return "recbole"
+    if (root / "u.data").is_file():
+        return "grouplens"
+    raise DataError(f"{root}: neither RecBole atomic files (*.inter) nor GroupLens files (u.data) found")
+
+
+def _atomic_file(root: Path, suffix: str) -> Path:
+    found = sorted(root.glob(f"*.{suffix}"))
+    if len(found) != 1:
+        raise DataError(f"{root}: expected exactly one *.{suffix} file, found {[p.name for p in found]}")
+    return found[0]
+
+
+def _parse_years(
+    raw: pd.Series,
+    *,
+    source: str,
+    column: str,
+    from_date: bool,
+    row_offset: int,
+    titles: pd.Series | None = None,
+) -> np.ndarray:
+    """Release years (NaN when unknown); a bad value is an error naming the line.
+
+    RecBole's conversion broke one title ("... (1995) (V)" became title "... (1995)", year "V"),
+    so when ``titles`` are given, a non-year token falls back to a "(YYYY)" at the title's end,
+    which is what GroupLens' release date says for that film.
+    """
+    years = np.full(len(raw), np.nan)
+    for pos, value in enumerate(raw.astype(str).str.strip()):
+        if value in _UNKNOWN_YEAR:
+            continue
+        match = _RELEASE_DATE.match(value) if from_date else re.fullmatch(r"\d{4}", value)
+        if not match and titles is not None:
+            fallback = _TITLE_YEAR.search(str(titles.iloc[pos]))
+            if fallback:
+                years[pos] = float(fallback.group(1))
+                continue
+        if not match:
+            want = "a date like 01-Jan-1995" if from_date else "a 4-digit year"
+            raise DataError(
+                f"{source}: column {column!r}, line {pos + row_offset}: expected {want}, got {value!r}"
+            )
+        years[pos] = float(match.group(1) if from_date else value)
+    return years
+
+
+def _read_recbole(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    inter_path, item_path, user_path = (_atomic_file(root, s) for s in ("inter", "item", "user"))
+    inter = read_atomic(
+        inter_path, {"user_id": "token", "item_id": "token", "rating": "float", "timestamp": "float"}
+    )
+    ratings = pd.DataFrame(
+        {
+            "user_id": inter["user_id"].str.strip(),
+            "item_id": inter["item_id"].str.strip(),
+            "rating": parse_numeric(inter["rating"], source=str(inter_path), column="rating", row_offset=2),
+            "timestamp": parse_numeric(
+                inter["timestamp"], source=str(inter_path), column="timestamp", integer=True, row_offset=2
+            ),
+        }
+    )
+    item = read_atomic(item_path, {"item_id": "token", "release_year": "token", "class": "token_seq"})
+    items = pd.DataFrame(
+        {
+            "item_id": item["item_id"].str.strip(),
+            "genres": item["class"].str.split().map(MULTI_VALUE_SEPARATOR.join),
+            "release_year": _parse_years(
+                item["release_year"],
+                source=str(item_path),
+                column="release_year",
+                from_date=False,
+                row_offset=2,
+                titles=item["movie_title"] if "movie_title" in item.columns else None,
+            ),
+        }
+    )
+    user = read_atomic(
+        user_path, {"user_id": "token", "age": "token", "gender": "token", "occupation": "token"}
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": user["user_id"].str.strip(),
+            "age": parse_numeric(
+                user["age"], source=str(user_path), column="age", integer=True, row_offset=2
+            ),
+            "gender": user["gender"].str.strip(),
+            "occupation": user["occupation"].str.strip(),
+        }
+    )
+    return ratings, items, users, f"{inter_path}"
+
+
+def _read_grouplens(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    data_path, item_path, user_path = root / "u.data", root / "u.item", root / "u.user"
+    data = read_delimited(data_path, sep="\t", num_fields=4)
+    ratings = pd.DataFrame(
+        {
+            "user_id": data[0].str.strip(),
+            "item_id": data[1].str.strip(),
+            "rating": parse_numeric(data[2], source=str(data_path), column="rating", row_offset=1),
+            "timestamp": parse_numeric(
+                data[3], source=str(data_path), column="timestamp", integer=True, row_offset=1
+            ),
+        }
+    )
+    item = read_delimited(item_path, sep="|", num_fields=5 + len(GENRES), encoding="latin-1")
+    flags = np.stack(
+        [
+            parse_numeric(
+                item[5 + g], source=str(item_path), column=f"genre {name}", integer=True, row_offset=1
+            )
+            for g, name in enumerate(GENRES)
+        ],
+        axis=1,
+    )
+    bad = ~np.isin(flags, (0.0, 1.0))
+    if bad.any():
+        row, col = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(
+            f"{item_path}: column 'genre {GENRES[col]}', line {row + 1}: flag must be 0 or 1, got {flags[row, col]:g}"
+        )
+    items = pd.DataFrame(
+        {
+            "item_id": item[0].str.strip(),
+            "genres": [
+                MULTI_VALUE_SEPARATOR.join(g for g, on in zip(GENRES, row, strict=True) if on)
+                for row in flags
+            ],
+            "release_year": _parse_years(
+                item[2], source=str(item_path), column="release date", from_date=True, row_offset=1
+            ),
+        }
+    )
+    user = read_delimited(user_path, sep="|", num_fields=5)
+    users = pd.DataFrame(
+        {
+            "user_id": user[0].str.strip(),
+            "age": parse_numeric(user[1], source=str(user_path), column="age", integer=True, row_offset=1),
+            "gender": user[2].str.strip(),
+            "occupation": user[3].str.strip(),
+        }
+    )
+    return ratings, items, users, f"{data_path}"
+
+
+def _join(ratings: pd.DataFrame, table: pd.DataFrame, key: str, source: str, table_name: str) -> pd.DataFrame:
+    dupes = table[key][table[key].duplicated()]
+    if not dupes.empty:
+        raise DataError(f"{table_name}: duplicate {key} {dupes.iloc[0]!r}")
+    unknown = ~ratings[key].isin(table[key])
+    if unknown.any():
+        pos = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(
+            f"{source}: column {key!r}, row {pos}: {ratings[key].iloc[pos]!r} is not in {table_name}"
+        )
+    return ratings.merge(table, on=key, how="left", validate="many_to_one")
+
+
+def read_movielens(path: str | os.PathLike[str], *, rating_threshold: float = 4.0) -> pd.DataFrame:
+    """All ratings joined with user and item features, sorted by (timestamp, user, item).
+
+    The format (RecBole atomic or GroupLens) is detected from the files present; both give the
+    same frame for the same data, so either can feed the same contract.
+    """
+    root = Path(path)
+    fmt = detect_format(root)
+    ratings, items, users, source = _read_recbole(root) if fmt == "recbole" else _read_grouplens(root)
+    item_table = f"{root} items" if fmt == "recbole" else str(root / "u.item")
+    user_table = f"{root} users" if fmt == "recbole" else str(root / "u.user")
+    frame = _join(_join(ratings, items, "item_id", source, item_table), users, "user_id", source, user_table)
+    timestamp = frame["timestamp"].to_numpy(dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype(str),
+            "item_id": frame["item_id"].astype(str),
+            "rating": frame["rating"].astype(np.float32),
+            "timestamp": timestamp,
+            "label": (frame["rating"].to_numpy() >= rating_threshold).astype(np.int64),
+            "age_bucket": age_bucket(frame["age"].to_numpy()),
+            "gender": frame["gender"].astype(str),
+            "occupation": frame["occupation"].astype(str),
+            "genres": frame["genres"].astype(str),
+            "release_year": frame["release_year"].astype(np.float32),
+            "hour": (timestamp // 3600) % 24,
+        }
+    )
+    # numeric ids sort naturally; the secondary keys make the order independent of file order
+    order = np.lexsort(
+        (
+            pd.to_numeric(out["item_id"], errors="coerce"),
+            pd.to_numeric(out["user_id"], errors="coerce"),
+            timestamp,
+        )
+    )
+    return out.iloc[order].reset_index(drop=True)
+
+
+def movielens_contract(train: pd.DataFrame, *, embedding_dim: int = 8) -> FeatureContract:
+    """Contract for MovieLens CTR: user id/age/gender/occupation, item id/genres/year, hour of day."""
+    features = (
+        categorical_feature("user_id", train["user_id"], Entity.USER, embedding_dim=embedding_dim),
+        categorical_feature("age_bucket", train["age_bucket"], Entity.USER, embedding_dim=embedding_dim),
+        categorical_feature("gender", train["gender"], Entity.USER, embedding_dim=embedding_dim),
+        categorical_feature("occupation", train["occupation"], Entity.USER, embedding_dim=embedding_dim),
+        categorical_feature("item_id", train["item_id"], Entity.ITEM, embedding_dim=embedding_dim),
+        multi_categorical_feature("genres", train["genres"], Entity.ITEM, embedding_dim=embedding_dim),
+        numeric_feature("release_year", train["release_year"], Entity.ITEM),
+        categorical_feature("hour", train["hour"], Entity.CONTEXT, embedding_dim=embedding_dim),
+    )
+    return FeatureContract(features=features, label="label", metadata=(("source", "movielens"),))
+
+
+def load_movielens(
+    path: str | os.PathLike[str],
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    embedding_dim: int = 8,
+    rating_threshold: float = 4.0,
+) -> Splits:
+    """Read MovieLens, split globally by time (train strictly before valid before test).
+
+    A missing release year becomes the training mean (the contract default), so frames carry
+    no NaN while the model sees exactly what a cold-start client would send.
+    """
+    train, valid, test = time_split(read_movielens(path, rating_threshold=rating_threshold), fractions)
+    contract = movielens_contract(train, embedding_dim=embedding_dim)
+    fill = np.float32(contract["release_year"].default)
+    parts = [
+        part.assign(release_year=part["release_year"].fillna(fill).astype(np.float32))
+        for part in (train, valid, test)
+    ]
+    return Splits("movielens", contract, *parts)

@@ -1,0 +1,254 @@
+"""Train a CTR model with per-epoch checkpoints, exact resume and early stopping on validation AUC."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import TrainConfig
+from training.features import FeatureContract, atomic_write_text
+
+MODEL_FILENAME = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILENAME = "state.json"
+LOG_FILENAME = "train_log.csv"
+METRICS_FILENAME = "metrics.json"
+CONFIG_FILENAME = "config.json"
+LOG_COLUMNS = ("epoch", "loss", "val_auc", "val_logloss", "seconds", "examples_per_second")
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by an interruption hook; the last completed epoch's checkpoint stays valid."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    best_epoch: int
+    best_val_auc: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]]
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from training.metrics import auc
+
+    return float(auc(labels, scores))
+
+
+def _logloss(labels: np.ndarray, scores: np.ndarray) -> float:
+    from training.metrics import logloss
+
+    return float(logloss(labels, scores))
+
+
+def predict_frame(model: Any, frame: Any, contract: FeatureContract, batch_size: int) -> np.ndarray:
+    """Score a DataFrame with one compiled predict pass (never per-row calls)."""
+    from training.data import make_tf_dataset
+
+    dataset = make_tf_dataset(frame, contract, batch_size, shuffle_seed=None).map(lambda x, y: x)
+    return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64).reshape(-1)
+
+
+def _read_state(checkpoint_dir: Path) -> dict[str, Any] | None:
+    state_file = checkpoint_dir / STATE_FILENAME
+    if not state_file.exists():
+        return None
+    return json.loads(state_file.read_text(encoding="utf-8"))
+
+
+def _save_checkpoint(model: Any, checkpoint_dir: Path, state: dict[str, Any]) -> None:
+    """Save the model (weights + optimizer + RNG state) and the loop state, atomically."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tmp_model = checkpoint_dir / f".last.{state['epoch']}.keras"
+    model.save(tmp_model)
+    tmp_model.replace(checkpoint_dir / "last.keras")
+    atomic_write_text(checkpoint_dir / STATE_FILENAME, json.dumps(state, indent=2) + "\n")
+
+
+def _reseed_generators(model: Any, epoch: int) -> None:
+    """Put every layer RNG (dropout) at a state that depends only on its seed and the epoch.
+
+    Keras does not save ``SeedGenerator`` state in ``.keras`` files, so a resumed run would
+    replay epoch 1's dropout masks; pinning the counter per epoch makes resume exact.
+    """
+    for variable in model.variables:
+        if variable.path.endswith("seed_generator_state"):
+            seed = int(np.asarray(variable.numpy())[0])
+            variable.assign(np.array([seed, epoch << 20], dtype=variable.dtype))
+
+
+def _save_best(model: Any, out_dir: Path) -> None:
+    """Save the best model atomically as ``model.keras`` (export drops the optimizer state)."""
+    tmp = out_dir / ".model.tmp.keras"
+    model.save(tmp)
+    tmp.replace(out_dir / MODEL_FILENAME)
+
+
+def _write_log(out_dir: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(LOG_COLUMNS))
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row[k] for k in LOG_COLUMNS})
+    atomic_write_text(out_dir / LOG_FILENAME, buffer.getvalue())
+
+
+def _new_model(config: TrainConfig, contract: FeatureContract) -> Any:
+    import keras
+
+    from training.models import ModelConfig, build_model
+
+    model = build_model(
+        config.model, contract, config=ModelConfig.from_dict(config.model_config), seed=config.seed
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+    )
+    return model
+
+
+def train(
+    config: TrainConfig,
+    *,
+    splits: Any = None,
+    on_batch_end: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) training as ``config`` says; returns the best epoch's summary.
+
+    If ``out_dir/checkpoints`` holds a checkpoint written by the same config, training resumes
+    after its epoch with the saved weights, optimizer slots and RNG state; each epoch shuffles
+    with ``seed + epoch``, so an interrupted-and-resumed run ends where an uninterrupted one does.
+    ``on_batch_end(epoch, batch)`` lets tests interrupt mid-epoch (raise TrainingInterrupted).
+    """
+    import keras
+
+    from training.data import load_source, make_tf_dataset
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out_dir / CHECKPOINT_DIR
+    if splits is None:
+        splits = load_source(config.data, config.data_path, **config.data_options)
+    contract: FeatureContract = splits.contract
+    contract.save(out_dir)
+    atomic_write_text(out_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
+
+    keras.utils.set_random_seed(config.seed)
+    state = _read_state(checkpoint_dir)
+    if state is not None and state.get("config") != config.to_dict():
+        raise RuntimeError(
+            f"{checkpoint_dir} holds a checkpoint of a different config; use a new --out directory"
+        )
+    if state is not None:
+        model = keras.saving.load_model(checkpoint_dir / "last.keras")
+        history: list[dict[str, float]] = state["history"]
+        start_epoch = int(state["epoch"]) + 1
+        best_auc, best_epoch, waited = float(state["best_val_auc"]), int(state["best_epoch"]), int(state["waited"])
+        if state.get("finished"):
+            return _result(out_dir, state, history)
+    else:
+        model = _new_model(config, contract)
+        history, start_epoch, best_auc, best_epoch, waited = [], 1, -np.inf, 0, 0
+
+    valid_labels = splits.valid[contract.label].to_numpy()
+    callbacks = [] if on_batch_end is None else [_BatchHook(on_batch_end)]
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs + 1):
+        keras.utils.set_random_seed(config.seed + epoch)
+        _reseed_generators(model, epoch)
+        train_ds = make_tf_dataset(splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch)
+        for hook in callbacks:
+            hook.epoch = epoch
+        started = time.perf_counter()
+        fit = model.fit(train_ds, epochs=1, verbose=config.verbose, callbacks=callbacks)
+        seconds = time.perf_counter() - started
+        scores = predict_frame(model, splits.valid, contract, config.eval_batch_size)
+        val_auc = _auc(valid_labels, scores)
+        row = {
+            "epoch": epoch,
+            "loss": float(fit.history["loss"][-1]),
+            "val_auc": val_auc,
+            "val_logloss": _logloss(valid_labels, scores),
+            "seconds": seconds,
+            "examples_per_second": len(splits.train) / seconds,
+        }
+        history.append(row)
+        if config.verbose:
+            print(f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)")
+        if val_auc > best_auc + config.min_delta:
+            best_auc, best_epoch, waited = val_auc, epoch, 0
+            _save_best(model, out_dir)
+        else:
+            waited += 1
+        stopped_early = waited > config.patience
+        finished = stopped_early or epoch == config.epochs
+        state = {
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "best_val_auc": best_auc,
+            "best_epoch": best_epoch,
+            "waited": waited,
+            "history": history,
+            "finished": finished,
+            "stopped_early": stopped_early,
+        }
+        _save_checkpoint(model, checkpoint_dir, state)
+        _write_log(out_dir, history)
+        if stopped_early:
+            break
+    assert state is not None
+    return _result(out_dir, state, history)
+
+
+def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]]) -> TrainResult:
+    result = TrainResult(
+        out_dir=out_dir,
+        best_epoch=int(state["best_epoch"]),
+        best_val_auc=float(state["best_val_auc"]),
+        epochs_run=len(history),
+        stopped_early=bool(state.get("stopped_early", False)),
+        history=history,
+    )
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "best_val_auc": result.best_val_auc,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "history": history,
+    }
+    atomic_write_text(out_dir / METRICS_FILENAME, json.dumps(metrics, indent=2) + "\n")
+    return result
+
+
+class _BatchHook:
+    """Keras callback adapter calling ``hook(epoch, batch)`` after every batch."""
+
+    def __new__(cls, hook: Callable[[int, int], None]) -> Any:
+        import keras
+
+        class Hook(keras.callbacks.Callback):
+            epoch = 0
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                hook(self.epoch, batch)
+
+        return Hook()
+
+
+def clear_checkpoints(out_dir: str | Path) -> None:
+    """Drop the resume state (the trained model and logs stay)."""
+    shutil.rmtree(Path(out_dir) / CHECKPOINT_DIR, ignore_errors=True)
