@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: venv
 
 demo: venv
-	$(PY) -m training.demo --out $(DEMO_DIR)
+	$(PY) -m demo --out $(DEMO_DIR)
 
 test: venv
 	$(PY) -m pytest -q

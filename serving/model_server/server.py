@@ -100,6 +100,7 @@ class ModelServer:
                     metrics=metrics,
                     prometheus_path=self.prometheus_path,
                     timeout_ms=options.rest_api_timeout_in_ms,
+                    num_threads=options.rest_api_num_threads,
                 )
                 self.rest_port = self._rest_server.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, self.rest_port)
