@@ -25,7 +25,9 @@ from training.train import predict_frame, train
 MODELS = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
 
 
-def _fit_and_score(splits: Any, model: str, seed: int, out: Path, epochs: int, batch: int, lr: float) -> dict[str, Any]:
+def _fit_and_score(
+    splits: Any, model: str, seed: int, out: Path, epochs: int, batch: int, lr: float
+) -> dict[str, Any]:
     config = TrainConfig(
         out_dir=str(out / f"{model}-s{seed}"),
         data=splits.name if splits.name in ("synthetic", "movielens", "criteo") else "synthetic",
@@ -64,25 +66,46 @@ def _fmt(values: list[float]) -> str:
 
 
 def synthetic(args: argparse.Namespace) -> list[dict[str, Any]]:
-    splits = load_source("synthetic", None, num_rows=args.rows, seed=args.data_seed, cache_dir=str(args.out / "synthetic-data"))
+    splits = load_source(
+        "synthetic", None, num_rows=args.rows, seed=args.data_seed, cache_dir=str(args.out / "synthetic-data")
+    )
     print(f"synthetic: {splits.sizes()}")
     rows = []
     for model in args.models:
-        rows.append(_fit_and_score(splits, model, args.seeds[0], args.out / "synthetic", args.epochs, args.batch_size, args.learning_rate))
+        rows.append(
+            _fit_and_score(
+                splits,
+                model,
+                args.seeds[0],
+                args.out / "synthetic",
+                args.epochs,
+                args.batch_size,
+                args.learning_rate,
+            )
+        )
         m = rows[-1]["metrics"]
-        print(f"  {model}: test AUC {m['auc']:.4f} (oracle {m['oracle_auc']:.4f}), {rows[-1]['examples_per_second']:.0f} ex/s", flush=True)
+        print(
+            f"  {model}: test AUC {m['auc']:.4f} (oracle {m['oracle_auc']:.4f}), {rows[-1]['examples_per_second']:.0f} ex/s",
+            flush=True,
+        )
     oracle = rows[0]["metrics"]["oracle_auc"]
-    print(f"\n### Synthetic, {args.rows:,} rows (test split: {len(splits.test):,} rows), oracle AUC {oracle:.4f}\n")
+    print(
+        f"\n### Synthetic, {args.rows:,} rows (test split: {len(splits.test):,} rows), oracle AUC {oracle:.4f}\n"
+    )
     print("| model | test AUC | gap to oracle | logloss | best epoch | train ex/s |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         m = row["metrics"]
-        print(f"| {row['model']} | {m['auc']:.4f} | {oracle - m['auc']:.4f} | {m['logloss']:.4f} | {row['best_epoch']} | {row['examples_per_second']:.0f} |")
+        print(
+            f"| {row['model']} | {m['auc']:.4f} | {oracle - m['auc']:.4f} | {m['logloss']:.4f} | {row['best_epoch']} | {row['examples_per_second']:.0f} |"
+        )
     by_model = {row["model"]: row["metrics"]["auc"] for row in rows}
     deep = [by_model[m] for m in ("deepfm", "dcnv2") if m in by_model]
     if deep and "lr" in by_model:
-        print(f"\nbest of DeepFM/DCNv2 gap to oracle: {oracle - max(deep):.4f} (target <= 0.005); "
-              f"LR below best deep model by {max(deep) - by_model['lr']:.4f} (target >= 0.01)")
+        print(
+            f"\nbest of DeepFM/DCNv2 gap to oracle: {oracle - max(deep):.4f} (target <= 0.005); "
+            f"LR below best deep model by {max(deep) - by_model['lr']:.4f} (target >= 0.01)"
+        )
     return rows
 
 
@@ -92,24 +115,40 @@ def movielens(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for model in args.models:
         for seed in args.seeds:
-            rows.append(_fit_and_score(splits, model, seed, args.out / "movielens", args.epochs, args.batch_size, args.learning_rate))
+            rows.append(
+                _fit_and_score(
+                    splits,
+                    model,
+                    seed,
+                    args.out / "movielens",
+                    args.epochs,
+                    args.batch_size,
+                    args.learning_rate,
+                )
+            )
             print(f"  {model} seed {seed}: test AUC {rows[-1]['metrics']['auc']:.4f}", flush=True)
     print(f"\n### MovieLens-100K time split, {len(args.seeds)} seeds (mean ± std)\n")
     print("| model | AUC | GAUC | logloss |")
     print("|---|---|---|---|")
     for model in args.models:
         mine = [r["metrics"] for r in rows if r["model"] == model]
-        print(f"| {model} | {_fmt([m['auc'] for m in mine])} | {_fmt([m['gauc'] for m in mine])} | {_fmt([m['logloss'] for m in mine])} |")
+        print(
+            f"| {model} | {_fmt([m['auc'] for m in mine])} | {_fmt([m['gauc'] for m in mine])} | {_fmt([m['logloss'] for m in mine])} |"
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("which", choices=("synthetic", "movielens"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows")
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--movielens-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"))
+    parser.add_argument(
+        "--movielens-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k")
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=8)

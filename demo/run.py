@@ -65,25 +65,83 @@ def train_and_export(cfg: DemoConfig) -> dict[str, Path]:
     }
     step("1. synthetic data")
     if not (paths["data"] / "events.parquet").exists():
-        run(module("training.data.cli", "--rows", str(cfg.rows), "--seed", str(cfg.seed), "--out", str(paths["data"])))
+        run(
+            module(
+                "training.data.cli",
+                "--rows",
+                str(cfg.rows),
+                "--seed",
+                str(cfg.seed),
+                "--out",
+                str(paths["data"]),
+            )
+        )
     step("2. train LR and DeepFM (re-running resumes from the last epoch checkpoint)")
     for name in ("lr", "deepfm"):
         run(
             module(
-                "training.cli", "--data", "synthetic", "--data-path", str(paths["data"]), "--model", name,
-                "--epochs", str(cfg.epochs), "--batch-size", "1024", "--seed", str(cfg.seed),
-                "--out", str(paths[name]), "--quiet",
+                "training.cli",
+                "--data",
+                "synthetic",
+                "--data-path",
+                str(paths["data"]),
+                "--model",
+                name,
+                "--epochs",
+                str(cfg.epochs),
+                "--batch-size",
+                "1024",
+                "--seed",
+                str(cfg.seed),
+                "--out",
+                str(paths[name]),
+                "--quiet",
             )
         )
     step("3. offline evaluation (AUC, GAUC, logloss, calibration, NDCG@10, gap to the oracle)")
-    run(module("training.evaluate", "--model", str(paths["lr"]), "--model", str(paths["deepfm"]), "--split", "test", "--out", str(paths["eval"])))
+    run(
+        module(
+            "training.evaluate",
+            "--model",
+            str(paths["lr"]),
+            "--model",
+            str(paths["deepfm"]),
+            "--split",
+            "test",
+            "--out",
+            str(paths["eval"]),
+        )
+    )
     step("4. export DeepFM for TF Serving and verify it")
     version_dir = paths["base"] / cfg.model_name / "1"
     if not version_dir.exists():
-        run(module("export.cli", "export", "--model-dir", str(paths["deepfm"]), "--base", str(paths["base"]), "--name", cfg.model_name, "--version", "1"))
+        run(
+            module(
+                "export.cli",
+                "export",
+                "--model-dir",
+                str(paths["deepfm"]),
+                "--base",
+                str(paths["base"]),
+                "--name",
+                cfg.model_name,
+                "--version",
+                "1",
+            )
+        )
     run(module("export.cli", "verify", str(version_dir), "--model-dir", str(paths["deepfm"])))
     step("5. recall artefacts from the same interaction logs")
-    run(module("recommender_client.recall.build", "--data-dir", str(paths["data"]), "--contract", str(paths["deepfm"]), "--out", str(paths["recall"])))
+    run(
+        module(
+            "recommender_client.recall.build",
+            "--data-dir",
+            str(paths["data"]),
+            "--contract",
+            str(paths["deepfm"]),
+            "--out",
+            str(paths["recall"]),
+        )
+    )
     return paths
 
 
@@ -94,9 +152,13 @@ def serve_and_recommend(cfg: DemoConfig, paths: dict[str, Path]) -> None:
     model_server = Server(
         "model server",
         module(
-            "serving.model_server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-            f"--model_name={cfg.model_name}", f"--model_base_path={paths['base'] / cfg.model_name}",
-            "--bind_address=127.0.0.1", "--enable_model_warmup=true",
+            "serving.model_server",
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            f"--model_name={cfg.model_name}",
+            f"--model_base_path={paths['base'] / cfg.model_name}",
+            "--bind_address=127.0.0.1",
+            "--enable_model_warmup=true",
         ),
         logs / "model_server.log",
     )
@@ -109,11 +171,25 @@ def serve_and_recommend(cfg: DemoConfig, paths: dict[str, Path]) -> None:
             Server(
                 f"ranking service ({protocol})",
                 module(
-                    "recommender_client.service", "--host", "127.0.0.1", "--port", str(port),
-                    "--artifacts-dir", str(paths["recall"]), "--rules", str(DEFAULT_RULES),
-                    "--protocol", protocol, "--grpc-target", f"127.0.0.1:{grpc_port}",
-                    "--rest-url", f"http://127.0.0.1:{rest_port}", "--model-name", cfg.model_name,
-                    "--skew-log", str(logs / f"skew_{protocol}.jsonl"),
+                    "recommender_client.service",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--artifacts-dir",
+                    str(paths["recall"]),
+                    "--rules",
+                    str(DEFAULT_RULES),
+                    "--protocol",
+                    protocol,
+                    "--grpc-target",
+                    f"127.0.0.1:{grpc_port}",
+                    "--rest-url",
+                    f"http://127.0.0.1:{rest_port}",
+                    "--model-name",
+                    cfg.model_name,
+                    "--skew-log",
+                    str(logs / f"skew_{protocol}.jsonl"),
                 ),
                 logs / f"ranker_{protocol}.log",
                 env={"RANKER_FIXED_NOW": str(as_of)},
@@ -128,7 +204,11 @@ def serve_and_recommend(cfg: DemoConfig, paths: dict[str, Path]) -> None:
             step(f"7. ranking service over {protocol} on 127.0.0.1:{port}")
             server.start().wait_http_ok(f"http://127.0.0.1:{port}/readyz")
             for user in _demo_users(paths["data"], cfg.users):
-                body = {"user_id": user, "k": cfg.k, "context": {"hour": 20, "device": "mobile"}}
+                body = {
+                    "user_id": user,
+                    "k": cfg.k,
+                    "context": {"hour": 20, "device": "mobile", "position": 1},
+                }
                 status, answer = http_json("POST", f"http://127.0.0.1:{port}/recommend", body)
                 if status != 200:
                     raise SystemExit(f"demo: /recommend answered {status}: {answer}")
@@ -155,12 +235,16 @@ def _print_ranking(answer: dict) -> None:
         flags.append(f"DEGRADED ({answer['degraded_reason']})")
     if answer["cold_start"]:
         flags.append("cold start")
-    print(f"\nuser {answer['user_id']}: {answer['candidates']} candidates, {answer['took_ms']:.1f} ms {' '.join(flags)}")
+    print(
+        f"\nuser {answer['user_id']}: {answer['candidates']} candidates, {answer['took_ms']:.1f} ms {' '.join(flags)}"
+    )
     print(f"  {'pos':>3}  {'item':<10} {'score':>7} {'was':>4}  {'source':<20} rules")
     for item in answer["items"]:
         score = "-" if item["score"] is None else f"{item['score']:.4f}"
         was = "-" if item["pre_rerank_position"] is None else str(item["pre_rerank_position"])
-        print(f"  {item['position']:>3}  {item['item_id']:<10} {score:>7} {was:>4}  {item['recall_source']:<20} {', '.join(item['rules'])}")
+        print(
+            f"  {item['position']:>3}  {item['item_id']:<10} {score:>7} {was:>4}  {item['recall_source']:<20} {', '.join(item['rules'])}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

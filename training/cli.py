@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="training batch size (default 1024)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, help="model/shuffle seed (default 0)")
-    parser.add_argument("--patience", type=int, help="early stopping: epochs without val AUC gain (default 2)")
+    parser.add_argument(
+        "--patience", type=int, help="early stopping: epochs without val AUC gain (default 2)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -41,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge the config file and the flags (flags win) into one validated TrainConfig."""
     values = read_config_file(args.config) if args.config else {}
-    for key in ("out_dir", "data", "data_path", "model", "epochs", "batch_size", "learning_rate", "seed", "patience"):
+    for key in (
+        "out_dir",
+        "data",
+        "data_path",
+        "model",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "patience",
+    ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     options = dict(values.get("data_options", {}))

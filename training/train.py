@@ -157,7 +157,11 @@ def train(
         model = keras.saving.load_model(checkpoint_dir / "last.keras")
         history: list[dict[str, float]] = state["history"]
         start_epoch = int(state["epoch"]) + 1
-        best_auc, best_epoch, waited = float(state["best_val_auc"]), int(state["best_epoch"]), int(state["waited"])
+        best_auc, best_epoch, waited = (
+            float(state["best_val_auc"]),
+            int(state["best_epoch"]),
+            int(state["waited"]),
+        )
         if state.get("finished"):
             return _result(out_dir, state, history)
     else:
@@ -170,7 +174,9 @@ def train(
     for epoch in range(start_epoch, config.epochs + 1):
         keras.utils.set_random_seed(config.seed + epoch)
         _reseed_generators(model, epoch)
-        train_ds = make_tf_dataset(splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch)
+        train_ds = make_tf_dataset(
+            splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch
+        )
         for hook in callbacks:
             hook.epoch = epoch
         started = time.perf_counter()
@@ -188,7 +194,9 @@ def train(
         }
         history.append(row)
         if config.verbose:
-            print(f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)")
+            print(
+                f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)"
+            )
         if val_auc > best_auc + config.min_delta:
             best_auc, best_epoch, waited = val_auc, epoch, 0
             _save_best(model, out_dir)

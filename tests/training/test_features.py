@@ -21,7 +21,9 @@ from training.features import (
 def _contract() -> FeatureContract:
     return FeatureContract(
         features=(
-            Feature("user_id", FeatureKind.CATEGORICAL_STRING, Entity.USER, vocabulary=("u1", "u2"), num_oov=2),
+            Feature(
+                "user_id", FeatureKind.CATEGORICAL_STRING, Entity.USER, vocabulary=("u1", "u2"), num_oov=2
+            ),
             Feature("item_id", "categorical_string", "item", hash_buckets=100, embedding_dim=4),
             Feature("hour", FeatureKind.CATEGORICAL_INT, Entity.CONTEXT, vocabulary=tuple(range(24))),
             Feature("price", FeatureKind.NUMERIC, Entity.ITEM, mean=10.0, std=2.5),
@@ -64,8 +66,14 @@ def test_derived_views() -> None:
     [
         ({"name": "x", "kind": "numeric", "entity": "user", "std": 0.0}, "std > 0"),
         ({"name": "x", "kind": "categorical_string", "entity": "user"}, "exactly one of vocabulary"),
-        ({"name": "x", "kind": "categorical_string", "entity": "user", "vocabulary": ("a",), "num_oov": 0}, "num_oov"),
-        ({"name": "x", "kind": "categorical_string", "entity": "user", "vocabulary": ("a", "a")}, "duplicates"),
+        (
+            {"name": "x", "kind": "categorical_string", "entity": "user", "vocabulary": ("a",), "num_oov": 0},
+            "num_oov",
+        ),
+        (
+            {"name": "x", "kind": "categorical_string", "entity": "user", "vocabulary": ("a", "a")},
+            "duplicates",
+        ),
         ({"name": "x", "kind": "categorical_int", "entity": "user", "vocabulary": ("a",)}, "must be int"),
         ({"name": "x", "kind": "multi_categorical", "entity": "item", "hash_buckets": 4}, "max_len"),
         ({"name": "bad name", "kind": "numeric", "entity": "user"}, "must be non-empty"),

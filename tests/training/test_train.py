@@ -94,7 +94,15 @@ def test_output_directory_holds_model_contract_metrics_and_log(splits, tmp_path:
 def test_early_stopping_stops_after_patience(splits, tmp_path: Path) -> None:
     # a learning rate of ~0 cannot improve validation AUC by min_delta: stop after patience+1 epochs
     result = train(
-        _config(tmp_path / "es", model="lr", model_config={}, epochs=6, patience=1, learning_rate=1e-12, min_delta=0.01),
+        _config(
+            tmp_path / "es",
+            model="lr",
+            model_config={},
+            epochs=6,
+            patience=1,
+            learning_rate=1e-12,
+            min_delta=0.01,
+        ),
         splits=splits,
     )
     assert result.stopped_early

@@ -151,18 +151,26 @@ def check_labels(
     return values.astype(np.int64)
 
 
+def publish(tmp: Path, target: Path) -> Path:
+    """Make a finished temporary file world-readable (mkstemp creates 0600) and rename it into place.
+
+    Data files are read by other processes and containers (often another user), so they get
+    the usual 0644 rather than the private mode of a temporary file.
+    """
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return target
+
+
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write one parquet file via a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path_beside(path)
     try:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        return publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
 
 
 def temp_path_beside(path: Path) -> Path:

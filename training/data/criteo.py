@@ -11,7 +11,15 @@ import pandas as pd
 
 from training.features import Entity, FeatureContract
 
-from .base import DEFAULT_FRACTIONS, DataError, Splits, check_fractions, parse_numeric, temp_path_beside
+from .base import (
+    DEFAULT_FRACTIONS,
+    DataError,
+    Splits,
+    check_fractions,
+    parse_numeric,
+    publish,
+    temp_path_beside,
+)
 from .contracts import categorical_feature, numeric_feature
 from .text_tables import read_delimited
 
@@ -158,7 +166,7 @@ def write_criteo_tsv(
             for start in range(0, num_rows, 50_000):
                 n = min(50_000, num_rows - start)
                 handle.write(_criteo_chunk(rng, n, pools, weights, int_weights, missing_rate))
-        os.replace(tmp, target)
+        publish(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -162,6 +162,7 @@ def _synthetic_cache(options: dict[str, Any]) -> Path:
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
     write_synthetic(staging, config, chunk_rows=chunk_rows)
+    os.chmod(staging, 0o755)  # mkdtemp is private; the cached data set is for everyone
     try:
         os.replace(staging, target)
     except OSError:  # another process finished the same data set first; theirs is identical

@@ -20,6 +20,7 @@ from .base import (
     Splits,
     atomic_write_parquet,
     check_labels,
+    publish,
     read_parquet_checked,
     temp_path_beside,
     time_split,
@@ -206,7 +207,7 @@ def write_synthetic(
         with pq.ParquetWriter(tmp, EVENT_SCHEMA, compression="zstd") as writer:
             for chunk in iter_chunks(world, chunk_rows):
                 writer.write_table(chunk, row_group_size=chunk_rows)
-        os.replace(tmp, out / EVENTS_FILE)
+        publish(tmp, out / EVENTS_FILE)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -214,6 +215,7 @@ def write_synthetic(
     atomic_write_parquet(users, out / USERS_FILE)
     atomic_write_parquet(items, out / ITEMS_FILE)
     atomic_write_text(out / META_FILE, json.dumps({"config": config.to_dict()}, indent=2) + "\n")
+    os.chmod(out / META_FILE, 0o644)  # atomic_write_text leaves mkstemp's private mode
     return out
 
 
