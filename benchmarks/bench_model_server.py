@@ -1,12 +1,10 @@
-"""Embedded model server vs the in-process SavedModel call: latency of 500-row CTR predicts and
-throughput with server-side batching on and off. Prints tables; numbers go into notes.
+"""Embedded model server vs the in-process SavedModel call: CTR predict latency, batching throughput."""
 
-The server runs as its own process (`python -m serving.model_server`, as deployed) so client
-and server do not share a GIL; every measurement uses the same exported model and rows, and
-the latency sources are interleaved round by round so machine noise hits them alike.
-
-    .venv/bin/python benchmarks/bench_model_server.py [--rounds 200] [--seconds 8]
-"""
+# The server runs as its own process (`python -m serving.model_server`, as deployed) so client
+# and server do not share a GIL; every measurement uses the same exported model and rows, and
+# the latency sources are interleaved round by round so machine noise hits them alike.
+#
+#     .venv/bin/python benchmarks/bench_model_server.py [--rounds 200] [--seconds 8]
 
 from __future__ import annotations
 
@@ -265,7 +263,7 @@ async def _closed_loop(
 
 
 def throughput_table(
-    base: Path, rng: np.random.Generator, clients: int, rows_per_request: int, seconds: float
+    base: Path, rng: np.random.Generator, clients: int, rows_per_request: int, seconds: float, timeout_us: int
 ):
     from tensorflow_serving.apis import predict_pb2
 
@@ -284,7 +282,7 @@ def throughput_table(
         params = Path(tmp) / "batching.config"
         params.write_text(
             f"max_batch_size {{ value: {clients * rows_per_request} }}\n"
-            "batch_timeout_micros { value: 2000 }\n"
+            f"batch_timeout_micros {{ value: {timeout_us} }}\n"
             "num_batch_threads { value: 2 }\n"
             "max_enqueued_batches { value: 1000 }\n"
         )
@@ -304,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients for throughput")
     parser.add_argument("--rows-per-request", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    parser.add_argument("--batch-timeout-micros", type=int, default=10000)
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -311,16 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = build_ctr_model(Path(tmp), seed=args.seed)
         rows = make_rows(args.rows, rng)
-        table = latency_table(base, rows, args.rounds)
-        baseline = statistics.median(table[0][1])
-        print(f"\nLatency, {args.rows} CTR rows per request, {args.rounds} interleaved rounds (ms)")
-        print(f"{'source':52s} {'p50':>8s} {'p90':>8s} {'p50 / in-process':>17s}")
-        for name, samples in table:
-            p50 = percentile(samples, 50)
-            print(f"{name:52s} {p50:8.3f} {percentile(samples, 90):8.3f} {p50 / baseline:16.2f}x")
-        results = throughput_table(base, rng, args.clients, args.rows_per_request, args.seconds)
+        if not args.skip_latency:
+            table = latency_table(base, rows, args.rounds)
+            baseline = statistics.median(table[0][1])
+            print(f"\nLatency, {args.rows} CTR rows per request, {args.rounds} interleaved rounds (ms)")
+            print(f"{'source':52s} {'p50':>8s} {'p90':>8s} {'p50 / in-process':>17s}")
+            for name, samples in table:
+                p50 = percentile(samples, 50)
+                print(f"{name:52s} {p50:8.3f} {percentile(samples, 90):8.3f} {p50 / baseline:16.2f}x")
+        results = throughput_table(
+            base, rng, args.clients, args.rows_per_request, args.seconds, args.batch_timeout_micros
+        )
     print(
-        f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, {args.seconds:.0f} s each"
+        f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, "
+        f"{args.seconds:.0f} s each (batching: max_batch_size {args.clients * args.rows_per_request}, "
+        f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads 2)"
     )
     print(f"{'mode':14s} {'req/s':>9s} {'rows/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for label, rps, rows_s, latencies in results:

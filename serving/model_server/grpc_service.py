@@ -1,10 +1,9 @@
-"""TF Serving's gRPC API: PredictionService and ModelService on the official protos.
+"""TF Serving's gRPC API: PredictionService and ModelService on the official protos."""
 
-The `handle_*` functions hold the request -> response logic with TF Serving's checks and
-texts (predict_impl.cc, classification_service.cc, regression_service.cc, multi_inference,
-get_model_metadata_impl.cc, get_model_status_impl.cc, model_service_impl.cc); the REST face
-reuses them for everything but predict, as TF Serving's HTTP handler does.
-"""
+# The `handle_*` functions hold the request -> response logic with TF Serving's checks and
+# texts (predict_impl.cc, classification_service.cc, regression_service.cc, multi_inference,
+# get_model_metadata_impl.cc, get_model_status_impl.cc, model_service_impl.cc); the REST face
+# reuses them for everything but predict, as TF Serving's HTTP handler does.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""JSON text exactly as TF Serving's rapidjson writers print it (numbers, strings, layout).
+"""JSON text exactly as TF Serving's rapidjson writers print it (numbers, strings, layout)."""
 
-TF Serving answers with rapidjson's `PrettyWriter` (4-space indent) and writes floats as
-`absl::StrCat` text with a round-trip fallback (`util/json_tensor.cc`, `WriteDecimal`); its
-error messages embed request values printed the same way (`JsonValueToString`). Clients
-that compare bytes or parse float text see the same thing from this server.
-"""
+# TF Serving answers with rapidjson's `PrettyWriter` (4-space indent) and writes floats as
+# `absl::StrCat` text with a round-trip fallback (`util/json_tensor.cc`, `WriteDecimal`); its
+# error messages embed request values printed the same way (`JsonValueToString`). Clients
+# that compare bytes or parse float text see the same thing from this server.
 
 from __future__ import annotations
 

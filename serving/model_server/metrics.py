@@ -1,11 +1,10 @@
-"""Request metrics named as TF Serving names them, in Prometheus text exposition format.
+"""Request metrics named as TF Serving names them, in Prometheus text exposition format."""
 
-TF Serving records `/tensorflow/serving/request_count` (labels model_name, status) and
-`/tensorflow/serving/request_latency` (labels model_name, API, entrypoint; microseconds,
-exponential buckets 10 * 1.8^i) and its Prometheus exporter renames `/` to `:`. A small
-in-house registry keeps those exact names: prometheus_client would append `_total` to
-counters, which dashboards built for TF Serving would not find.
-"""
+# TF Serving records `/tensorflow/serving/request_count` (labels model_name, status) and
+# `/tensorflow/serving/request_latency` (labels model_name, API, entrypoint; microseconds,
+# exponential buckets 10 * 1.8^i) and its Prometheus exporter renames `/` to `:`. A small
+# in-house registry keeps those exact names: prometheus_client would append `_total` to
+# counters, which dashboards built for TF Serving would not find.
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import grpc
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
-RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 # TF Serving: monitoring::Buckets::Exponential(10, 1.8, 33) for request/runtime latency (us).
@@ -58,7 +56,6 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
         self._latency: dict[tuple[str, str, str], _Histogram] = {}
-        self._runtime: dict[tuple[str, str, str], _Histogram] = {}
 
     def _observe(
         self, table: dict[tuple[str, str, str], _Histogram], key: tuple[str, str, str], us: float
@@ -87,11 +84,6 @@ class Metrics:
             self._counts[key] = self._counts.get(key, 0) + 1
             if code == grpc.StatusCode.OK:
                 self._observe(self._latency, (model_name, api, entrypoint), latency_us)
-
-    def record_runtime(self, model_name: str, api: str, runtime: str, latency_us: float) -> None:
-        """Time spent in the model runtime itself (TF Serving's runtime_latency)."""
-        with self._lock:
-            self._observe(self._runtime, (model_name, api, runtime), latency_us)
 
     def request_count(self, model_name: str, status: str = "OK") -> int:
         """Current value of request_count{model_name, status}."""
@@ -125,5 +117,4 @@ class Metrics:
             lines += self._histogram_lines(
                 REQUEST_LATENCY, ("model_name", "API", "entrypoint"), self._latency
             )
-            lines += self._histogram_lines(RUNTIME_LATENCY, ("model_name", "API", "runtime"), self._runtime)
         return "\n".join(lines) + "\n"

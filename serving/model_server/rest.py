@@ -1,16 +1,11 @@
-"""TF Serving's REST API (paths, JSON, status codes) on a small threaded HTTP/1.1 server.
+"""TF Serving's REST API (paths, JSON, status codes) on a small threaded HTTP/1.1 server."""
 
-Routing and texts follow `http_rest_api_util.cc` / `http_rest_api_handler.cc`; status codes
-follow `http_server.cc` (via errors.http_status). The HTTP layer is a minimal keep-alive
-HTTP/1.1 server on `socketserver` (no dependency, far less per-request work than
-`http.server`), since the REST face's overhead sits on every ranking request.
-"""
+# Routing and texts follow `http_rest_api_util.cc` / `http_rest_api_handler.cc`; status codes
+# follow `http_server.cc` (via errors.http_status). The transport is http_transport.py.
 
 from __future__ import annotations
 
 import re
-import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +22,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.model_server import grpc_service, json_tensor
+from serving.model_server import grpc_service, json_examples, json_response, json_tensor
 from serving.model_server.errors import ServingError
+from serving.model_server.http_transport import JSON, HttpServer
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
 from serving.model_server.servable import DEFAULT_SIGNATURE
@@ -42,8 +38,6 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
-_JSON = "application/json"
-_MAX_HEADER_BYTES = 65536
 _INT64_MAX = 2**63 - 1
 
 
@@ -81,13 +75,13 @@ class RestApi:
         api, model_name, code = "", "", grpc.StatusCode.OK
         try:
             api, model_name, run = self._route(method, path, body)
-            return 200, _JSON, run()
+            return 200, JSON, run()
         except ServingError as err:
             code = err.code
-            return err.http_status, _JSON, error_body(err.message)
+            return err.http_status, JSON, error_body(err.message)
         except Exception as exc:  # a bug still answers with TF Serving's error shape
             code = grpc.StatusCode.INTERNAL
-            return 500, _JSON, error_body(f"{type(exc).__name__}: {exc}")
+            return 500, JSON, error_body(f"{type(exc).__name__}: {exc}")
         finally:
             if self.metrics is not None and api:
                 self.metrics.record_request(
@@ -144,25 +138,25 @@ class RestApi:
         dtypes = {alias: tensor.dtype for alias, tensor in info.inputs.items()}
         inputs, fmt = json_tensor.predict_inputs(doc, dtypes, signature)
         outputs = self.manager.runner.run(servable, signature, inputs, ())
-        return json_tensor.predict_response_json(outputs, fmt)
+        return json_response.predict_response_json(outputs, fmt)
 
     def _classify(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         request = classification_pb2.ClassificationRequest()
         self._spec(request.model_spec, name, version, label)
         doc = json_tensor.parse_json(body)
         request.model_spec.signature_name = json_tensor.signature_name(doc)
-        json_tensor.examples_request(doc, request.input)
+        json_examples.examples_request(doc, request.input)
         response = grpc_service.handle_classify(self.manager, request)
-        return json_tensor.classification_json(response.result)
+        return json_response.classification_json(response.result)
 
     def _regress(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         request = regression_pb2.RegressionRequest()
         self._spec(request.model_spec, name, version, label)
         doc = json_tensor.parse_json(body)
         request.model_spec.signature_name = json_tensor.signature_name(doc)
-        json_tensor.examples_request(doc, request.input)
+        json_examples.examples_request(doc, request.input)
         response = grpc_service.handle_regress(self.manager, request)
-        return json_tensor.regression_json(response.result)
+        return json_response.regression_json(response.result)
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -191,154 +185,6 @@ class RestApi:
         return _json_proto(grpc_service.handle_status(self.manager, request)).encode("utf-8")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Connection(socketserver.StreamRequestHandler):
-    """One keep-alive HTTP/1.1 connection: read requests, answer them in order."""
-
-    server: _HttpServer
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.lock:
-            self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def handle(self) -> None:
-        while not self.server.stopping.is_set():
-            try:
-                if not self._one_request():
-                    return
-            except (ConnectionError, TimeoutError, OSError):
-                return
-
-    def _read_body(self, headers: dict[str, str]) -> bytes:
-        limit = self.server.max_body_bytes
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts, total = [], 0
-            while True:
-                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(_MAX_HEADER_BYTES).strip():
-                        pass
-                    return b"".join(parts)
-                total += size
-                if total > limit:
-                    raise _BodyTooLarge(total)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(8)
-        length = int(headers.get("content-length", "0") or "0")
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        if length > limit:
-            raise _BodyTooLarge(length)
-        return self.rfile.read(length) if length else b""
-
-    def _one_request(self) -> bool:
-        line = self.rfile.readline(_MAX_HEADER_BYTES + 1)
-        if not line:
-            return False
-        if not line.strip():
-            return True  # stray CRLF between requests
-        try:
-            method, target, version = line.decode("latin-1").split()
-        except ValueError:
-            self._send(400, "text/plain", b"Bad request line", close=True)
-            return False
-        headers: dict[str, str] = {}
-        size = len(line)
-        while True:
-            raw = self.rfile.readline(_MAX_HEADER_BYTES + 1)
-            size += len(raw)
-            if size > _MAX_HEADER_BYTES:
-                self._send(431, "text/plain", b"Request header fields too large", close=True)
-                return False
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            key, _, value = raw.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = self._read_body(headers)
-        except _BodyTooLarge as exc:
-            message = (
-                f"Request body of {exc.args[0]} bytes exceeds the limit of {self.server.max_body_bytes} bytes"
-            )
-            self._send(413, _JSON, error_body(message), close=True)
-            return False
-        except ValueError:
-            self._send(400, _JSON, error_body("Malformed Content-Length or chunked body"), close=True)
-            return False
-        status, content_type, payload = self.server.answer(method, target, body)
-        self._send(status, content_type, payload, close=not keep_alive)
-        return keep_alive
-
-    def _send(self, status: int, content_type: str, payload: bytes, *, close: bool) -> None:
-        reason = _REASONS.get(status, "Error")
-        head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-        if close:
-            head += "Connection: close\r\n"
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + payload)
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    499: "Client Closed Request",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-class _HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(
-        self, address: tuple[str, int], answer: Callable[[str, str, bytes], tuple[int, str, bytes]]
-    ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.answer = answer
-        self.max_body_bytes = 0
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.connections: set[socket.socket] = set()
-        super().__init__(address, _Connection)
-
-    def close_connections(self) -> None:
-        """Shut down open keep-alive connections so their threads end."""
-        with self.lock:
-            open_sockets = list(self.connections)
-        for sock in open_sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 class RestServer:
     """TF Serving's REST API on `bind_address:port`, served from a background thread.
 
@@ -351,6 +197,8 @@ class RestServer:
         timeout_ms: `--rest_api_timeout_in_ms`; a request still running after it answers
             504 (DEADLINE_EXCEEDED). 0 or less waits forever.
         max_body_bytes: larger request bodies answer 413 without being read.
+        num_threads: `--rest_api_num_threads`, requests processed at once (when a timeout is
+            set; without one each connection's thread processes its own requests).
     """
 
     def __init__(
@@ -363,12 +211,15 @@ class RestServer:
         prometheus_path: str | None = None,
         timeout_ms: int = 30000,
         max_body_bytes: int = 256 * 1024 * 1024,
+        num_threads: int = 64,
     ) -> None:
         self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
-        self._pool = futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="rest-worker")
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=max(1, num_threads), thread_name_prefix="rest-worker"
+        )
         try:
-            self._http = _HttpServer((bind_address, port), self._answer)
+            self._http = HttpServer((bind_address, port), self._answer)
         except OSError as exc:
             self._pool.shutdown(wait=False)
             raise RuntimeError(f"could not bind REST server to {bind_address}:{port}: {exc}") from None
@@ -387,7 +238,7 @@ class RestServer:
         try:
             return future.result(timeout=self.timeout_s)
         except futures.TimeoutError:
-            return 504, _JSON, error_body("Deadline Exceeded")
+            return 504, JSON, error_body("Deadline Exceeded")
 
     def start(self) -> int:
         """Start serving in a daemon thread; returns the bound port."""

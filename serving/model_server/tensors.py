@@ -1,15 +1,14 @@
-"""Fast TensorProto <-> numpy conversion with TensorFlow's own parsing rules.
+"""Fast TensorProto <-> numpy conversion with TensorFlow's own parsing rules."""
 
-`tf.make_tensor_proto` / `tf.make_ndarray` cost tens of microseconds per tensor and go
-through eager TensorFlow; the server converts every request and response, so this
-module works on the protobuf fields directly (measured in benchmarks/bench_model_server.py).
-
-Semantics follow `tensorflow::Tensor::FromProto` and `Tensor::AsProtoField`, which TF
-Serving uses for Predict: `tensor_content` must hold exactly num_elements * itemsize
-bytes; typed `*_val` fields with fewer values than elements are padded with the last
-value (or zeros when empty), extra values are ignored; responses are written into the
-typed fields (`float_val`, `string_val`, ...), never `tensor_content`.
-"""
+# `tf.make_tensor_proto` / `tf.make_ndarray` cost tens of microseconds per tensor and go
+# through eager TensorFlow; the server converts every request and response, so this
+# module works on the protobuf fields directly (measured in benchmarks/bench_model_server.py).
+#
+# Semantics follow `tensorflow::Tensor::FromProto` and `Tensor::AsProtoField`, which TF
+# Serving uses for Predict: `tensor_content` must hold exactly num_elements * itemsize
+# bytes; typed `*_val` fields with fewer values than elements are padded with the last
+# value (or zeros when empty), extra values are ignored; responses are written into the
+# typed fields (`float_val`, `string_val`, ...), never `tensor_content`.
 
 from __future__ import annotations
 
@@ -158,29 +157,31 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             size does not match the shape (TF Serving answers "tensor parsing error").
     """
     dtype = proto.dtype
-    np_dtype = numpy_dtype(dtype)
-    dims = shape_of(proto)
+    np_dtype = _NUMPY_BY_DTYPE.get(dtype)
+    if np_dtype is None:
+        raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}")
+    shape = proto.tensor_shape
+    dims = [d.size for d in shape.dim]
+    if shape.unknown_rank or (dims and min(dims) < 0):
+        shape_of(proto)  # raises the precise error
     count = math.prod(dims)
     content = proto.tensor_content
     if dtype == DT.DT_STRING:
-        if content:
-            values = _decode_string_content(content, count)
-        else:
-            values = list(proto.string_val)
+        values = _decode_string_content(content, count) if content else proto.string_val
+        have = len(values)
         flat = np.empty(count, dtype=object)
-        if values:
-            if len(values) >= count:
-                flat[:] = values[:count]
-            else:
-                flat[: len(values)] = values
-                flat[len(values) :] = [values[-1]] * (count - len(values))
+        if have >= count:
+            flat[:] = values if have == count else list(values[:count])
+        elif have:
+            flat[:have] = values
+            flat[have:] = [values[-1]] * (count - have)
         else:
             flat[:] = [b""] * count
         return flat.reshape(dims)
     if content:
         if len(content) != count * np_dtype.itemsize:
             raise TensorConversionError(
-                f"tensor_content has {len(content)} bytes, shape {list(dims)} of "
+                f"tensor_content has {len(content)} bytes, shape {dims} of "
                 f"{dtype_name(dtype)} needs {count * np_dtype.itemsize}"
             )
         return np.frombuffer(content, dtype=np_dtype).reshape(dims)

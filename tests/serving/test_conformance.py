@@ -1,8 +1,7 @@
-"""Conformance with TF Serving's own test models and expected values, over gRPC and REST.
+"""Conformance with TF Serving's own test models and expected values, over gRPC and REST."""
 
-Expected numbers come from tensorflow_serving's tests and testdata (half_plus_two: y = 0.5x + 2,
-half_plus_three: y = 0.5x + 3, y2 = 0.5x + 3) and the metadata JSON files shipped with them.
-"""
+# Expected numbers come from tensorflow_serving's tests and testdata (half_plus_two: y = 0.5x + 2,
+# half_plus_three: y = 0.5x + 3, y2 = 0.5x + 3) and the metadata JSON files shipped with them.
 
 from __future__ import annotations
 

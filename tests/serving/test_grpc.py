@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.model_server.config import ServerOptions
-from serving.model_server.grpc_service import grpc_message, parse_channel_arguments
+from serving.model_server.grpc_service import create_grpc_server, grpc_message, parse_channel_arguments
 from serving.model_server.server import ModelServer
 from serving.model_server.tensors import from_ndarray, to_ndarray
 
@@ -246,3 +246,8 @@ def test_channel_arguments_and_message_truncation() -> None:
         parse_channel_arguments("oops")
     assert grpc_message("m" * 1030) == "m" * 1024 + "...TRUNCATED"
     assert grpc_message("short") == "short"
+
+
+def test_busy_port_is_a_clear_error(server: ModelServer) -> None:
+    with pytest.raises(RuntimeError, match=f"could not bind gRPC server to 127.0.0.1:{server.grpc_port}"):
+        create_grpc_server(server.manager, bind_address="127.0.0.1", port=server.grpc_port)

@@ -1,4 +1,4 @@
-"""REST JSON <-> tensors with TF Serving's rules and texts (util/json_tensor.cc)."""
+"""REST JSON <-> tensors, examples and results with TF Serving's rules and texts (util/json_tensor.cc)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 from tensorflow.core.framework import types_pb2 as DT
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
+from serving.model_server import json_examples as je
+from serving.model_server import json_response as jr
 from serving.model_server import json_tensor as jt
 from serving.model_server.errors import ServingError
 from serving.model_server.json_text import decimal_text, error_body, rapidjson_double
@@ -160,9 +162,9 @@ def test_float_text_like_write_decimal() -> None:
 
 
 def test_row_response_layout_is_tf_servings() -> None:
-    body = jt.predict_response_json({"y": np.array([2.5, 3.0, 4.5], np.float32)}, jt.ROW)
+    body = jr.predict_response_json({"y": np.array([2.5, 3.0, 4.5], np.float32)}, jt.ROW)
     assert body == b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
-    body = jt.predict_response_json(
+    body = jr.predict_response_json(
         {"y": np.array([[1, 2]], np.int64), "s": np.array([b"a"], object)}, jt.ROW
     )
     assert body == (
@@ -173,42 +175,42 @@ def test_row_response_layout_is_tf_servings() -> None:
 
 
 def test_columnar_response_layout_and_bytes_outputs() -> None:
-    body = jt.predict_response_json({"y": np.array([[2.5], [3.0]], np.float32)}, jt.COLUMNAR)
+    body = jr.predict_response_json({"y": np.array([[2.5], [3.0]], np.float32)}, jt.COLUMNAR)
     assert (
         body
         == b'{\n    "outputs": [\n        [\n            2.5\n        ],\n        [\n            3.0\n        ]\n    ]\n}'
     )
-    body = jt.predict_response_json(
+    body = jr.predict_response_json(
         {"out_bytes": np.array([b"\xff"], object), "n": np.array([True])}, jt.COLUMNAR
     )
     assert json.loads(body) == {"outputs": {"n": [True], "out_bytes": [{"b64": "/w=="}]}}
     with pytest.raises(ServingError, match="has inconsistent batch size: 1 expecting: 2"):
-        jt.predict_response_json({"a": np.zeros(2), "b": np.zeros(1)}, jt.ROW)
+        jr.predict_response_json({"a": np.zeros(2), "b": np.zeros(1)}, jt.ROW)
     with pytest.raises(ServingError, match=r"^Tensor name: a has no shape information $"):
-        jt.predict_response_json({"a": np.float32(1.0)}, jt.ROW)
+        jr.predict_response_json({"a": np.float32(1.0)}, jt.ROW)
 
 
 def test_examples_and_result_json() -> None:
     request = input_pb2.Input()
     doc = {"context": {"c": "x"}, "examples": [{"x": 2.0, "n": [1, True], "b": {"b64": "AQ=="}}]}
-    jt.examples_request(doc, request)
+    je.examples_request(doc, request)
     example = request.example_list_with_context.examples[0]
     assert list(example.features.feature["x"].float_list.value) == [2.0]
     assert list(example.features.feature["n"].int64_list.value) == [1, 1]
     assert list(example.features.feature["b"].bytes_list.value) == [b"\x01"]
     assert list(request.example_list_with_context.context.features.feature["c"].bytes_list.value) == [b"x"]
     with pytest.raises(ServingError, match="Unexpected element type in feature: x expecting type: float"):
-        jt.examples_request({"examples": [{"x": [1.0, "a"]}]}, input_pb2.Input())
+        je.examples_request({"examples": [{"x": [1.0, "a"]}]}, input_pb2.Input())
     with pytest.raises(ServingError, match="'examples' value is an empty array"):
-        jt.examples_request({"examples": []}, input_pb2.Input())
+        je.examples_request({"examples": []}, input_pb2.Input())
     classes = classification_pb2.ClassificationResult()
     entry = classes.classifications.add().classes.add()
     entry.label, entry.score = "", 3.0
-    assert jt.classification_json(classes) == b'{\n    "results": [[["", 3.0]]\n    ]\n}'
+    assert jr.classification_json(classes) == b'{\n    "results": [[["", 3.0]]\n    ]\n}'
     regressions = regression_pb2.RegressionResult()
     regressions.regressions.add().value = 3.5
     regressions.regressions.add().value = 4.0
-    assert jt.regression_json(regressions) == b'{\n    "results": [3.5, 4.0]\n}'
+    assert jr.regression_json(regressions) == b'{\n    "results": [3.5, 4.0]\n}'
 
 
 def test_error_body_escapes_like_rapidjson() -> None:

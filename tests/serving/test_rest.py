@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import socket
@@ -242,3 +243,44 @@ def test_prometheus_metrics_count_requests(server: ModelServer) -> None:
         ':tensorflow:serving:request_latency_count{model_name="half_plus_two",API="Predict",entrypoint="REST"}'
         in text
     )
+
+
+def test_gzip_request_bodies(server: ModelServer) -> None:
+    body = gzip.compress(b'{"instances": [1.0, 3.0]}')
+    status, _, got = request(
+        server, "POST", "/v1/models/half_plus_two:predict", body, headers={"Content-Encoding": "gzip"}
+    )
+    assert status == 200 and json.loads(got) == {"predictions": [2.5, 3.5]}
+    status, _, got = request(
+        server, "POST", "/v1/models/half_plus_two:predict", b"not gzip", headers={"Content-Encoding": "gzip"}
+    )
+    assert status == 400 and json.loads(got) == {"error": "Failed to uncompress the gzip request body"}
+
+
+def test_gzip_bomb_is_refused() -> None:
+    from serving.model_server.http_transport import BodyTooLarge, gunzip
+
+    bomb = gzip.compress(b"0" * 100_000)
+    assert gunzip(bomb, 100_000) == b"0" * 100_000
+    with pytest.raises(BodyTooLarge):
+        gunzip(bomb, 99_999)
+
+
+def test_rest_api_timeout_answers_504(server: ModelServer) -> None:
+    # 200k instances take far longer than 1 ms to parse and run; the face stops waiting.
+    impatient = RestServer(server.manager, bind_address="127.0.0.1", port=0, timeout_ms=1)
+    port = impatient.start()
+    try:
+        body = json.dumps({"instances": [1.0] * 200_000}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/models/half_plus_two:predict", body=body)
+        resp = conn.getresponse()
+        assert resp.status == 504 and json.loads(resp.read()) == {"error": "Deadline Exceeded"}
+        conn.close()
+    finally:
+        impatient.stop()
+
+
+def test_busy_port_is_a_clear_error(server: ModelServer) -> None:
+    with pytest.raises(RuntimeError, match=f"could not bind REST server to 127.0.0.1:{server.rest_port}"):
+        RestServer(server.manager, bind_address="127.0.0.1", port=server.rest_port)
