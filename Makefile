@@ -30,5 +30,7 @@ lint: venv
 bench: venv
 	$(PY) benchmarks/run_all.py
 
+include docker/docker.mk
+
 clean:
 	rm -rf $(VENV) runs

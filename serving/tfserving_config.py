@@ -14,11 +14,11 @@ The same three files drive the official image and ``python -m serving.model_serv
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from training.features import atomic_write_text
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
@@ -135,18 +135,6 @@ def monitoring_config(settings: MonitoringSettings) -> str:
     return text_format.MessageToString(config)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_configs(
     out_dir: str | Path,
     models: Sequence[ModelSettings],
@@ -160,13 +148,13 @@ def write_configs(
     """
     out = Path(out_dir)
     written = {"models": out / MODELS_CONFIG}
-    _write_atomic(written["models"], model_server_config(models))
+    atomic_write_text(written["models"], model_server_config(models))
     if batching is not None:
         written["batching"] = out / BATCHING_CONFIG
-        _write_atomic(written["batching"], batching_parameters(batching))
+        atomic_write_text(written["batching"], batching_parameters(batching))
     if monitoring is not None:
         written["monitoring"] = out / MONITORING_CONFIG
-        _write_atomic(written["monitoring"], monitoring_config(monitoring))
+        atomic_write_text(written["monitoring"], monitoring_config(monitoring))
     return written
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ CONTRACT_VERSION = 1
 MULTI_VALUE_SEPARATOR = "|"
 
 
-class FeatureKind(str, Enum):
+class FeatureKind(StrEnum):
     """How a raw input is turned into model input inside the graph."""
 
     CATEGORICAL_STRING = "categorical_string"
@@ -26,7 +26,7 @@ class FeatureKind(str, Enum):
     MULTI_CATEGORICAL = "multi_categorical"
 
 
-class Entity(str, Enum):
+class Entity(StrEnum):
     """Which side of a request a feature comes from (drives the client's feature join)."""
 
     USER = "user"
@@ -278,11 +278,21 @@ def join_multi(values: Sequence[str]) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` via a temporary file beside ``path`` and a rename: readers never see half a file.
+
+    The file gets mode 0644 (mkstemp's 0600 would hide it from servers running as another user,
+    as the non-root containers do).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
