@@ -33,6 +33,7 @@ class SyntheticConfig:
     start_time: int = 1_700_000_000
     latent_dim: int = 4
     interaction_scale: float = 1.0
+    id_effect_scale: float = 1.0
     base_logit: float = -1.2
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class SyntheticConfig:
             "days": self.days > 0,
             "latent_dim": self.latent_dim >= 1,
             "interaction_scale": self.interaction_scale >= 0,
+            "id_effect_scale": self.id_effect_scale >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -162,9 +164,9 @@ def build_world(config: SyntheticConfig) -> World:
     # most taste is shared within a segment (learnable from many rows); a little is personal
     user_segment = rng.integers(0, n_s, n_u)
     segment_taste = rng.normal(0, d_taste, (n_s, k))
-    user_taste = segment_taste[user_segment] + rng.normal(0, 0.1 * d_taste, (n_u, k))
+    user_taste = segment_taste[user_segment] + rng.normal(0, 0.1 * d_taste * config.id_effect_scale, (n_u, k))
     segment_price = rng.normal(0, 0.25 * s, n_s)
-    d_latent = _dot_scale(0.1 * s, k)
+    d_latent = _dot_scale(0.1 * s * config.id_effect_scale, k)
     d_ctx = _dot_scale(0.35 * s, 2)
     hours = np.arange(24)
     position_main = -0.45 * np.log(np.arange(1, config.num_positions + 1))
@@ -177,7 +179,7 @@ def build_world(config: SyntheticConfig) -> World:
         user_cum=np.cumsum(traffic),
         user_activity=np.log(traffic * n_u),
         user_segment=user_segment,
-        user_bias=rng.normal(0, 0.15, n_u),
+        user_bias=rng.normal(0, 0.15 * config.id_effect_scale, n_u),
         user_taste=user_taste,
         user_latent=rng.normal(0, d_latent, (n_u, k)),
         user_price_sens=segment_price[user_segment],
@@ -187,7 +189,7 @@ def build_world(config: SyntheticConfig) -> World:
         item_price=np.round(rng.lognormal(2.5, 0.8, n_i), 2),
         item_publish_time=publish,
         item_popularity=popularity / popularity.sum(),
-        item_bias=rng.normal(0, 0.15, n_i),
+        item_bias=rng.normal(0, 0.15 * config.id_effect_scale, n_i),
         item_content=item_content,
         item_latent=rng.normal(0, d_latent, (n_i, k)),
         publish_order=order,

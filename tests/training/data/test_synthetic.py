@@ -56,6 +56,8 @@ def test_chunked_write_equals_one_shot(tmp_path: Path) -> None:
 
 
 def test_written_schema_and_manifest(synthetic_dir: Path) -> None:
+    modes = {p.name: p.stat().st_mode & 0o777 for p in synthetic_dir.iterdir()}
+    assert modes == dict.fromkeys((EVENTS_FILE, USERS_FILE, ITEMS_FILE, "synthetic.json"), 0o644)
     schema = pq.read_schema(synthetic_dir / EVENTS_FILE)
     assert [(f.name, str(f.type)) for f in schema] == [(f.name, str(f.type)) for f in EVENT_SCHEMA]
     assert read_config(synthetic_dir) == SMALL
