@@ -26,17 +26,18 @@ MODELS = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
 
 
 def _fit_and_score(
-    splits: Any, model: str, seed: int, out: Path, epochs: int, batch: int, lr: float
+    splits: Any, model: str, seed: int, out: Path, epochs: int, batch: int, lr: float, l2: float
 ) -> dict[str, Any]:
     config = TrainConfig(
         out_dir=str(out / f"{model}-s{seed}"),
         data=splits.name if splits.name in ("synthetic", "movielens", "criteo") else "synthetic",
         model=model,
+        model_config={"l2": l2},
         epochs=epochs,
         batch_size=batch,
         learning_rate=lr,
         seed=seed,
-        patience=1,
+        patience=2,
         verbose=0,
     )
     started = time.perf_counter()
@@ -81,6 +82,7 @@ def synthetic(args: argparse.Namespace) -> list[dict[str, Any]]:
                 args.epochs,
                 args.batch_size,
                 args.learning_rate,
+                args.l2,
             )
         )
         m = rows[-1]["metrics"]
@@ -124,6 +126,7 @@ def movielens(args: argparse.Namespace) -> list[dict[str, Any]]:
                     args.epochs,
                     args.batch_size,
                     args.learning_rate,
+                    args.l2,
                 )
             )
             print(f"  {model} seed {seed}: test AUC {rows[-1]['metrics']['auc']:.4f}", flush=True)
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--l2", type=float, default=1e-4, help="ModelConfig.l2 (embeddings and kernels)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = synthetic(args) if args.which == "synthetic" else movielens(args)

@@ -15,6 +15,12 @@ from typing import Any
 CONTRACT_FILENAME = "feature_contract.json"
 CONTRACT_VERSION = 1
 MULTI_VALUE_SEPARATOR = "|"
+# In-graph transforms of a numeric feature's raw value, applied before (x - mean) / std.
+# "log1p" is t(x) = sign(x) * log1p(|x|): it tames heavy tails (prices, counts) inside the
+# served graph, so clients always send raw values and never have to replicate it.
+NUMERIC_TRANSFORMS: tuple[str, ...] = ("none", "log1p")
+# log1p of the largest float32: a log1p feature's mean beyond it has no raw float32 default.
+_MAX_LOG1P_FLOAT32 = math.log1p(3.4028234663852886e38)
 
 
 class FeatureKind(StrEnum):
@@ -57,6 +63,11 @@ class Feature:
     buckets, at least one) or ``hash_buckets``; numeric features carry the ``mean``/``std``
     used to normalise them in the graph. ``default`` is what the client sends when a value
     is missing (cold start), so it must be a value of the feature's dtype.
+
+    A numeric feature's ``transform`` (``NUMERIC_TRANSFORMS``) is applied to the raw value in
+    the graph before normalisation; ``mean``/``std`` are statistics of the transformed value,
+    while ``default`` stays a raw value. For ``"log1p"`` the natural default is the raw value
+    whose transform is the mean, ``sign(mean) * expm1(|mean|)``.
     """
 
     name: str
@@ -70,6 +81,7 @@ class Feature:
     std: float = 1.0
     max_len: int = 0
     default: str | int | float | None = None
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", FeatureKind(self.kind))
@@ -78,12 +90,33 @@ class Feature:
             raise ContractError(f"feature name {self.name!r} must be non-empty [A-Za-z0-9_]")
         if self.vocabulary is not None:
             object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
+        self._check_transform()
         if self.default is None:
             object.__setattr__(self, "default", self._natural_default())
         self._check()
 
+    def _check_transform(self) -> None:
+        where = f"feature {self.name!r}"
+        if not isinstance(self.transform, str) or self.transform not in NUMERIC_TRANSFORMS:
+            raise ContractError(
+                f"{where}: transform must be one of {list(NUMERIC_TRANSFORMS)}, got {self.transform!r}"
+            )
+        if self.transform != "none" and self.kind is not FeatureKind.NUMERIC:
+            raise ContractError(
+                f"{where}: transform {self.transform!r} applies to numeric features only, not {self.kind.value}"
+            )
+        if self.transform == "log1p" and not (
+            isinstance(self.mean, (int, float)) and abs(self.mean) <= _MAX_LOG1P_FLOAT32
+        ):
+            raise ContractError(
+                f"{where}: a log1p feature's mean must lie within +-{_MAX_LOG1P_FLOAT32:.4f} "
+                f"(log1p of the largest float32), got {self.mean!r}"
+            )
+
     def _natural_default(self) -> str | int | float:
         if self.kind is FeatureKind.NUMERIC:
+            if self.transform == "log1p":
+                return math.copysign(math.expm1(abs(self.mean)), self.mean)
             return float(self.mean)
         if self.kind is FeatureKind.CATEGORICAL_INT:
             return -1

@@ -24,7 +24,10 @@ class FeaturePreprocessor(keras.layers.Layer):
     * vocabulary: the value at index ``i`` -> id ``i + num_oov``; an unseen value ->
       ``fingerprint64(value) % num_oov``. Integers are looked up and hashed via their decimal string.
     * hash buckets: ``tf.strings.to_hash_bucket_fast(value, hash_buckets)`` (Fingerprint64 mod n).
-    * numeric: ``(x - mean) / std`` in float32, non-finite results -> 0.
+    * numeric: ``(t(x) - mean) / std`` in float32, non-finite results -> 0; ``t`` is the identity,
+      or for ``transform="log1p"`` ``sign(x) * log1p(|x|)`` computed in float64 and rounded to
+      float32 (TensorFlow's float32 log1p is up to 4 ulp off numpy's; via float64 both round the
+      same, so the host replica stays bit-identical).
     * multi-valued: split on ``|``, empty tokens dropped, the first ``max_len`` kept, each mapped as
       above, padded with -1.
 
@@ -118,6 +121,9 @@ def _vocabulary_table(feature: Feature) -> tf.lookup.StaticHashTable:
 
 def _normalise(feature: Feature, value: tf.Tensor) -> tf.Tensor:
     x = tf.cast(value, tf.float32)
+    if feature.transform == "log1p":
+        wide = tf.cast(x, tf.float64)
+        x = tf.cast(tf.math.sign(wide) * tf.math.log1p(tf.math.abs(wide)), tf.float32)
     y = (x - tf.constant(feature.mean, tf.float32)) / tf.constant(feature.std, tf.float32)
     return tf.where(tf.math.is_finite(y), y, tf.zeros_like(y))
 

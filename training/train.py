@@ -180,7 +180,7 @@ def train(
         for hook in callbacks:
             hook.epoch = epoch
         started = time.perf_counter()
-        fit = model.fit(train_ds, epochs=1, verbose=config.verbose, callbacks=callbacks)
+        fit = model.fit(train_ds, epochs=1, shuffle=False, verbose=config.verbose, callbacks=callbacks)
         seconds = time.perf_counter() - started
         scores = predict_frame(model, splits.valid, contract, config.eval_batch_size)
         val_auc = _auc(valid_labels, scores)

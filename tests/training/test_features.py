@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def _contract() -> FeatureContract:
             Feature("hour", FeatureKind.CATEGORICAL_INT, Entity.CONTEXT, vocabulary=tuple(range(24))),
             Feature("price", FeatureKind.NUMERIC, Entity.ITEM, mean=10.0, std=2.5),
             Feature("tags", FeatureKind.MULTI_CATEGORICAL, Entity.ITEM, vocabulary=("a", "b"), max_len=3),
+            Feature("clicks", FeatureKind.NUMERIC, Entity.USER, mean=2.0, std=1.5, transform="log1p"),
         ),
         metadata=(("source", "test"),),
     )
@@ -40,7 +42,20 @@ def test_json_round_trip_is_identical(tmp_path: Path) -> None:
     loaded = FeatureContract.load(tmp_path)
     assert loaded == contract
     assert loaded.to_json() == contract.to_json()
-    assert json.loads(written.read_text())["features"][0]["vocabulary"] == ["u1", "u2"]
+    features = json.loads(written.read_text())["features"]
+    assert features[0]["vocabulary"] == ["u1", "u2"]
+    assert [f["transform"] for f in features] == ["none"] * 5 + ["log1p"]
+    assert loaded["clicks"].transform == "log1p" and loaded["clicks"].default == contract["clicks"].default
+
+
+def test_contract_json_without_transform_reads_as_none() -> None:
+    data = _contract().to_dict()
+    for feature in data["features"]:
+        del feature["transform"]
+    data["features"][-1]["default"] = 2.0
+    loaded = FeatureContract.from_dict(data)
+    assert {f.transform for f in loaded.features} == {"none"}
+    assert loaded["clicks"].default == 2.0
 
 
 def test_derived_views() -> None:
@@ -51,6 +66,7 @@ def test_derived_views() -> None:
         "hour": "int64",
         "price": "float32",
         "tags": "string",
+        "clicks": "float32",
     }
     assert [f.name for f in contract.by_entity("item")] == ["item_id", "price", "tags"]
     assert contract["user_id"].num_buckets == 4  # 2 vocabulary + 2 OOV
@@ -59,6 +75,12 @@ def test_derived_views() -> None:
     assert contract["price"].default == 10.0  # missing numerics default to the training mean
     assert contract["hour"].default == -1
     assert contract["tags"].default == ""
+    # log1p: mean/std describe sign(x) * log1p(|x|); the default is the raw x with t(x) == mean.
+    assert contract["clicks"].default == pytest.approx(math.e**2 - 1.0, rel=1e-15)
+    negative = Feature("delta", "numeric", "context", mean=-0.5, transform="log1p")
+    assert negative.default == pytest.approx(-(math.exp(0.5) - 1.0), rel=1e-15)
+    assert Feature("z", "numeric", "context", mean=0.0, transform="log1p").default == 0.0
+    assert Feature("raw", "numeric", "context", mean=3.0, default=-7.0, transform="log1p").default == -7.0
 
 
 @pytest.mark.parametrize(
@@ -78,6 +100,28 @@ def test_derived_views() -> None:
         ({"name": "x", "kind": "multi_categorical", "entity": "item", "hash_buckets": 4}, "max_len"),
         ({"name": "bad name", "kind": "numeric", "entity": "user"}, "must be non-empty"),
         ({"name": "x", "kind": "numeric", "entity": "shop"}, "shop"),
+        (
+            {"name": "x", "kind": "numeric", "entity": "user", "transform": "log"},
+            r"feature 'x': transform must be one of \['none', 'log1p'\], got 'log'",
+        ),
+        (
+            {"name": "x", "kind": "numeric", "entity": "user", "transform": None},
+            r"feature 'x': transform must be one of .*, got None",
+        ),
+        (
+            {
+                "name": "x",
+                "kind": "categorical_string",
+                "entity": "user",
+                "hash_buckets": 4,
+                "transform": "log1p",
+            },
+            r"feature 'x': transform 'log1p' applies to numeric features only, not categorical_string",
+        ),
+        (
+            {"name": "x", "kind": "numeric", "entity": "user", "mean": 90.0, "transform": "log1p"},
+            r"feature 'x': a log1p feature's mean must lie within \+-88\.7228 .*got 90\.0",
+        ),
     ],
 )
 def test_invalid_features_are_rejected(kwargs: dict, message: str) -> None:
@@ -108,7 +152,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 def test_validate_columns_and_join_multi() -> None:
     contract = _contract()
     with pytest.raises(ContractError, match=r"train.parquet: missing feature columns \['price', 'tags'\]"):
-        contract.validate_columns(["user_id", "item_id", "hour"], source="train.parquet")
+        contract.validate_columns(["user_id", "item_id", "hour", "clicks"], source="train.parquet")
     assert join_multi(["a", "b"]) == "a|b"
     with pytest.raises(ContractError, match="cannot contain"):
         join_multi(["a|b"])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureKind
+from training.features import MULTI_VALUE_SEPARATOR, NUMERIC_TRANSFORMS, Entity, Feature, FeatureKind
 
 from .base import DataError
 
@@ -98,12 +98,28 @@ def multi_categorical_feature(
     )
 
 
-def numeric_feature(name: str, values: pd.Series, entity: Entity | str) -> Feature:
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    """sign(x) * log(1 + |x|): the ``log1p`` numeric transform (tames heavy-tailed values)."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def numeric_feature(
+    name: str, values: pd.Series, entity: Entity | str, *, transform: str = "none"
+) -> Feature:
     """A numeric feature normalised with the training mean and std (finite values only).
 
-    A constant column gets std 1 so normalisation stays finite.
+    With ``transform="log1p"`` the graph normalises ``signed_log1p(x)``, so the statistics are
+    those of the transformed float32 values; the default (what a client sends for a missing
+    value) stays raw: ``sign(mean) * expm1(|mean|)``, whose transform is the mean. A constant
+    column gets std 1 so normalisation stays finite.
     """
+    if transform not in NUMERIC_TRANSFORMS:
+        raise DataError(
+            f"feature {name!r}: transform must be one of {list(NUMERIC_TRANSFORMS)}, got {transform!r}"
+        )
     data = np.asarray(values, dtype=np.float64)
+    if transform == "log1p":  # of the float32 values the graph will see
+        data = signed_log1p(data.astype(np.float32).astype(np.float64))
     data = data[np.isfinite(data)]
     if data.size == 0:
         raise DataError(f"feature {name!r}: no finite training values to compute mean/std from")
@@ -111,4 +127,6 @@ def numeric_feature(name: str, values: pd.Series, entity: Entity | str) -> Featu
     std = float(data.std())
     if not std > 1e-12:
         std = 1.0
-    return Feature(name=name, kind=FeatureKind.NUMERIC, entity=Entity(entity), mean=mean, std=std)
+    return Feature(
+        name=name, kind=FeatureKind.NUMERIC, entity=Entity(entity), mean=mean, std=std, transform=transform
+    )

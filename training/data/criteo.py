@@ -20,7 +20,7 @@ from .base import (
     publish,
     temp_path_beside,
 )
-from .contracts import categorical_feature, numeric_feature
+from .contracts import categorical_feature, numeric_feature, signed_log1p
 from .text_tables import read_delimited
 
 INT_COLUMNS: tuple[str, ...] = tuple(f"I{i}" for i in range(1, 14))
@@ -28,19 +28,13 @@ CAT_COLUMNS: tuple[str, ...] = tuple(f"C{i}" for i in range(1, 27))
 COLUMNS: tuple[str, ...] = ("label", *INT_COLUMNS, *CAT_COLUMNS)
 
 
-def signed_log1p(values: np.ndarray) -> np.ndarray:
-    """sign(x) * log(1 + |x|): tames Criteo's heavy-tailed counts before mean/std normalisation."""
-    return np.sign(values) * np.log1p(np.abs(values))
-
-
-def read_criteo_tsv(
-    path: str | os.PathLike[str], *, max_rows: int | None = None, log_counts: bool = True
-) -> pd.DataFrame:
+def read_criteo_tsv(path: str | os.PathLike[str], *, max_rows: int | None = None) -> pd.DataFrame:
     """Parse a Criteo TSV into ``label`` (int64), ``I1..I13`` (float32, NaN if empty), ``C1..C26`` (str).
 
-    Integer features are stored as signed_log1p(x) when ``log_counts`` (the usual Criteo
-    transform; a server must send the same). Categoricals must be 8 hex digits or empty
-    (missing -> ""). Rows keep file order, which is chronological in Criteo's releases.
+    Integer features stay raw counts: the usual signed log1p happens inside the served graph
+    (the contract's ``transform="log1p"``), so a client sends exactly what the file holds.
+    Categoricals must be 8 hex digits or empty (missing -> ""). Rows keep file order, which is
+    chronological in Criteo's releases.
 
     Raises:
         DataError: naming the file, column and 1-based line of the first bad value.
@@ -61,7 +55,7 @@ def read_criteo_tsv(
         values = parse_numeric(
             raw[name], source=str(source), column=name, integer=True, allow_missing=True, row_offset=1
         )
-        out[name] = (signed_log1p(values) if log_counts else values).astype(np.float32)
+        out[name] = np.asarray(values, dtype=np.float32)
     for name in CAT_COLUMNS:
         text = raw[name].str.strip().str.lower()
         ok = text.str.fullmatch(r"[0-9a-f]{8}").to_numpy() | text.eq("").to_numpy()
@@ -83,13 +77,18 @@ def criteo_contract(
     embedding_dim: int = 8,
     log_counts: bool = True,
 ) -> FeatureContract:
-    """Criteo contract from training rows.
+    """Criteo contract from training rows (raw integer counts).
 
-    A categorical whose values seen ``min_count`` times fit in ``max_vocab`` gets that
-    vocabulary (rarer values share the OOV bucket); a larger one gets hash buckets. Criteo's
-    features are anonymous, so every feature is a ``context`` feature: the request carries all.
+    ``log_counts`` gives I1..I13 the in-graph ``log1p`` transform (statistics of
+    ``signed_log1p(x)``, raw defaults); otherwise they are normalised as they come. A
+    categorical whose values seen ``min_count`` times fit in ``max_vocab`` gets that vocabulary
+    (rarer values share the OOV bucket); a larger one gets hash buckets. Criteo's features are
+    anonymous, so every feature is a ``context`` feature: the request carries all.
     """
-    features = [numeric_feature(name, train[name], Entity.CONTEXT) for name in INT_COLUMNS]
+    transform = "log1p" if log_counts else "none"
+    features = [
+        numeric_feature(name, train[name], Entity.CONTEXT, transform=transform) for name in INT_COLUMNS
+    ]
     features += [
         categorical_feature(
             name,
@@ -102,12 +101,7 @@ def criteo_contract(
         )
         for name in CAT_COLUMNS
     ]
-    transform = "signed_log1p" if log_counts else "none"
-    return FeatureContract(
-        features=tuple(features),
-        label="label",
-        metadata=(("integer_transform", transform), ("source", "criteo")),
-    )
+    return FeatureContract(features=tuple(features), label="label", metadata=(("source", "criteo"),))
 
 
 def load_criteo(
@@ -118,8 +112,12 @@ def load_criteo(
     log_counts: bool = True,
     **contract_options: int,
 ) -> Splits:
-    """Read a Criteo TSV and split it in file (= time) order; missing integers become the train mean."""
-    frame = read_criteo_tsv(path, max_rows=max_rows, log_counts=log_counts)
+    """Read a Criteo TSV and split it in file (= time) order.
+
+    Integers stay raw (``log_counts``: log1p-transformed in the graph, see ``criteo_contract``);
+    a missing integer becomes its feature's raw ``default``, which normalises to ~0.
+    """
+    frame = read_criteo_tsv(path, max_rows=max_rows)
     train_f, valid_f, _ = check_fractions(fractions)
     n = len(frame)
     first, second = round(n * train_f), round(n * (train_f + valid_f))

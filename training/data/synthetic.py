@@ -269,7 +269,11 @@ def read_events(path: str | os.PathLike[str]) -> pd.DataFrame:
 def synthetic_contract(
     train: pd.DataFrame, *, embedding_dim: int = 8, seed: int | None = None
 ) -> FeatureContract:
-    """The synthetic source's contract, with vocabularies and numeric stats from ``train`` only."""
+    """The synthetic source's contract, with vocabularies and numeric stats from ``train`` only.
+
+    ``price`` is log1p-transformed in the graph: the true logit uses z-scored log(price), which
+    linear and FM terms can then represent.
+    """
     features = (
         categorical_feature("user_id", train["user_id"], Entity.USER, embedding_dim=embedding_dim),
         categorical_feature("user_segment", train["user_segment"], Entity.USER, embedding_dim=embedding_dim),
@@ -277,7 +281,7 @@ def synthetic_contract(
         categorical_feature("item_id", train["item_id"], Entity.ITEM, embedding_dim=embedding_dim),
         categorical_feature("category", train["category"], Entity.ITEM, embedding_dim=embedding_dim),
         multi_categorical_feature("tags", train["tags"], Entity.ITEM, embedding_dim=embedding_dim),
-        numeric_feature("price", train["price"], Entity.ITEM),
+        numeric_feature("price", train["price"], Entity.ITEM, transform="log1p"),
         categorical_feature("hour", train["hour"], Entity.CONTEXT, embedding_dim=embedding_dim),
         categorical_feature("device", train["device"], Entity.CONTEXT, embedding_dim=embedding_dim),
         categorical_feature("position", train["position"], Entity.CONTEXT, embedding_dim=embedding_dim),

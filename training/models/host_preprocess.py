@@ -67,6 +67,12 @@ def _column(feature: Feature, values: Any) -> np.ndarray:
 
 def _normalise(feature: Feature, column: np.ndarray) -> np.ndarray:
     x = column.astype(np.float32)
+    if feature.transform == "log1p":
+        # Same route as the graph: float32 input widened to float64, sign(x) * log1p(|x|),
+        # rounded back to float32 (float32 log1p implementations differ by a few ulp).
+        wide = x.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            x = (np.sign(wide) * np.log1p(np.abs(wide))).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         y = (x - np.float32(feature.mean)) / np.float32(feature.std)
     y[~np.isfinite(y)] = np.float32(0.0)

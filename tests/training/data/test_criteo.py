@@ -56,12 +56,10 @@ def test_reader_parses_values_by_hand(tmp_path: Path) -> None:
     frame = read_criteo_tsv(path)
     assert list(frame.columns) == list(COLUMNS)
     assert frame["label"].tolist() == [0, 1]
-    assert frame["I1"].iloc[0] == pytest.approx(np.log(6))
+    assert frame["I1"].dtype == np.float32
+    assert frame["I1"].iloc[0] == 5 and frame["I3"].iloc[0] == -1 and frame["I13"].iloc[1] == 12
     assert np.isnan(frame["I2"].iloc[0])
-    assert frame["I3"].iloc[0] == pytest.approx(-np.log(2))
     assert frame["C1"].iloc[0] == "" and frame["C2"].iloc[0] == "deadbeef"
-    raw = read_criteo_tsv(path, log_counts=False)
-    assert raw["I1"].iloc[0] == 5 and raw["I13"].iloc[1] == 12
     np.testing.assert_allclose(signed_log1p(np.array([-3.0, 0.0, 3.0])), [-np.log(4), 0, np.log(4)])
 
 
@@ -71,12 +69,27 @@ def test_load_splits_in_file_order_and_fills_missing(criteo_file: Path) -> None:
     assert splits.train["timestamp"].max() < splits.valid["timestamp"].min() < splits.test["timestamp"].min()
     raw = read_criteo_tsv(criteo_file)
     for name in INT_COLUMNS:
-        mean = np.nanmean(raw[name].iloc[:4_800].to_numpy(dtype=np.float64))
-        assert splits.contract[name].mean == pytest.approx(mean, rel=1e-6)
-        holes = raw[name].iloc[:4_800].isna().to_numpy()
+        counts = raw[name].iloc[:4_800].to_numpy(dtype=np.float64)
+        logs = np.sign(counts) * np.log(1.0 + np.abs(counts))  # an independent route to log1p
+        mean = np.nanmean(logs)
+        feature = splits.contract[name]
+        assert feature.transform == "log1p"
+        assert feature.mean == pytest.approx(mean, rel=1e-6)
+        assert feature.std == pytest.approx(np.nanstd(logs), rel=1e-6)
+        assert feature.default == pytest.approx(np.sign(mean) * (np.exp(abs(mean)) - 1.0), rel=1e-9)
+        holes = np.isnan(counts)
         assert holes.any()
-        np.testing.assert_allclose(splits.train[name].to_numpy()[holes], np.float32(mean))
+        filled = splits.train[name].to_numpy()
+        np.testing.assert_array_equal(filled[holes], np.float32(feature.default))
+        np.testing.assert_array_equal(filled[~holes], counts[~holes].astype(np.float32))  # raw, untransformed
+        assert float(signed_log1p(np.float64(filled[holes][0]))) == pytest.approx(mean, abs=1e-6)
         assert splits.train[name].dtype == np.float32
+    assert dict(splits.contract.metadata) == {"source": "criteo"}
+    plain = load_source("criteo", criteo_file, log_counts=False).contract
+    assert {plain[i].transform for i in INT_COLUMNS} == {"none"}
+    assert plain["I1"].mean == pytest.approx(
+        np.nanmean(raw["I1"].iloc[:4_800].to_numpy(np.float64)), rel=1e-6
+    )
     assert (splits.train[list(CAT_COLUMNS)] == "").to_numpy().any(), "missing categoricals stay empty strings"
 
 

@@ -158,8 +158,11 @@ def test_contract_from_train_round_trips_json(synthetic_dir: Path, tmp_path: Pat
         sorted(contract["position"].vocabulary, key=lambda p: (-(train["position"] == p).sum(), str(p)))
     )
     assert set(contract["position"].vocabulary) == set(range(1, SMALL.num_positions + 1))
-    assert contract["price"].mean == pytest.approx(train["price"].astype(float).mean())
-    assert contract["price"].std == pytest.approx(train["price"].astype(float).std(ddof=0))
+    log_price = np.log(1.0 + train["price"].astype(float))  # prices are > 0, so sign(x) == 1
+    price = contract["price"]
+    assert price.transform == "log1p" and contract["user_activity"].transform == "none"
+    assert price.mean == pytest.approx(log_price.mean()) and price.std == pytest.approx(log_price.std(ddof=0))
+    assert price.default == pytest.approx(np.exp(log_price.mean()) - 1.0)  # raw: t(default) == mean
     assert contract["tags"].max_len == 3
     assert set(contract["tags"].vocabulary) == set(train["tags"].str.split("|").explode())
     assert all(f.num_oov >= 1 for f in contract.features if f.vocabulary is not None)

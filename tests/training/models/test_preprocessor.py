@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.training.models.conftest import tiny_contract
-from training.features import ContractError, FeatureContract
+from training.features import ContractError, Feature, FeatureContract
 from training.layers import FeaturePreprocessor
 
 # FarmHash Fingerprint64 of the empty string is the constant k2 of farmhashna.
@@ -80,6 +81,29 @@ def test_numeric_overflow_and_int32_inputs_are_handled() -> None:
     # (3e38 + 3e38) / 0.5 overflows float32 -> inf -> 0; the other row is exactly 0 too.
     np.testing.assert_array_equal(out["x"].numpy(), [0.0, 0.0])
     np.testing.assert_array_equal(out["n"].numpy(), [1, 0])
+
+
+def test_log1p_numeric_is_transformed_before_normalising() -> None:
+    # mean 1, std 0.5 describe t(x) = sign(x) * log1p(|x|): t(e - 1) = 1 -> 0, t(0) = 0 -> -2,
+    # t(-(e^3 - 1)) = -3 -> -8, t(e^5 - 1) = 5 -> 8, t(3e38) = ln(1 + 3e38) = 88.5968... -> 175.19...
+    spend = Feature("spend", "numeric", "user", mean=1.0, std=0.5, transform="log1p")
+    plain = Feature("plain", "numeric", "user", mean=1.0, std=0.5)
+    contract = FeatureContract(features=(spend, plain))
+    raw = [math.e - 1, 0.0, -0.0, -(math.e**3 - 1), math.e**5 - 1, 3e38, np.nan, np.inf, -np.inf]
+    x = tf.constant(raw, tf.float32)
+    out = FeaturePreprocessor(contract.to_dict())({"spend": x, "plain": x})
+    expected = [0.0, -2.0, -2.0, -8.0, 8.0, (math.log(3e38) - 1.0) / 0.5, 0.0, 0.0, 0.0]
+    np.testing.assert_allclose(out["spend"].numpy(), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out["spend"].numpy()[[1, 2, 6, 7, 8]], [-2.0, -2.0, 0.0, 0.0, 0.0])
+    assert out["spend"].dtype == tf.float32
+    # Without the transform the same raw values are only normalised: (e - 1 - 1) / 0.5.
+    np.testing.assert_allclose(out["plain"].numpy()[:2], [(math.e - 2.0) / 0.5, -2.0], rtol=1e-6)
+    # The raw default a client sends for a missing value is e^1 - 1, which normalises to 0.
+    assert spend.default == pytest.approx(math.e - 1.0, rel=1e-15)
+    missing = FeaturePreprocessor(contract.to_dict())(
+        {"spend": tf.constant([spend.default], tf.float32), "plain": tf.constant([plain.default], tf.float32)}
+    )
+    assert abs(float(missing["spend"][0])) < 1e-6 and float(missing["plain"][0]) == 0.0
 
 
 def test_config_round_trip_keeps_the_contract(
