@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from serving.model_server.errors import ServingError
-from serving.model_server.runtime import SERVING_TAG, FunctionRuntime, SessionRuntime, is_tf2
+from serving.model_server.runtime import (
+    SERVING_TAG,
+    FunctionRuntime,
+    SessionRuntime,
+    is_tf2,
+    load_tf2_runtime,
+)
 
 if TYPE_CHECKING:
     from tensorflow.core.protobuf import meta_graph_pb2
@@ -155,7 +161,7 @@ class Servable:
         self.meta_graph = read_meta_graph(self.path)
         try:
             self._runtime: SessionRuntime | FunctionRuntime = (
-                FunctionRuntime(self.path)
+                load_tf2_runtime(self.path, session_config)
                 if is_tf2(self.meta_graph)
                 else SessionRuntime(self.path, session_config)
             )
