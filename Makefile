@@ -26,6 +26,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy recommender_client
 
 bench: venv
 	$(PY) benchmarks/run_all.py

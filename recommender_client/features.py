@@ -271,9 +271,18 @@ def validate_inputs(contract: FeatureContract, inputs: Mapping[str, np.ndarray])
         want = np.dtype(NUMPY_DTYPE[f.dtype])
         if column.dtype != want:
             raise FeatureError(f"feature {f.name!r}: dtype {column.dtype}, expected {want} ({f.dtype})")
-        if f.dtype == "string" and not all(isinstance(v, str) for v in column.tolist()):
+        if f.dtype == "string" and not _all_str(column.tolist()):
             raise FeatureError(f"feature {f.name!r}: every value must be a str")
         sizes.add(len(column))
     if len(sizes) > 1:
         raise FeatureError(f"model input columns have different lengths {sorted(sizes)}")
     return sizes.pop()
+
+
+def _all_str(values: list[Any]) -> bool:
+    """Whether every value is a str: ``str.join`` checks that in C and fails on the first non-str."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True

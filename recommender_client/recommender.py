@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -120,7 +121,10 @@ class Recommender:
         """The user's logged items and their times (the seen filter's history)."""
         items, times, _ = user_history(self.artifacts, user_id)
         ids = self.artifacts.catalog.item_ids
-        return [ids[i] for i in items.tolist()], times
+        positions = items.tolist()
+        if len(positions) > 1:  # itemgetter: one C call instead of a Python loop per event
+            return list(itemgetter(*positions)(ids)), times
+        return [ids[i] for i in positions], times
 
     def current_rules(self) -> RuleSet:
         return self.rules.current() if self.rules is not None else EMPTY_RULES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 
 import numpy as np
 
@@ -19,13 +20,37 @@ ITEM_META = frozenset({"category", "tags", "publish_time"})
 
 def catalog_columns(catalog: Catalog, items: Sequence[str]) -> dict[str, np.ndarray]:
     """Category, tags and publish time per item ('' / NaN for items outside the catalogue)."""
-    pos = catalog.positions(items)
+    return catalog_columns_at(catalog, catalog.positions(items))
+
+
+def catalog_columns_at(catalog: Catalog, pos: np.ndarray) -> dict[str, np.ndarray]:
+    """``catalog_columns`` from catalogue positions (int64, -1 for unknown items)."""
+    n = len(pos)
     known = pos >= 0
-    category = np.array([catalog.category[p] if p >= 0 else "" for p in pos.tolist()], dtype=object)
-    tags = np.array([catalog.tags[p] if p >= 0 else "" for p in pos.tolist()], dtype=object)
-    publish = np.full(len(items), np.nan)
-    publish[known] = catalog.publish_time[pos[known]]
+    category = np.empty(n, dtype=object)
+    tags = np.empty(n, dtype=object)
+    publish = np.full(n, np.nan)
+    if known.all():
+        if n:
+            category[:] = _gather(catalog.category, pos)
+            tags[:] = _gather(catalog.tags, pos)
+            publish[:] = catalog.publish_time[pos]
+        return {"category": category, "tags": tags, "publish_time": publish}
+    category[:] = ""
+    tags[:] = ""
+    hits = pos[known]
+    if len(hits):
+        category[known] = _gather(catalog.category, hits)
+        tags[known] = _gather(catalog.tags, hits)
+        publish[known] = catalog.publish_time[hits]
     return {"category": category, "tags": tags, "publish_time": publish}
+
+
+def _gather(values: Sequence[str], pos: np.ndarray) -> list[str]:
+    """``[values[p] for p in pos]`` via ``itemgetter`` (C speed; a list so numpy keeps one str per slot)."""
+    if len(pos) == 1:
+        return [values[int(pos[0])]]
+    return list(itemgetter(*pos.tolist())(values))
 
 
 class RecallCandidates(Operator):
@@ -59,15 +84,19 @@ class RecallCandidates(Operator):
         if req.candidates is not None:
             items = list(dict.fromkeys(req.candidates))[: self.max_candidates]
             sources = ["request"] * len(items)
+            pos = self.catalog.positions(items)
         else:
             lists = {s.name: s.recall(req.user_id, req.now, self.quotas[s.name]) for s in self.sources}
             merged = merge_recall(lists, self.quotas, self.max_candidates)
-            items = [self.catalog.item_ids[p] for p in merged.positions]
+            pos = np.array(merged.positions, dtype=np.int64)
+            items = _gather(self.catalog.item_ids, pos) if len(pos) else []
             sources = list(merged.sources)
+            if (pos < 0).any():  # a negative position counts from the end, as item_ids[p] does
+                pos = self.catalog.positions(items)
         columns = {
             "recall_source": np.array(sources, dtype=object),
             "recall_position": np.arange(len(items), dtype=np.int64),
-            **catalog_columns(self.catalog, items),
+            **catalog_columns_at(self.catalog, pos),
         }
         return batch.with_items(items, columns)
 

@@ -147,7 +147,9 @@ class RestClient(TFServingClient):
             raise InvalidRequest("predict needs at least one input tensor")
         wanted = None if output_filter is None else list(output_filter)
         path = model_path(model_name, version=version, version_label=version_label) + ":predict"
-        payload = {"inputs": {name: array_to_json(a, name=name) for name, a in inputs.items()}}
+        payload: dict[str, Any] = {
+            "inputs": {name: array_to_json(a, name=name) for name, a in inputs.items()}
+        }
         if signature_name:
             payload["signature_name"] = signature_name
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")

@@ -250,7 +250,7 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as bool
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -158,28 +158,37 @@ def merge_recall(lists: Mapping[str, Sequence[int]], quotas: Mapping[str, int], 
     unknown = set(lists) - set(quotas)
     if unknown:
         raise ValueError(f"merge_recall: no quota for sources {sorted(unknown)}")
-    cursors = dict.fromkeys(lists, 0)
-    used = dict.fromkeys(lists, 0)
+    # one plain-list state per source (no dict lookups in the loop): this runs for every request
+    names = [name for name in lists if quotas[name] > 0]
+    sequences = [lists[name] for name in names]
+    lengths = [len(items) for items in sequences]
+    limits = [quotas[name] for name in names]
+    cursors = [0] * len(names)
+    used = [0] * len(names)
     seen: set[int] = set()
     positions: list[int] = []
     sources: list[str] = []
-    active = [name for name in lists if quotas[name] > 0]
-    while active and len(positions) < max_total:
+    active = list(range(len(names)))
+    taken = 0
+    while active and taken < max_total:
         still = []
-        for name in active:
-            items = lists[name]
-            cur = cursors[name]
-            while cur < len(items) and items[cur] in seen:
+        for s in active:
+            items = sequences[s]
+            size = lengths[s]
+            cur = cursors[s]
+            while cur < size and items[cur] in seen:
                 cur += 1
-            if cur < len(items) and len(positions) < max_total:
-                seen.add(items[cur])
-                positions.append(items[cur])
-                sources.append(name)
+            if cur < size and taken < max_total:
+                item = items[cur]
+                seen.add(item)
+                positions.append(item)
+                sources.append(names[s])
+                taken += 1
                 cur += 1
-                used[name] += 1
-            cursors[name] = cur
-            if cur < len(items) and used[name] < quotas[name]:
-                still.append(name)
+                used[s] += 1
+            cursors[s] = cur
+            if cur < size and used[s] < limits[s]:
+                still.append(s)
         active = still
     return Recalled(tuple(positions), tuple(sources))
 

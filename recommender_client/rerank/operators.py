@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -197,22 +198,47 @@ class CapPerCategory(Operator):
 
     def transform(self, batch: Batch) -> Batch:
         cats = batch.columns["category"].tolist()
+        limit = self.max_per_window
+        span = self.window - 1
+        # Kept up to date per pick instead of recounted: per-category counts over the last ``span``
+        # picks, the categories at their limit, and how many unplaced items each category has left
+        # (when every remaining item is blocked, the fallback is known without a scan).
+        in_window: dict[object, int] = {}
+        blocked: set[object] = set()
+        left = Counter(cats)
         remaining = list(range(len(cats)))
         order: list[int] = []
-        demoted: set[int] = set()
+        noted: list[int] = []
+        highest = -1  # an item was passed over iff a later (higher) index was picked before it
         while remaining:
-            recent = [cats[i] for i in order[-(self.window - 1) :]]
-            pick = 0
-            for j, idx in enumerate(remaining):
-                if cats[idx] == "" or recent.count(cats[idx]) < self.max_per_window:
-                    pick = j
-                    break
+            idx = remaining[0]
+            cat = cats[idx]
+            if cat in blocked and sum(left[c] for c in blocked) < len(remaining):
+                for j, candidate in enumerate(remaining):
+                    if cats[candidate] not in blocked:
+                        idx = candidate
+                        cat = cats[idx]
+                        del remaining[j]
+                        break
+            else:  # the best remaining item fits, or nothing fits and it is taken anyway
+                del remaining[0]
+            if idx < highest:
+                noted.append(len(order))
             else:
-                pick = 0
-            demoted.update(remaining[:pick])
-            order.append(remaining.pop(pick))
-        out = batch.take(order)
-        return out.noted([k for k, idx in enumerate(order) if idx in demoted], self.rule)
+                highest = idx
+            order.append(idx)
+            left[cat] -= 1
+            count = in_window.get(cat, 0) + 1
+            in_window[cat] = count
+            if count >= limit and cat != "":
+                blocked.add(cat)
+            if len(order) > span:
+                leaving = cats[order[-span - 1]]
+                count = in_window[leaving] - 1
+                in_window[leaving] = count
+                if count < limit:
+                    blocked.discard(leaving)
+        return batch.take(order).noted(noted, self.rule)
 
 
 class InsertExploration(Operator):
@@ -241,7 +267,8 @@ class InsertExploration(Operator):
         chosen = [
             pool[i] for i in rng.choice(len(pool), size=min(len(slots), len(pool)), replace=False).tolist()
         ]
-        order = [i for i in range(len(batch)) if i not in set(chosen)]
+        taken = set(chosen)
+        order = [i for i in range(len(batch)) if i not in taken]
         for slot, idx in zip(slots, chosen, strict=False):
             order.insert(slot, idx)
         out = batch.take(order)
