@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv install demo test lint bench clean
+.PHONY: venv install demo test lint clean
 
 venv: $(STAMP)
 
@@ -27,9 +27,6 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy recommender_client
-
-bench: venv
-	$(PY) benchmarks/run_all.py
 
 include docker/docker.mk
 
