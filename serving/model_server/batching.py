@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +48,7 @@ class BatchingOptions:
 class _Task:
     inputs: dict[str, np.ndarray]
     size: int
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, np.ndarray] | None = None
-    error: BaseException | None = None
+    future: futures.Future = field(default_factory=futures.Future)
 
 
 @dataclass
@@ -99,13 +98,35 @@ class Batcher:
             ServingError: the request's own errors (checked before queueing),
                 RESOURCE_EXHAUSTED when the queue is full, or the batch run's error.
         """
+        future = self.submit(servable, signature_name, inputs, output_filter)
+        if future is None:
+            return servable.run(signature_name, inputs, output_filter)
+        return future.result()
+
+    def submit(
+        self,
+        servable: Servable,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+    ) -> futures.Future | None:
+        """Queue a run without waiting (async callers await the future).
+
+        Returns:
+            The future of the task's outputs, or None when the request is not batchable
+            (no inputs, zero rows, or more than ``max_batch_size`` rows): the caller runs it
+            with ``servable.run`` itself, as TF Serving runs such a task on its own.
+
+        Raises:
+            ServingError: as :meth:`run`, except the batch run's error, which the future holds.
+        """
         key, feeds, _ = servable.prepare(signature_name, inputs, output_filter)
         arrays = {alias: value for alias, (_, value) in feeds.items()}
         if not arrays:
-            return servable.run(key, inputs, output_filter)
+            return None
         size = _task_size(arrays)
         if size > self.options.max_batch_size or size == 0:
-            return servable.run(key, inputs, output_filter)
+            return None
         if self.options.pad_variable_length_inputs:
             shapes: tuple[Any, ...] = tuple(sorted((a, v.ndim) for a, v in arrays.items()))
         else:
@@ -113,11 +134,7 @@ class Batcher:
         queue_key = (id(servable), key, shapes, tuple(output_filter))
         task = _Task(arrays, size)
         self._enqueue(queue_key, servable, key, tuple(output_filter), task)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.result is not None
-        return task.result
+        return task.future
 
     def _enqueue(
         self, queue_key: Hashable, servable: Servable, key: str, output_filter: tuple[str, ...], task: _Task
@@ -127,10 +144,13 @@ class Batcher:
                 raise ServingError.unavailable("Batch scheduler is stopped")
             batches = self._queues.setdefault(queue_key, [])
             current = batches[-1] if batches and not batches[-1].closed else None
+            wake = False  # batch threads only need waking when a batch opens or closes
             if current is not None and current.size + task.size > self.options.max_batch_size:
                 current.closed = True
                 current = None
+                wake = True
             if current is None:
+                wake = True
                 if len(batches) >= self.options.max_enqueued_batches:
                     raise ServingError.resource_exhausted(
                         "The batch scheduling queue to which this task was submitted is full"
@@ -141,7 +161,9 @@ class Batcher:
             current.size += task.size
             if current.size >= self.options.max_batch_size:
                 current.closed = True
-            self._cond.notify()
+                wake = True
+            if wake:
+                self._cond.notify()
 
     def _next_batch(self) -> _Batch | None:
         """Wait for a batch that is ready; None once stopped. Called with the condition held."""
@@ -159,6 +181,10 @@ class Batcher:
                     first.closed = True
                     if not batches:
                         del self._queues[queue_key]
+                    if self._queues:
+                        # Enqueue only wakes a thread when a batch opens or closes: let an
+                        # idle one take over watching the batches left behind.
+                        self._cond.notify()
                     return first
                 wait = due - now if wait is None else min(wait, due - now)
             self._cond.wait(wait)
@@ -183,14 +209,14 @@ class Batcher:
                         "Batched output tensor's 0th dimension does not equal the sum of the 0th "
                         f"dimension sizes of the input tensors (output {alias})"
                     )
-            for i, task in enumerate(batch.tasks):
-                task.result = {alias: value[offsets[i] : offsets[i + 1]] for alias, value in outputs.items()}
         except BaseException as exc:  # every waiting caller must wake up with the error
             for task in batch.tasks:
-                task.error = exc
-        finally:
-            for task in batch.tasks:
-                task.done.set()
+                task.future.set_exception(exc)
+            return
+        for i, task in enumerate(batch.tasks):
+            task.future.set_result(
+                {alias: value[offsets[i] : offsets[i + 1]] for alias, value in outputs.items()}
+            )
 
     def _merge(self, batch: _Batch) -> tuple[dict[str, np.ndarray], int]:
         """Concatenate the tasks' inputs along dim 0, padding as configured."""
@@ -216,8 +242,7 @@ class Batcher:
             self._queues.clear()
             self._cond.notify_all()
         for task in pending:
-            task.error = ServingError.unavailable("Batch scheduler is stopped")
-            task.done.set()
+            task.future.set_exception(ServingError.unavailable("Batch scheduler is stopped"))
         for thread in self._threads:
             thread.join(timeout=10)
 

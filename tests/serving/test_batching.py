@@ -160,3 +160,15 @@ def test_options_from_tf_serving_batching_file(tfserving_testdata: Path) -> None
     )
     with pytest.raises(ValueError, match="last allowed_batch_sizes entry must equal max_batch_size"):
         BatchingOptions(max_batch_size=8, allowed_batch_sizes=(2, 4))
+
+
+def test_submit_leaves_oversized_and_empty_requests_to_the_caller(half_plus_two: RecordingServable) -> None:
+    batcher = Batcher(BatchingOptions(max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1))
+    try:
+        assert batcher.submit(half_plus_two, "", {"x": np.zeros((3, 1), np.float32)}) is None
+        assert batcher.submit(half_plus_two, "", {"x": np.zeros((0, 1), np.float32)}) is None
+        future = batcher.submit(half_plus_two, "", {"x": np.array([[2.0]], np.float32)})
+        assert future is not None
+        np.testing.assert_allclose(future.result(timeout=30)["y"], [[3.0]])  # 0.5 * 2 + 2
+    finally:
+        batcher.stop()

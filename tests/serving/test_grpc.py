@@ -29,9 +29,11 @@ from serving.model_server.tensors import from_ndarray, to_ndarray
 MODEL = "half_plus_two"
 
 
-@pytest.fixture(scope="module")
-def server(tfserving_testdata: Path) -> Iterator[ModelServer]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "batching-aio"])
+def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator[ModelServer]:
+    """Every gRPC test runs against the sync server and the batching (grpc.aio) server."""
     options = ServerOptions(
+        enable_batching=request.param,
         port=0,
         bind_address="127.0.0.1",
         model_name=MODEL,
