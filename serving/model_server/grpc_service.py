@@ -135,25 +135,22 @@ def handle_classify(
     manager: Any, request: classification_pb2.ClassificationRequest
 ) -> classification_pb2.ClassificationResponse:
     """TensorflowClassificationServiceImpl::Classify."""
-    _require_spec(request)
-    servable = servable_for(manager, request.model_spec)
-    signature_name = request.model_spec.signature_name
-    result = servable.classify(signature_name, request.input, run=manager.runner.run)
-    response = classification_pb2.ClassificationResponse()
-    response.result.CopyFrom(result)
-    _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
-    return response
+    return _run_examples(manager, request, "classify", classification_pb2.ClassificationResponse())
 
 
 def handle_regress(
     manager: Any, request: regression_pb2.RegressionRequest
 ) -> regression_pb2.RegressionResponse:
     """TensorflowRegressionServiceImpl::Regress."""
+    return _run_examples(manager, request, "regress", regression_pb2.RegressionResponse())
+
+
+def _run_examples(manager: Any, request: Any, method: str, response: Any) -> Any:
+    """Classify and Regress differ only in the servable method and the response type."""
     _require_spec(request)
     servable = servable_for(manager, request.model_spec)
     signature_name = request.model_spec.signature_name
-    result = servable.regress(signature_name, request.input, run=manager.runner.run)
-    response = regression_pb2.RegressionResponse()
+    result = getattr(servable, method)(signature_name, request.input, run=manager.runner.run)
     response.result.CopyFrom(result)
     _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
     return response
