@@ -263,7 +263,13 @@ async def _closed_loop(
 
 
 def throughput_table(
-    base: Path, rng: np.random.Generator, clients: int, rows_per_request: int, seconds: float, timeout_us: int
+    base: Path,
+    rng: np.random.Generator,
+    clients: int,
+    rows_per_request: int,
+    seconds: float,
+    timeout_us: int,
+    max_batch_size: int | None = None,
 ):
     from tensorflow_serving.apis import predict_pb2
 
@@ -281,7 +287,7 @@ def throughput_table(
     with tempfile.TemporaryDirectory() as tmp:
         params = Path(tmp) / "batching.config"
         params.write_text(
-            f"max_batch_size {{ value: {clients * rows_per_request} }}\n"
+            f"max_batch_size {{ value: {max_batch_size or clients * rows_per_request} }}\n"
             f"batch_timeout_micros {{ value: {timeout_us} }}\n"
             "num_batch_threads { value: 2 }\n"
             "max_enqueued_batches { value: 1000 }\n"
@@ -304,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     parser.add_argument("--batch-timeout-micros", type=int, default=10000)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--max-batch-size", type=int, help="batching max_batch_size (default: clients x rows per request)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -320,11 +329,17 @@ def main(argv: list[str] | None = None) -> int:
                 p50 = percentile(samples, 50)
                 print(f"{name:52s} {p50:8.3f} {percentile(samples, 90):8.3f} {p50 / baseline:16.2f}x")
         results = throughput_table(
-            base, rng, args.clients, args.rows_per_request, args.seconds, args.batch_timeout_micros
+            base,
+            rng,
+            args.clients,
+            args.rows_per_request,
+            args.seconds,
+            args.batch_timeout_micros,
+            args.max_batch_size,
         )
     print(
         f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, "
-        f"{args.seconds:.0f} s each (batching: max_batch_size {args.clients * args.rows_per_request}, "
+        f"{args.seconds:.0f} s each (batching: max_batch_size {args.max_batch_size or args.clients * args.rows_per_request}, "
         f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads 2)"
     )
     print(f"{'mode':14s} {'req/s':>9s} {'rows/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
