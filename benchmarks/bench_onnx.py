@@ -66,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     from export.batches import frame_inputs, take_rows
     from export.onnx_export import OnnxScorer, check_parity, export_onnx
     from export.saved_model import export_saved_model
-    from export.scoring import score_saved_model, to_tensors
+    from export.scoring import load_saved_model, score_saved_model, to_tensors
 
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         workdir = Path(tmp)
         model, contract, frame = _model_and_frame(args, workdir)
         version_dir = export_saved_model(model, contract, workdir / "models", "ctr")
         onnx_path = export_onnx(model, contract, workdir / "core.onnx")
-        serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        loaded = load_saved_model(version_dir)
+        serve = loaded.signatures["serving_default"]
         scorer = OnnxScorer(onnx_path, contract)
         if args.threads:
             import onnxruntime as ort
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             scorer.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         inputs = frame_inputs(frame, contract)
         parity_rows = take_rows(inputs, np.arange(min(10_000, len(frame))))
-        parity = check_parity(scorer, score_saved_model(version_dir, contract, parity_rows), parity_rows)
+        parity = check_parity(
+            scorer, score_saved_model(version_dir, contract, parity_rows, loaded=loaded), parity_rows
+        )
 
         print(f"model: {model.name}, {len(contract.features)} features; tf {tf.__version__}")
         print(f"parity on {parity.rows} rows: max abs diff {parity.max_abs_diff:.3g}")

@@ -23,10 +23,7 @@ def write(out_dir: Path, model_name: str) -> dict[str, Path]:
     from serving.tfserving_config import BatchingSettings, ModelSettings, MonitoringSettings, write_configs
 
     model = ModelSettings(name=model_name, base_path=f"{CONTAINER_MODELS_DIR}/{model_name}")
-    written = write_configs(out_dir, [model], BatchingSettings(), MonitoringSettings())
-    for path in written.values():
-        path.chmod(0o644)  # write_configs' temp files are 0600; a non-root server must read them
-    return written
+    return write_configs(out_dir, [model], BatchingSettings(), MonitoringSettings())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

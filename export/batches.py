@@ -68,6 +68,11 @@ def frame_inputs(frame: Any, contract: FeatureContract, *, source: str = "frame"
     return out
 
 
+def encode_strings(values: Any) -> np.ndarray:
+    """A string column as UTF-8 ``bytes`` objects, the form TF string tensors and protos take."""
+    return np.asarray([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], dtype=object)
+
+
 def slice_inputs(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     """Rows ``[start, stop)`` of every feature."""
     return {name: values[start:stop] for name, values in inputs.items()}

@@ -122,6 +122,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from export.run_dir import load_training_run
     from export.verify import verify_export
+    from training.features import atomic_write_text
 
     run = load_training_run(args.model_dir) if args.model_dir is not None else None
     frame = None
@@ -133,7 +134,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(report.signatures_text)
     print(report.summary())
     if args.json is not None:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
     return 0 if report.passed else EXIT_REJECTED
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError, VersionExistsError
+from training.features import atomic_write_text
 
 TEMP_PREFIX = ".tmp-"
 LOCK_FILENAME = ".export.lock"
@@ -150,17 +151,10 @@ def publish_staging(staging: Path, model_dir: Path, version: int) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write via a hidden temporary file and a rename; mode 0644 so any server user can read it."""
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
+    """``atomic_write_text`` (hidden temporary file, rename, mode 0644) raising ``ExportError``."""
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 

@@ -11,8 +11,6 @@ Fingerprint64 hashing bit for bit on the host. ``check_parity`` proves the two r
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from export.errors import ExportError
-from training.features import FeatureContract
+from training.features import FeatureContract, atomic_write_bytes
 
 DEFAULT_OPSET = 17
 CONTRACT_METADATA_KEY = "feature_contract"
@@ -85,14 +83,7 @@ def export_onnx(
         raise ExportError(f"{target} already exists; refusing to overwrite it")
     proto = convert_core(model, contract, opset=opset)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(proto.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, proto.SerializeToString())
     except OSError as exc:
         raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target

@@ -20,9 +20,9 @@ import numpy as np
 
 from export.batches import frame_inputs
 from export.errors import ExportError
-from export.layout import latest_version, staged_version, write_text_atomic
+from export.layout import latest_version, write_text_atomic
 from export.model_card import card_json
-from export.saved_model import ASSETS_EXTRA, check_model_contract, read_assets, write_saved_model
+from export.saved_model import ASSETS_EXTRA, read_assets, staged_saved_model
 from export.scoring import score_saved_model
 from export.verify import MIN_PARITY_ROWS, verify_export
 from training.features import FeatureContract
@@ -42,15 +42,25 @@ class PublishResult:
 
 
 def evaluate_auc(
-    version_dir: Path, frame: Any, label: str, *, contract: FeatureContract | None = None
+    version_dir: Path,
+    frame: Any,
+    label: str,
+    *,
+    contract: FeatureContract | None = None,
+    scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """AUC, logloss and row count of an exported version on ``frame``, scored with its own contract."""
+    """AUC, logloss and row count of an exported version on ``frame``, scored with its own contract.
+
+    ``scores`` are the version's ``ctr`` on ``frame`` when already known (the verification
+    computed them), which spares reloading and rescoring the SavedModel.
+    """
     from training.metrics import auc, logloss
 
-    if contract is None:
-        contract, _ = read_assets(version_dir)
-    inputs = frame_inputs(frame, contract, source="evaluation frame")
-    scores = score_saved_model(version_dir, contract, inputs)
+    if scores is None:
+        if contract is None:
+            contract, _ = read_assets(version_dir)
+        inputs = frame_inputs(frame, contract, source="evaluation frame")
+        scores = score_saved_model(version_dir, contract, inputs)
     labels = np.asarray(frame[label]).astype(np.int64)
     return {
         "auc": float(auc(labels, scores)),
@@ -135,22 +145,19 @@ def publish_model(
         raise ExportError(f"tolerance must be a finite number >= 0, got {tolerance}")
     if force and not force_reason.strip():
         raise ExportError("--force needs a reason (it is recorded in the blessing record)")
-    check_model_contract(model, contract)
-    warmup = frame_inputs(
-        warmup_frame if warmup_frame is not None else eval_frame, contract, source="warmup frame"
-    )
-    with staged_version(Path(base_path), model_name, version) as staged:
-        write_saved_model(
-            model,
-            contract,
-            staged.path,
-            model_name=model_name,
-            version=staged.version,
-            warmup_inputs=warmup,
-            model_card=model_card,
-        )
+    with staged_saved_model(
+        model,
+        contract,
+        base_path,
+        model_name,
+        version,
+        warmup_frame=warmup_frame if warmup_frame is not None else eval_frame,
+        model_card=model_card,
+    ) as staged:
         report = verify_export(staged.path, keras_model=model, frame=eval_frame, min_rows=min_rows)
-        candidate = evaluate_auc(staged.path, eval_frame, contract.label, contract=contract)
+        candidate = evaluate_auc(
+            staged.path, eval_frame, contract.label, contract=contract, scores=report.ctr
+        )
         candidate.update(version=staged.version, verification=report.to_dict())
         baseline, baseline_error = None, None
         previous = latest_version(staged.model_dir)

@@ -14,13 +14,14 @@ Layout of one version (``<base>/<name>/<version>/``): ``saved_model.pb``, ``vari
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from export.batches import frame_inputs
 from export.errors import ContractMismatchError, ExportError
-from export.layout import staged_version
+from export.layout import Staged, staged_version
 from export.model_card import MODEL_CARD_FILENAME, build_model_card, card_json
 from export.signatures import (
     CLASSIFY_CLASSES,
@@ -268,6 +269,37 @@ def export_saved_model(
         ExportError: unwritable base path, existing version, bad version, contract mismatch, or
             a failed save; nothing is left under a version name in any case.
     """
+    with staged_saved_model(
+        model,
+        contract,
+        base_path,
+        model_name,
+        version,
+        warmup_frame=warmup_frame,
+        model_card=model_card,
+        on_stage=on_stage,
+    ) as staged:
+        return staged.publish()
+
+
+@contextmanager
+def staged_saved_model(
+    model: Any,
+    contract: FeatureContract,
+    base_path: str | Path,
+    model_name: str,
+    version: int | str | None,
+    *,
+    warmup_frame: Any = None,
+    model_card: Mapping[str, Any] | None = None,
+    on_stage: StageHook | None = None,
+) -> Iterator[Staged]:
+    """Reserve a version and write the complete SavedModel into its staging directory.
+
+    The caller decides whether to ``staged.publish()`` (``export_saved_model`` always does, the
+    blessing gate only after verification); leaving the block unpublished removes the staging dir.
+    The contract and the warmup frame are checked before any directory is created.
+    """
     check_model_contract(model, contract)
     warmup_inputs = (
         None if warmup_frame is None else frame_inputs(warmup_frame, contract, source="warmup frame")
@@ -283,7 +315,7 @@ def export_saved_model(
             model_card=model_card,
             on_stage=on_stage,
         )
-        return staged.publish()
+        yield staged
 
 
 def read_assets(version_dir: Path) -> tuple[FeatureContract, dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from export.batches import batch_size_of, check_inputs, slice_inputs
+from export.batches import batch_size_of, check_inputs, encode_strings, slice_inputs
 from export.errors import ExportError
 from export.signatures import SERVING_DEFAULT
 from training.features import FeatureContract
@@ -37,9 +37,7 @@ def to_tensors(contract: FeatureContract, inputs: Mapping[str, np.ndarray]) -> d
     for feature in contract.features:
         values = inputs[feature.name]
         if feature.dtype == "string":
-            values = np.asarray(
-                [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values], dtype=object
-            )
+            values = encode_strings(values)
         out[feature.name] = tf.constant(values, dtype=tf.dtypes.as_dtype(feature.dtype))
     return out
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from export.batches import frame_inputs, take_rows
+from export.batches import encode_strings, frame_inputs, take_rows
 from export.errors import ExportError, VerificationError
 from export.examples import serialize_examples
 from export.saved_model import ASSETS_EXTRA, read_assets
@@ -58,6 +58,7 @@ class VerificationReport:
     max_abs_diff: float | None = None
     rows_compared: int = 0
     signatures_text: str = ""
+    ctr: np.ndarray | None = field(default=None, repr=False)  # serving_default on the frame's rows
 
     @property
     def passed(self) -> bool:
@@ -131,7 +132,7 @@ def verify_export(
         return report
     inputs = frame_inputs(frame, contract, source="held-out frame")
     outputs = signature_outputs(serve, contract, inputs, batch_size=BIG_BATCH)
-    ctr = outputs["ctr"]
+    ctr = report.ctr = outputs["ctr"]
     _run(report, "no_nan", lambda: _check_finite(outputs))
     if keras_model is not None:
         _run(
@@ -277,8 +278,8 @@ def _check_examples(
     rows = np.arange(min(64, len(ctr)))
     serialized = serialize_examples(contract, take_rows(inputs, rows))
     batch = tf.constant(serialized, dtype=tf.string)
-    scores = np.asarray(loaded.signatures[CLASSIFY_SIGNATURE](inputs=batch)["scores"])
-    classes = np.asarray(loaded.signatures[CLASSIFY_SIGNATURE](inputs=batch)["classes"])
+    classified = loaded.signatures[CLASSIFY_SIGNATURE](inputs=batch)
+    scores, classes = np.asarray(classified["scores"]), np.asarray(classified["classes"])
     regressed = np.asarray(loaded.signatures[REGRESS_SIGNATURE](inputs=batch)["outputs"])
     assert scores.shape == (len(rows), 2) and classes.shape == (len(rows), 2), (
         f"classify shapes {scores.shape}, {classes.shape}"
@@ -325,7 +326,7 @@ def _check_session_bundle(
         for feature in contract.features:
             values = batch[feature.name]
             if feature.dtype == "string":
-                values = np.asarray([str(v).encode("utf-8") for v in values], dtype=object)
+                values = encode_strings(values)
             feed[signature.inputs[feature.name].name] = values
         ctr = session.run(signature.outputs["ctr"].name, feed)
     diff = float(np.max(np.abs(ctr - outputs["ctr"][rows])))

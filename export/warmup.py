@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from export.batches import take_rows
+from export.batches import encode_strings, take_rows
 from export.errors import ExportError
 from export.signatures import SERVING_DEFAULT
 
@@ -67,9 +67,7 @@ def build_warmup_logs(
 
 
 def _wire_values(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind in ("O", "U"):
-        return np.asarray([str(v).encode("utf-8") for v in values], dtype=object)
-    return values
+    return encode_strings(values) if values.dtype.kind in ("O", "U") else values
 
 
 def write_warmup(path: Path, logs: Sequence[Any]) -> Path:

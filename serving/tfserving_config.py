@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.model_server.config import DEFAULT_PROMETHEUS_PATH, parse_batching_parameters
 from training.features import atomic_write_text
 
 MODELS_CONFIG = "models.config"
@@ -75,11 +76,11 @@ class MonitoringSettings:
     """Prometheus exposition (MonitoringConfig)."""
 
     enable: bool = True
-    path: str = "/monitoring/prometheus/metrics"
+    path: str = DEFAULT_PROMETHEUS_PATH
 
 
 def model_server_config(models: Sequence[ModelSettings]) -> str:
-    """The ``models.config`` text (ModelServerConfig), validated by parsing it back."""
+    """The ``models.config`` text (ModelServerConfig); ModelSettings already checked each entry."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -108,7 +109,6 @@ def batching_parameters(settings: BatchingSettings) -> str:
     """The ``batching_parameters_file`` text (BatchingParameters)."""
     from google.protobuf import text_format
 
-    from serving.model_server.config import parse_batching_parameters
     from serving.model_server.protos import server_configs_pb2
 
     params = server_configs_pb2.BatchingParameters()

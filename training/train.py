@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,7 +168,6 @@ def train(
         history, start_epoch, best_auc, best_epoch, waited = [], 1, -np.inf, 0, 0
 
     valid_labels = splits.valid[contract.label].to_numpy()
-    callbacks = [] if on_batch_end is None else [_BatchHook(on_batch_end)]
     stopped_early = False
     for epoch in range(start_epoch, config.epochs + 1):
         keras.utils.set_random_seed(config.seed + epoch)
@@ -177,8 +175,15 @@ def train(
         train_ds = make_tf_dataset(
             splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch
         )
-        for hook in callbacks:
-            hook.epoch = epoch
+        callbacks = (
+            []
+            if on_batch_end is None
+            else [
+                keras.callbacks.LambdaCallback(
+                    on_train_batch_end=lambda batch, logs, epoch=epoch: on_batch_end(epoch, batch)
+                )
+            ]
+        )
         started = time.perf_counter()
         fit = model.fit(train_ds, epochs=1, shuffle=False, verbose=config.verbose, callbacks=callbacks)
         seconds = time.perf_counter() - started
@@ -240,23 +245,3 @@ def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]
     }
     atomic_write_text(out_dir / METRICS_FILENAME, json.dumps(metrics, indent=2) + "\n")
     return result
-
-
-class _BatchHook:
-    """Keras callback adapter calling ``hook(epoch, batch)`` after every batch."""
-
-    def __new__(cls, hook: Callable[[int, int], None]) -> Any:
-        import keras
-
-        class Hook(keras.callbacks.Callback):
-            epoch = 0
-
-            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                hook(self.epoch, batch)
-
-        return Hook()
-
-
-def clear_checkpoints(out_dir: str | Path) -> None:
-    """Drop the resume state (the trained model and logs stay)."""
-    shutil.rmtree(Path(out_dir) / CHECKPOINT_DIR, ignore_errors=True)

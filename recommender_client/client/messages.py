@@ -30,19 +30,34 @@ def model_spec(
     version_label: str | None = None,
 ) -> None:
     """Fill a ModelSpec; version and version_label are one oneof, so giving both is an error."""
-    if not model_name:
-        raise InvalidRequest("model_name must be a non-empty string")
-    if version is not None and version_label is not None:
-        raise InvalidRequest(f"give version ({version}) or version_label ({version_label!r}), not both")
+    version = check_model_spec(model_name, version=version, version_label=version_label)
     out.name = model_name
     if signature_name:
         out.signature_name = signature_name
     if version is not None:
-        if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
-            raise InvalidRequest(f"version must be a non-negative int, got {version!r}")
-        out.version.value = int(version)
+        out.version.value = version
     elif version_label is not None:
         out.version_label = version_label
+
+
+def check_model_spec(
+    model_name: str, *, version: int | None = None, version_label: str | None = None
+) -> int | None:
+    """Validate a model reference the same way for gRPC and REST; returns ``version`` as an int.
+
+    Raises:
+        InvalidRequest: empty ``model_name``, both ``version`` and ``version_label``, or a
+            ``version`` that is not a non-negative int.
+    """
+    if not model_name:
+        raise InvalidRequest("model_name must be a non-empty string")
+    if version is not None and version_label is not None:
+        raise InvalidRequest(f"give version ({version}) or version_label ({version_label!r}), not both")
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
+        raise InvalidRequest(f"version must be a non-negative int, got {version!r}")
+    return int(version)
 
 
 def build_predict_request(

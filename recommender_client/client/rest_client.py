@@ -28,7 +28,12 @@ from recommender_client.client.errors import (
     TFServingError,
 )
 from recommender_client.client.json_tensors import array_to_json, json_to_array
-from recommender_client.client.messages import select_outputs, signature_specs, status_list
+from recommender_client.client.messages import (
+    check_model_spec,
+    select_outputs,
+    signature_specs,
+    status_list,
+)
 from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
 from recommender_client.protos import get_model_metadata_pb2, get_model_status_pb2
 
@@ -54,15 +59,10 @@ def error_from_http(response: httpx.Response, what: str) -> TFServingError:
 
 def model_path(model_name: str, *, version: int | None = None, version_label: str | None = None) -> str:
     """``/v1/models/<name>[/versions/<v>|/labels/<label>]``, percent-encoded."""
-    if not model_name:
-        raise InvalidRequest("model_name must be a non-empty string")
-    if version is not None and version_label is not None:
-        raise InvalidRequest(f"give version ({version}) or version_label ({version_label!r}), not both")
+    version = check_model_spec(model_name, version=version, version_label=version_label)
     path = f"/v1/models/{quote(model_name, safe='')}"
     if version is not None:
-        if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
-            raise InvalidRequest(f"version must be a non-negative int, got {version!r}")
-        path += f"/versions/{int(version)}"
+        path += f"/versions/{version}"
     elif version_label is not None:
         path += f"/labels/{quote(version_label, safe='')}"
     return path

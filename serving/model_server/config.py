@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.model_server.errors import ServingError
-
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
@@ -161,8 +159,3 @@ def initial_model_config(options: ServerOptions) -> Any:
     if options.model_config_file:
         return read_model_server_config(options.model_config_file)
     return single_model_config(options.model_name, options.model_base_path)
-
-
-def as_serving_error(exc: ConfigError) -> ServingError:
-    """A config problem reported through the API (HandleReloadConfigRequest) is INVALID_ARGUMENT."""
-    return ServingError.invalid_argument(str(exc))

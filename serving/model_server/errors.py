@@ -32,11 +32,6 @@ def http_status(code: grpc.StatusCode) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
-def code_name(code: grpc.StatusCode) -> str:
-    """The canonical upper-case name of ``code`` (``"NOT_FOUND"``), as status protos spell it."""
-    return code.name
-
-
 class ServingError(Exception):
     """A request failed with a TF Serving status: a code and TF Serving's message text.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -177,12 +177,22 @@ def _fill_regression(output: np.ndarray, num_examples: int, result: regression_p
         result.regressions.add().value = float(value)
 
 
-def _run(
-    servable: Servable, key: str, tensor: np.ndarray, outputs: Sequence[str], run: Runner | None
-) -> dict[str, np.ndarray]:
+def _run_examples(
+    servable: Servable,
+    signature_name: str,
+    input: input_pb2.Input,
+    run: Runner | None,
+    outputs_for: Callable[[Servable, str, SignatureInfo], tuple[str, ...]],
+) -> tuple[dict[str, np.ndarray], int]:
+    """Classify and Regress alike: check the signature, run the examples; outputs and batch size."""
+    key, sig = _find_signature(servable, signature_name)
+    wanted = outputs_for(servable, key, sig)
+    tensor = examples_tensor(input)
     if run is None:
-        return servable.run(key, {"inputs": tensor}, outputs)
-    return run(servable, key, {"inputs": tensor}, outputs)
+        outputs = servable.run(key, {"inputs": tensor}, wanted)
+    else:
+        outputs = run(servable, key, {"inputs": tensor}, wanted)
+    return outputs, len(tensor)
 
 
 def classify(
@@ -191,12 +201,9 @@ def classify(
     """Run a classification signature on the request's examples (TF Serving's Classify)."""
     from tensorflow_serving.apis import classification_pb2
 
-    key, sig = _find_signature(servable, signature_name)
-    wanted = _classification_outputs(servable, key, sig)
-    tensor = examples_tensor(input)
-    outputs = _run(servable, key, tensor, wanted, run)
+    outputs, num_examples = _run_examples(servable, signature_name, input, run, _classification_outputs)
     result = classification_pb2.ClassificationResult()
-    _fill_classification(outputs, len(tensor), result)
+    _fill_classification(outputs, num_examples, result)
     return result
 
 
@@ -206,12 +213,9 @@ def regress(
     """Run a regression signature on the request's examples (TF Serving's Regress)."""
     from tensorflow_serving.apis import regression_pb2
 
-    key, sig = _find_signature(servable, signature_name)
-    wanted = _regression_outputs(servable, key, sig)
-    tensor = examples_tensor(input)
-    outputs = _run(servable, key, tensor, wanted, run)
+    outputs, num_examples = _run_examples(servable, signature_name, input, run, _regression_outputs)
     result = regression_pb2.RegressionResult()
-    _fill_regression(outputs["outputs"], len(tensor), result)
+    _fill_regression(outputs["outputs"], num_examples, result)
     return result
 
 

@@ -140,21 +140,25 @@ class RestApi:
         outputs = self.manager.runner.run(servable, signature, inputs, ())
         return json_response.predict_response_json(outputs, fmt)
 
-    def _classify(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
-        request = classification_pb2.ClassificationRequest()
+    def _examples_request(
+        self, request: Any, name: str, version: int | None, label: str | None, body: bytes
+    ) -> Any:
+        """Classify and Regress requests are filled alike: spec, signature, then the examples."""
         self._spec(request.model_spec, name, version, label)
         doc = json_tensor.parse_json(body)
         request.model_spec.signature_name = json_tensor.signature_name(doc)
         json_examples.examples_request(doc, request.input)
+        return request
+
+    def _classify(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+        request = self._examples_request(
+            classification_pb2.ClassificationRequest(), name, version, label, body
+        )
         response = grpc_service.handle_classify(self.manager, request)
         return json_response.classification_json(response.result)
 
     def _regress(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
-        request = regression_pb2.RegressionRequest()
-        self._spec(request.model_spec, name, version, label)
-        doc = json_tensor.parse_json(body)
-        request.model_spec.signature_name = json_tensor.signature_name(doc)
-        json_examples.examples_request(doc, request.input)
+        request = self._examples_request(regression_pb2.RegressionRequest(), name, version, label, body)
         response = grpc_service.handle_regress(self.manager, request)
         return json_response.regression_json(response.result)
 

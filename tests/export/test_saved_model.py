@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.batches import check_inputs, frame_inputs, take_rows
+from export.batches import check_inputs, encode_strings, frame_inputs, take_rows
 from export.errors import ContractMismatchError, VersionExistsError
 from export.examples import serialize_examples
 from export.model_card import contract_sha256
@@ -252,3 +252,8 @@ def test_session_bundle_path_like_tf_serving(exported, contract, loaded):
     for ctr, want in zip(got, expected, strict=True):
         np.testing.assert_allclose(ctr, want, atol=1e-7)
     np.testing.assert_allclose(scores[:, 1], expected[1], atol=1e-6)
+
+
+def test_encode_strings_keeps_bytes_and_encodes_the_rest():
+    out = encode_strings(np.asarray(["é", b"raw", 7], dtype=object))
+    assert out.dtype == object and out.tolist() == [b"\xc3\xa9", b"raw", b"7"]

@@ -6,9 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from export.batches import frame_inputs
 from export.errors import ExportError, VerificationError
+from export.scoring import score_keras
 from export.signatures import SAVED_MODEL_PB, describe_signatures, read_saved_model_proto, set_method_names
 from export.verify import verify_export
 
@@ -17,9 +20,14 @@ from .conftest import tiny_frame, train_tiny
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
-def test_good_export_passes_every_check(exported, trained_model, eval_frame):
+def test_good_export_passes_every_check(exported, trained_model, contract, eval_frame):
     report = verify_export(exported, keras_model=trained_model, frame=eval_frame)
     assert report.passed, report.summary()
+    # The kept scores (publish computes its AUC from them) are the model's, row for row.
+    expected = score_keras(trained_model, frame_inputs(eval_frame, contract), contract)
+    assert report.ctr is not None and report.ctr.shape == (len(eval_frame),)
+    np.testing.assert_allclose(report.ctr, expected, atol=1e-6)
+    assert "ctr" not in report.to_dict()
     assert report.rows_compared == 10_000
     assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-6
     assert [c.name for c in report.checks] == [
@@ -64,6 +72,7 @@ def test_predict_method_names_fail_verification(exported, tmp_path):
     set_method_names(copy, {"classification": "tensorflow/serving/predict"})
     report = verify_export(copy)
     assert [c.name for c in report.failures] == ["method_names"]
+    assert report.ctr is None  # no frame, nothing scored
     assert "'classification': 'tensorflow/serving/predict'" in report.failures[0].detail
 
 

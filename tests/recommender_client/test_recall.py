@@ -113,6 +113,13 @@ def test_round_trip_through_files(artifacts: RecallArtifacts, loaded: RecallArti
     assert loaded.item_features == artifacts.item_features
 
 
+def test_saved_files_are_world_readable_and_leave_no_temp_files(artifacts_dir: Path) -> None:
+    files = sorted(p.name for p in artifacts_dir.iterdir())
+    assert [n for n in files if n.startswith(".")] == []
+    for name in ("manifest.json", "items.json", "users.json", "popularity.npz", "itemcf.npz", "history.npz"):
+        assert (artifacts_dir / name).stat().st_mode & 0o777 == 0o644  # the service may run as another user
+
+
 def test_items_only_in_the_log_take_their_newest_event_values(contract) -> None:
     events = tiny_events() | {"category": ["x"] * 9, "price": [float(k) for k in range(9)]}
     a = build_artifacts(events, contract=contract, config=BuildConfig(half_life_days=1.0))

@@ -200,6 +200,7 @@ def test_write_report_files_round_trip(tmp_path: Path) -> None:
         "report.md",
         "roc.png",
     ]  # no temporary files left behind
+    assert {p.stat().st_mode & 0o777 for p in paths.values()} == {0o644}
 
 
 def test_write_json_is_strict(tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.features import FeatureContract
+from training.features import FeatureContract, atomic_path
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
@@ -151,34 +149,11 @@ def check_labels(
     return values.astype(np.int64)
 
 
-def publish(tmp: Path, target: Path) -> Path:
-    """Make a finished temporary file world-readable (mkstemp creates 0600) and rename it into place.
-
-    Data files are read by other processes and containers (often another user), so they get
-    the usual 0644 rather than the private mode of a temporary file.
-    """
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    return target
-
-
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write one parquet file via a temporary file and a rename, so readers never see half a file."""
-    tmp = temp_path_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        return publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def temp_path_beside(path: Path) -> Path:
-    """A fresh temporary file name in ``path``'s directory (same filesystem, so rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    return path
 
 
 def read_parquet_checked(path: Path, columns: Sequence[str]) -> pd.DataFrame:

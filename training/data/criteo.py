@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.features import Entity, FeatureContract
+from training.features import Entity, FeatureContract, atomic_path
 
 from .base import (
     DEFAULT_FRACTIONS,
@@ -17,8 +17,6 @@ from .base import (
     Splits,
     check_fractions,
     parse_numeric,
-    publish,
-    temp_path_beside,
 )
 from .contracts import categorical_feature, numeric_feature, signed_log1p
 from .text_tables import read_delimited
@@ -158,16 +156,10 @@ def write_criteo_tsv(
     weights = [rng.normal(0, 0.3, size) for size in sizes]
     int_weights = rng.normal(0, 0.25, len(INT_COLUMNS))
     target = Path(path)
-    tmp = temp_path_beside(target)
-    try:
-        with tmp.open("w", encoding="ascii", newline="") as handle:
-            for start in range(0, num_rows, 50_000):
-                n = min(50_000, num_rows - start)
-                handle.write(_criteo_chunk(rng, n, pools, weights, int_weights, missing_rate))
-        publish(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp, tmp.open("w", encoding="ascii", newline="") as handle:
+        for start in range(0, num_rows, 50_000):
+            n = min(50_000, num_rows - start)
+            handle.write(_criteo_chunk(rng, n, pools, weights, int_weights, missing_rate))
     return target
 
 

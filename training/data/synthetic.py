@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.features import Entity, FeatureContract, atomic_write_text
+from training.features import Entity, FeatureContract, atomic_path, atomic_write_text
 
 from .base import (
     DEFAULT_FRACTIONS,
@@ -20,9 +20,7 @@ from .base import (
     Splits,
     atomic_write_parquet,
     check_labels,
-    publish,
     read_parquet_checked,
-    temp_path_beside,
     time_split,
 )
 from .contracts import categorical_feature, multi_categorical_feature, numeric_feature
@@ -202,20 +200,16 @@ def write_synthetic(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = build_world(config)
-    tmp = temp_path_beside(out / EVENTS_FILE)
-    try:
-        with pq.ParquetWriter(tmp, EVENT_SCHEMA, compression="zstd") as writer:
-            for chunk in iter_chunks(world, chunk_rows):
-                writer.write_table(chunk, row_group_size=chunk_rows)
-        publish(tmp, out / EVENTS_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (
+        atomic_path(out / EVENTS_FILE) as tmp,
+        pq.ParquetWriter(tmp, EVENT_SCHEMA, compression="zstd") as writer,
+    ):
+        for chunk in iter_chunks(world, chunk_rows):
+            writer.write_table(chunk, row_group_size=chunk_rows)
     users, items = entity_tables(world)
     atomic_write_parquet(users, out / USERS_FILE)
     atomic_write_parquet(items, out / ITEMS_FILE)
     atomic_write_text(out / META_FILE, json.dumps({"config": config.to_dict()}, indent=2) + "\n")
-    os.chmod(out / META_FILE, 0o644)  # atomic_write_text leaves mkstemp's private mode
     return out
 
 

@@ -36,14 +36,6 @@ def server():
 
 
 @pytest.fixture()
-def behaviour(server):
-    behaviour, _ = server
-    behaviour.calls.clear()
-    behaviour.fail_times = 2
-    return behaviour
-
-
-@pytest.fixture()
 def client(server):
     _, port = server
     with GrpcClient(f"127.0.0.1:{port}", timeout=5.0, retries=2, backoff=0.01) as client:

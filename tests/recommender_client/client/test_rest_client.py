@@ -18,6 +18,7 @@ from recommender_client.client import (
     TFServingError,
 )
 from recommender_client.client.json_tensors import array_to_json, json_to_array
+from recommender_client.client.rest_client import model_path
 
 from .servers import VERSION, Behaviour, free_port, start_rest_server
 
@@ -32,14 +33,6 @@ def server():
     behaviour.release.set()
     http_server.shutdown()
     http_server.server_close()
-
-
-@pytest.fixture()
-def behaviour(server):
-    behaviour, _ = server
-    behaviour.calls.clear()
-    behaviour.fail_times = 2
-    return behaviour
 
 
 @pytest.fixture()
@@ -186,3 +179,17 @@ def test_json_tensor_codec():
         json_to_array([[1], [2, 3]], name="y")
     with pytest.raises(BadResponse, match="output 'y': cannot decode JSON value"):
         json_to_array([{"x": 1}], name="y")
+
+
+def test_model_path_checks_the_reference_like_the_grpc_model_spec():
+    assert model_path("a b/c") == "/v1/models/a%20b%2Fc"
+    assert model_path("m", version=np.int64(3)) == "/v1/models/m/versions/3"
+    assert model_path("m", version_label="canary/x") == "/v1/models/m/labels/canary%2Fx"
+    with pytest.raises(InvalidRequest, match="model_name must be a non-empty string"):
+        model_path("")
+    with pytest.raises(InvalidRequest, match=r"give version \(1\) or version_label \('a'\), not both"):
+        model_path("m", version=1, version_label="a")
+    with pytest.raises(InvalidRequest, match="version must be a non-negative int, got -1"):
+        model_path("m", version=-1)
+    with pytest.raises(InvalidRequest, match="version must be a non-negative int, got True"):
+        model_path("m", version=True)

@@ -46,6 +46,8 @@ def test_writer_produces_the_criteo_format(criteo_file: Path) -> None:
     assert any(v.startswith("-") for v in ints), "I2 goes negative like the real data"
     again = write_criteo_tsv(criteo_file.parent / "again.txt", 6_000, seed=3, missing_rate=0.1)
     assert again.read_bytes() == criteo_file.read_bytes()
+    assert again.stat().st_mode & 0o777 == 0o644, "readable by servers running as another user"
+    assert sorted(p.name for p in criteo_file.parent.iterdir()) == ["again.txt", "train.txt"]  # no temp files
 
 
 def test_reader_parses_values_by_hand(tmp_path: Path) -> None:
