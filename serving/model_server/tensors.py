@@ -149,8 +149,16 @@ def _fill(values: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
     return np.concatenate([values, np.full(count - have, values[-1], dtype=dtype)])
 
 
+# Below this many values, np.fromiter over a repeated field beats np.array on it (measured:
+# 0.9 vs 1.8 us at 16 floats; 14.6 vs 2.2 us at 500, where upb's buffer protocol wins).
+_FROMITER_MAX = 64
+
+
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """Convert a TensorProto to a numpy array (strings become an object array of bytes).
+
+    This runs for every input of every request, so the common cases (a typed field holding
+    exactly one value per element) take the shortest route.
 
     Raises:
         TensorConversionError: unsupported dtype, invalid shape, or a tensor_content whose
@@ -169,14 +177,18 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if dtype == DT.DT_STRING:
         values = _decode_string_content(content, count) if content else proto.string_val
         have = len(values)
-        flat = np.empty(count, dtype=object)
-        if have >= count:
-            flat[:] = values if have == count else list(values[:count])
-        elif have:
-            flat[:have] = values
-            flat[have:] = [values[-1]] * (count - have)
+        if have == count:
+            # np.array on a list of bytes gives a 1-D object array (bytes are not sequences).
+            flat = np.array(list(values) if count else [], dtype=object)
         else:
-            flat[:] = [b""] * count
+            flat = np.empty(count, dtype=object)
+            if have > count:
+                flat[:] = list(values[:count])
+            elif have:
+                flat[:have] = list(values)
+                flat[have:] = [values[-1]] * (count - have)
+            else:
+                flat[:] = [b""] * count
         return flat.reshape(dims)
     if content:
         if len(content) != count * np_dtype.itemsize:
@@ -195,6 +207,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         if parts.shape[0] % 2:
             raise TensorConversionError("complex tensor has an odd number of real/imaginary values")
         raw = parts.view(np_dtype)
+    elif len(field) == count and count <= _FROMITER_MAX:
+        raw = np.fromiter(field, dtype=np_dtype, count=count)
     else:
         raw = np.array(field, dtype=np_dtype)
     return _fill(raw, count, np_dtype).reshape(dims)

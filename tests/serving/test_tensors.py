@@ -31,6 +31,10 @@ from serving.model_server import tensors
         np.array([[1 + 2j]], dtype=np.complex128),
         np.array([b"a", b"\x00\xffbin", b""], dtype=object),
         np.float32(2.5),
+        # Past the small-field fast path: the buffer-protocol route for typed fields.
+        np.linspace(-3, 3, 500, dtype=np.float32).reshape(250, 2),
+        np.arange(-250, 250, dtype=np.int64),
+        np.array([f"s{i}".encode() for i in range(500)], dtype=object),
     ],
     ids=lambda a: str(np.asarray(a).dtype) + str(np.asarray(a).shape),
 )
@@ -80,6 +84,9 @@ def test_short_value_lists_repeat_the_last_value_like_tensor_from_proto() -> Non
     strings = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"])
     strings.tensor_shape.dim.add(size=2)
     assert tensors.to_ndarray(strings).tolist() == [b"x", b"x"]
+    extra = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"a", b"b", b"c"])
+    extra.tensor_shape.dim.add(size=2)
+    assert tensors.to_ndarray(extra).tolist() == [b"a", b"b"]  # FromProtoField ignores extras
 
 
 def test_scalar_and_empty_tensors() -> None:
