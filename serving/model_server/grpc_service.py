@@ -129,10 +129,14 @@ async def _predict_async(
     servable, signature_name, inputs = _predict_inputs(manager, request)
     output_filter = tuple(request.output_filter)
     runner = manager.runner
-    submit = getattr(runner, "submit", None)
-    future = submit(servable, signature_name, inputs, output_filter) if submit is not None else None
-    if future is None:
-        future = executor.submit(runner.run, servable, signature_name, inputs, output_filter)
+    enqueue = getattr(runner, "enqueue", None)
+    if enqueue is not None and results is not None:
+        waiter, deliver = results.expect()
+        if enqueue(servable, signature_name, inputs, output_filter, deliver):
+            outputs = await waiter
+            return _predict_response(request, servable, signature_name, outputs)
+        waiter.cancel()
+    future = executor.submit(runner.run, servable, signature_name, inputs, output_filter)
     outputs = await (results.watch(future) if results is not None else asyncio.wrap_future(future))
     return _predict_response(request, servable, signature_name, outputs)
 

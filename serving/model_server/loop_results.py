@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -24,8 +25,18 @@ class LoopResults:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[Any], futures.Future[Any]]] = []
+        # (waiter, result, error) triples waiting for the next drain.
+        self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         self._drain_scheduled = False
+
+    def expect(self) -> tuple[asyncio.Future[Any], Callable[[Any, BaseException | None], None]]:
+        """A waiter on the loop and the function a worker thread calls to complete it.
+
+        The function takes (result, None) or (None, error); it never blocks, and a waiter
+        cancelled meanwhile just drops its result. Must be called on the loop.
+        """
+        waiter: asyncio.Future[Any] = self._loop.create_future()
+        return waiter, lambda result, error: self._post(waiter, result, error)
 
     def watch(self, future: futures.Future[Any]) -> asyncio.Future[Any]:
         """An asyncio future on the loop that takes ``future``'s result or exception.
@@ -33,13 +44,21 @@ class LoopResults:
         Must be called on the loop. Cancelling the returned future does not cancel ``future``
         (a queued batch task runs anyway; its result is dropped).
         """
-        waiter: asyncio.Future[Any] = self._loop.create_future()
-        future.add_done_callback(lambda done: self._post(waiter, done))
+        waiter, complete = self.expect()
+
+        def forward(done: futures.Future[Any]) -> None:
+            if done.cancelled():
+                complete(None, asyncio.CancelledError())
+            else:
+                error = done.exception()
+                complete(None if error is not None else done.result(), error)
+
+        future.add_done_callback(forward)
         return waiter
 
-    def _post(self, waiter: asyncio.Future[Any], done: futures.Future[Any]) -> None:
+    def _post(self, waiter: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         with self._lock:
-            self._done.append((waiter, done))
+            self._done.append((waiter, result, error))
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
@@ -54,14 +73,12 @@ class LoopResults:
         with self._lock:
             ready, self._done = self._done, []
             self._drain_scheduled = False
-        for waiter, done in ready:
+        for waiter, result, error in ready:
             if waiter.done():  # cancelled while its batch ran
                 continue
-            if done.cancelled():
+            if isinstance(error, asyncio.CancelledError):
                 waiter.cancel()
-                continue
-            exc = done.exception()
-            if exc is not None:
-                waiter.set_exception(exc)
+            elif error is not None:
+                waiter.set_exception(error)
             else:
-                waiter.set_result(done.result())
+                waiter.set_result(result)

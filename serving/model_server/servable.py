@@ -49,6 +49,9 @@ _NP_TO_DT: dict[np.dtype, int] = {
     np.dtype(np.uint64): 23,
 }
 DT_STRING = 7
+# Distinct (signature, input names, output filter) plans a servable remembers (bounded, as
+# request names are client-chosen).
+_MAX_PLANS = 256
 
 
 class TensorInfo(NamedTuple):
@@ -186,6 +189,7 @@ class Servable:
                 self._feed_dtypes.setdefault(
                     info.tensor_name, self._runtime.feed_dtype(info.tensor_name, info.dtype)
                 )
+        self._plans: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         self._closed = False
 
     @property
@@ -243,6 +247,29 @@ class Servable:
         ``feeds`` maps alias -> (tensor name, array, defaults filled in); ``fetches`` lists
         (alias, tensor name) in output order.
         """
+        plan_key = (signature_name, tuple(inputs), tuple(output_filter))
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._plan(signature_name, inputs, output_filter)
+            if len(self._plans) < _MAX_PLANS:
+                self._plans[plan_key] = plan
+        key, feed_plan, fetches = plan
+        feeds: dict[str, tuple[str, np.ndarray]] = {}
+        for index, alias, tensor_name, default in feed_plan:
+            value = inputs[alias] if default is None else default
+            feeds[alias] = (tensor_name, self._check_dtype(index, tensor_name, np.asarray(value)))
+        return key, feeds, fetches
+
+    def _plan(
+        self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str]
+    ) -> tuple[str, list[tuple[int, str, str, np.ndarray | None]], list[tuple[str, str]]]:
+        """The checks of prepare() that depend only on names, and what they resolve to.
+
+        They come first in TF Serving's order (only dtypes are checked after them), so their
+        outcome for one (signature, input names, output filter) can be reused by every
+        request with the same names: a Predict saves ~10 us of Python on the GIL.
+        Returns (signature key, [(index, alias, tensor name, default to feed or None)], fetches).
+        """
         key, sig = self.signature(signature_name)
         if self.check_method_name and sig.method_name not in (
             PREDICT_METHOD,
@@ -256,15 +283,12 @@ class Servable:
         defaults = self._defaults[key]
         self._check_input_names(sig, inputs, defaults)
         aliases = self._output_aliases(sig, output_filter)
-        feeds: dict[str, tuple[str, np.ndarray]] = {}
-        for index, alias in enumerate(sorted(sig.inputs)):
-            value = inputs.get(alias)
-            if value is None:
-                value = defaults[alias]
-            tensor_name = sig.inputs[alias].tensor_name
-            feeds[alias] = (tensor_name, self._check_dtype(index, tensor_name, np.asarray(value)))
+        feed_plan = [
+            (index, alias, sig.inputs[alias].tensor_name, None if alias in inputs else defaults[alias])
+            for index, alias in enumerate(sorted(sig.inputs))
+        ]
         fetches = [(alias, sig.outputs[alias].tensor_name) for alias in aliases]
-        return key, feeds, fetches
+        return key, feed_plan, fetches
 
     @staticmethod
     def _check_input_names(
