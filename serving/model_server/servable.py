@@ -49,6 +49,8 @@ _NP_TO_DT: dict[np.dtype, int] = {
     np.dtype(np.uint64): 23,
 }
 DT_STRING = 7
+# The numpy dtype of an array that needs no dtype check or conversion for a TF dtype.
+_DT_TO_NP: dict[int, np.dtype] = {v: k for k, v in _NP_TO_DT.items()} | {DT_STRING: np.dtype(object)}
 # Distinct (signature, input names, output filter) plans a servable remembers (bounded, as
 # request names are client-chosen).
 _MAX_PLANS = 256
@@ -255,20 +257,23 @@ class Servable:
                 self._plans[plan_key] = plan
         key, feed_plan, fetches = plan
         feeds: dict[str, tuple[str, np.ndarray]] = {}
-        for index, alias, tensor_name, default in feed_plan:
+        for index, alias, tensor_name, default, expected in feed_plan:
             value = inputs[alias] if default is None else default
-            feeds[alias] = (tensor_name, self._check_dtype(index, tensor_name, np.asarray(value)))
+            if getattr(value, "dtype", None) is not expected:  # numpy's builtin dtypes are singletons
+                value = self._check_dtype(index, tensor_name, np.asarray(value))
+            feeds[alias] = (tensor_name, value)
         return key, feeds, fetches
 
     def _plan(
         self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str]
-    ) -> tuple[str, list[tuple[int, str, str, np.ndarray | None]], list[tuple[str, str]]]:
+    ) -> tuple[str, list[tuple[int, str, str, np.ndarray | None, np.dtype | None]], list[tuple[str, str]]]:
         """The checks of prepare() that depend only on names, and what they resolve to.
 
         They come first in TF Serving's order (only dtypes are checked after them), so their
         outcome for one (signature, input names, output filter) can be reused by every
         request with the same names: a Predict saves ~10 us of Python on the GIL.
-        Returns (signature key, [(index, alias, tensor name, default to feed or None)], fetches).
+        Returns (signature key, [(index, alias, tensor name, default to feed or None, the numpy
+        dtype that needs no check)], fetches).
         """
         key, sig = self.signature(signature_name)
         if self.check_method_name and sig.method_name not in (
@@ -283,10 +288,13 @@ class Servable:
         defaults = self._defaults[key]
         self._check_input_names(sig, inputs, defaults)
         aliases = self._output_aliases(sig, output_filter)
-        feed_plan = [
-            (index, alias, sig.inputs[alias].tensor_name, None if alias in inputs else defaults[alias])
-            for index, alias in enumerate(sorted(sig.inputs))
-        ]
+        feed_plan = []
+        for index, alias in enumerate(sorted(sig.inputs)):
+            tensor_name = sig.inputs[alias].tensor_name
+            default = None if alias in inputs else defaults[alias]
+            feed_plan.append(
+                (index, alias, tensor_name, default, _DT_TO_NP.get(self._feed_dtypes[tensor_name]))
+            )
         fetches = [(alias, sig.outputs[alias].tensor_name) for alias in aliases]
         return key, feed_plan, fetches
 

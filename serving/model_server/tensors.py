@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -172,23 +173,31 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     dims = [d.size for d in shape.dim]
     if shape.unknown_rank or (dims and min(dims) < 0):
         shape_of(proto)  # raises the precise error
-    count = math.prod(dims)
+    count = dims[0] if len(dims) == 1 else math.prod(dims)
     content = proto.tensor_content
+    if not content:
+        field = getattr(proto, _VAL_FIELD[dtype])
+        # The common case: a plain typed field with one value per element.
+        if len(field) == count and count and dtype not in _PACKED_DTYPES:
+            if dtype == DT.DT_STRING:
+                # np.array on a list of bytes gives a 1-D object array (bytes are not sequences).
+                flat = np.array(list(field), dtype=object)
+            elif count <= _FROMITER_MAX:
+                flat = np.fromiter(field, dtype=np_dtype, count=count)
+            else:
+                flat = np.array(field, dtype=np_dtype)
+            return flat if len(dims) == 1 else flat.reshape(dims)
     if dtype == DT.DT_STRING:
         values = _decode_string_content(content, count) if content else proto.string_val
         have = len(values)
-        if have == count:
-            # np.array on a list of bytes gives a 1-D object array (bytes are not sequences).
-            flat = np.array(list(values) if count else [], dtype=object)
+        flat = np.empty(count, dtype=object)
+        if have >= count:
+            flat[:] = list(values[:count])
+        elif have:
+            flat[:have] = list(values)
+            flat[have:] = [values[-1]] * (count - have)
         else:
-            flat = np.empty(count, dtype=object)
-            if have > count:
-                flat[:] = list(values[:count])
-            elif have:
-                flat[:have] = list(values)
-                flat[have:] = [values[-1]] * (count - have)
-            else:
-                flat[:] = [b""] * count
+            flat[:] = [b""] * count
         return flat.reshape(dims)
     if content:
         if len(content) != count * np_dtype.itemsize:
@@ -199,19 +208,25 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         return np.frombuffer(content, dtype=np_dtype).reshape(dims)
     if count == 0:
         return np.zeros(dims, dtype=np_dtype)
-    field = getattr(proto, _VAL_FIELD[dtype])
+    raw = _typed_values(getattr(proto, _VAL_FIELD[dtype]), dtype, np_dtype)
+    return _fill(raw, count, np_dtype).reshape(dims)
+
+
+# dtypes whose typed field does not hold one plain number per element (half_val holds the
+# bits; complex fields hold real and imaginary parts).
+_PACKED_DTYPES = frozenset({DT.DT_HALF, DT.DT_BFLOAT16, DT.DT_COMPLEX64, DT.DT_COMPLEX128})
+
+
+def _typed_values(field: Any, dtype: int, np_dtype: np.dtype) -> np.ndarray:
+    """The values of a numeric typed field (``float_val``, ``half_val`` ...) as a flat array."""
     if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
-        raw = np.array(field, dtype=np.uint32).astype(np.uint16).view(np_dtype)
-    elif dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
+        return np.array(field, dtype=np.uint32).astype(np.uint16).view(np_dtype)
+    if dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
         parts = np.array(field, dtype=np.float32 if dtype == DT.DT_COMPLEX64 else np.float64)
         if parts.shape[0] % 2:
             raise TensorConversionError("complex tensor has an odd number of real/imaginary values")
-        raw = parts.view(np_dtype)
-    elif len(field) == count and count <= _FROMITER_MAX:
-        raw = np.fromiter(field, dtype=np_dtype, count=count)
-    else:
-        raw = np.array(field, dtype=np_dtype)
-    return _fill(raw, count, np_dtype).reshape(dims)
+        return parts.view(np_dtype)
+    return np.array(field, dtype=np_dtype)
 
 
 def _set_shape(shape: tensor_shape_pb2.TensorShapeProto, dims: Iterable[int]) -> None:

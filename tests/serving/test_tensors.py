@@ -135,3 +135,11 @@ def test_dtype_names_match_tensorflow() -> None:
         # tf.DType.name differs from DataTypeString only for float32/float16 ("float"/"half").
         expected = {"float32": "float", "float16": "half"}.get(tf_dtype.name, tf_dtype.name)
         assert tensors.dtype_name(enum) == expected
+
+
+def test_complex_fields_hold_two_values_per_element_even_when_their_count_equals_the_shape() -> None:
+    # 2 floats are ONE complex value; a [2] complex tensor repeats it (FromProtoField padding).
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_COMPLEX64, scomplex_val=[1.0, 2.0])
+    proto.tensor_shape.dim.add(size=2)
+    np.testing.assert_array_equal(tensors.to_ndarray(proto), np.array([1 + 2j, 1 + 2j], np.complex64))
+    np.testing.assert_array_equal(tf.make_ndarray(proto), np.array([1 + 2j, 1 + 2j], np.complex64))
