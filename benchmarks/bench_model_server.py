@@ -105,7 +105,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def model_server(base: Path, *, batching_file: Path | None = None) -> Iterator[tuple[int, int]]:
+def model_server(
+    base: Path, *, batching_file: Path | None = None, extra_flags: tuple[str, ...] = ()
+) -> Iterator[tuple[int, int]]:
     """Start `python -m serving.model_server` on free ports; yields (grpc_port, rest_port)."""
     import grpc
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
@@ -125,6 +127,7 @@ def model_server(base: Path, *, batching_file: Path | None = None) -> Iterator[t
         # client one (same flag value with batching off and on).
         "--grpc_max_threads=64",
     ]
+    cmd += extra_flags
     if batching_file is not None:
         cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -160,7 +163,9 @@ def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples), q))
 
 
-def latency_table(base: Path, rows: dict[str, np.ndarray], rounds: int) -> list[tuple[str, list[float]]]:
+def latency_table(
+    base: Path, rows: dict[str, np.ndarray], rounds: int, server_flags: tuple[str, ...] = ()
+) -> list[tuple[str, list[float]]]:
     """Interleaved p50/p90 of: in-process call, gRPC Predict, REST columnar, REST row."""
     import grpc
     import tensorflow as tf
@@ -192,7 +197,7 @@ def latency_table(base: Path, rows: dict[str, np.ndarray], rounds: int) -> list[
 
     reference = in_process()
     with (
-        model_server(base) as (grpc_port, rest_port),
+        model_server(base, extra_flags=server_flags) as (grpc_port, rest_port),
         grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
     ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -270,6 +275,7 @@ def throughput_table(
     seconds: float,
     timeout_us: int,
     max_batch_size: int | None = None,
+    server_flags: tuple[str, ...] = (),
 ):
     from tensorflow_serving.apis import predict_pb2
 
@@ -293,7 +299,7 @@ def throughput_table(
             "max_enqueued_batches { value: 1000 }\n"
         )
         for label, batching in (("batching off", None), ("batching on", params)):
-            with model_server(base, batching_file=batching) as (grpc_port, _):
+            with model_server(base, batching_file=batching, extra_flags=server_flags) as (grpc_port, _):
                 start = time.perf_counter()
                 done, latencies = asyncio.run(_closed_loop(grpc_port, requests, clients, seconds))
                 elapsed = time.perf_counter() - start
@@ -313,15 +319,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-batch-size", type=int, help="batching max_batch_size (default: clients x rows per request)"
     )
+    parser.add_argument(
+        "--server-flag",
+        action="append",
+        default=[],
+        help="extra model server flag for every run, e.g. --server-flag=--tensorflow_session_parallelism=-1",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    server_flags = tuple(args.server_flag)
+    if server_flags:
+        print(f"model server flags: {' '.join(server_flags)}")
 
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         base = build_ctr_model(Path(tmp), seed=args.seed)
         rows = make_rows(args.rows, rng)
         if not args.skip_latency:
-            table = latency_table(base, rows, args.rounds)
+            table = latency_table(base, rows, args.rounds, server_flags)
             baseline = statistics.median(table[0][1])
             print(f"\nLatency, {args.rows} CTR rows per request, {args.rounds} interleaved rounds (ms)")
             print(f"{'source':52s} {'p50':>8s} {'p90':>8s} {'p50 / in-process':>17s}")
@@ -336,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             args.batch_timeout_micros,
             args.max_batch_size,
+            server_flags,
         )
     print(
         f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, "

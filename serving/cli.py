@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "grpc_max_threads": "Max grpc server threads to handle grpc messages.",
         "enable_signature_method_name_check": "Enable method_name check for SignatureDef.",
         "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models that are not available yet.",
+        "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session. Auto-configured by default.",
+        "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op. Auto-configured by default. Applies only with --tensorflow_inter_op_parallelism > 0.",
+        "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously. Auto-configured by default. Applies only with --tensorflow_intra_op_parallelism > 0; -1 runs each model's ops in the calling thread.",
     }
     for name, default in defaults.items():
         flag = f"--{name}"

@@ -90,6 +90,7 @@ class ModelManager:
         check_method_name: TF Serving's ``--enable_signature_method_name_check``.
         allow_labels_for_unavailable: ``--allow_version_labels_for_unavailable_models``.
         servable_factory: builds a Servable from (name, version, path); tests may wrap it.
+        session_config: the ``ConfigProto`` of every Session (``ServerOptions.session_config``).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class ModelManager:
         check_method_name: bool = False,
         allow_labels_for_unavailable: bool = False,
         servable_factory: Callable[[str, int, Path], Servable] | None = None,
+        session_config: Any = None,
     ) -> None:
         self.runner = runner if runner is not None else DirectRunner()
         self.enable_warmup = enable_warmup
@@ -110,6 +112,7 @@ class ModelManager:
         self.poll_wait_seconds = poll_wait_seconds
         self.check_method_name = check_method_name
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
+        self.session_config = session_config
         self._factory = servable_factory or self._default_factory
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
@@ -336,7 +339,9 @@ class ModelManager:
         return None
 
     def _default_factory(self, name: str, version: int, path: Path) -> Servable:
-        return Servable(name, version, path, check_method_name=self.check_method_name)
+        return Servable(
+            name, version, path, check_method_name=self.check_method_name, session_config=self.session_config
+        )
 
     def _set(
         self,

@@ -71,6 +71,7 @@ class ModelServer:
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             check_method_name=options.enable_signature_method_name_check,
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+            session_config=options.session_config(),
         )
         try:
             self.manager.start()

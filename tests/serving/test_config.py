@@ -119,3 +119,32 @@ def test_docker_command_uses_the_generated_files() -> None:
     assert "--model_config_file=/config/models.config" in argv
     assert "--batching_parameters_file=/config/batching.config" in argv
     assert "--monitoring_config_file=/config/monitoring.config" in argv
+
+
+def test_session_threading_flags_follow_tensorflow_model_server() -> None:
+    assert ServerOptions(model_base_path="/a").session_config() is None  # TensorFlow chooses
+    both = ServerOptions(model_base_path="/a", tensorflow_session_parallelism=3).session_config()
+    assert (both.intra_op_parallelism_threads, both.inter_op_parallelism_threads) == (3, 3)
+    inline = ServerOptions(
+        model_base_path="/a", tensorflow_intra_op_parallelism=2, tensorflow_inter_op_parallelism=-1
+    ).session_config()
+    assert (inline.intra_op_parallelism_threads, inline.inter_op_parallelism_threads) == (2, -1)
+    for flag in ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism"):
+        with pytest.raises(ConfigError, match=f"--{flag}=-1 must be >= 0"):
+            ServerOptions(model_base_path="/a", **{flag: -1})
+    split = ServerOptions(
+        model_base_path="/a", tensorflow_intra_op_parallelism=2, tensorflow_inter_op_parallelism=1
+    ).session_config()
+    assert (split.intra_op_parallelism_threads, split.inter_op_parallelism_threads) == (2, 1)
+    # One of the pair alone is ignored, as in tensorflow_model_server: session_parallelism rules.
+    alone = ServerOptions(
+        model_base_path="/a", tensorflow_intra_op_parallelism=2, tensorflow_session_parallelism=3
+    ).session_config()
+    assert (alone.intra_op_parallelism_threads, alone.inter_op_parallelism_threads) == (3, 3)
+    with pytest.raises(ConfigError, match="Both configs can not be set at the same time"):
+        ServerOptions(
+            model_base_path="/a",
+            tensorflow_session_parallelism=1,
+            tensorflow_intra_op_parallelism=1,
+            tensorflow_inter_op_parallelism=1,
+        )

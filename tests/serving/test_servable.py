@@ -321,3 +321,20 @@ def test_keras_export_with_lookup_serves_like_in_process(tmp_path: Path) -> None
     got = servable.run("", {"item": items, "score": scores})["ctr"]
     np.testing.assert_allclose(got, expected)
     np.testing.assert_allclose(got, [1.5, 2.5, 0.0])
+
+
+def test_ops_run_in_the_calling_thread_with_a_negative_inter_op_parallelism(tfserving_testdata: Path) -> None:
+    from tensorflow.core.protobuf import config_pb2
+
+    inline = config_pb2.ConfigProto(inter_op_parallelism_threads=-1, intra_op_parallelism_threads=2)
+    servable = Servable(
+        "half_plus_two",
+        123,
+        tfserving_testdata / "saved_model_half_plus_two_cpu" / "00000123",
+        session_config=inline,
+    )
+    try:
+        out = servable.run("", {"x": np.array([[1.0], [2.0], [5.0]], np.float32)})
+        np.testing.assert_array_equal(out["y"], np.array([[2.5], [3.0], [4.5]], np.float32))
+    finally:
+        servable.close()
