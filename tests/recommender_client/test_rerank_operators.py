@@ -134,6 +134,32 @@ def test_cap_per_category_window() -> None:
         CapPerCategory("div", max_per_window=3, window=3)
 
 
+def _greedy_diversity(cats: list[str], limit: int, window: int) -> list[int]:
+    """The rule's definition, recomputed naively: each position takes the first remaining item
+    whose category has fewer than ``limit`` items in the previous ``window - 1`` positions."""
+    remaining, order = list(range(len(cats))), []
+    while remaining:
+        recent = [cats[i] for i in order[-(window - 1) :]]
+        fits = [i for i in remaining if recent.count(cats[i]) < limit]
+        pick = fits[0] if fits else remaining[0]
+        remaining.remove(pick)
+        order.append(pick)
+    return order
+
+
+def test_cap_per_category_arranges_the_top_k_like_the_full_greedy_and_keeps_the_rest() -> None:
+    rng = np.random.default_rng(7)
+    cats = [str(c) for c in rng.choice(["x", "y", "z"], size=60, p=[0.7, 0.2, 0.1])]
+    items = [f"i{j}" for j in range(60)]
+    out = CapPerCategory("div", max_per_window=2, window=5)(make_batch(items, cats=cats, k=12))
+    expected = _greedy_diversity(cats, 2, 5)[:12]
+    assert list(out.items[:12]) == [items[j] for j in expected]
+    rest = [items[j] for j in range(60) if j not in set(expected)]
+    assert list(out.items[12:]) == rest  # untouched order beyond what the response shows
+    top = [cats[j] for j in expected]
+    assert all(top[i : i + 5].count(c) <= 2 for i in range(8) for c in "xyz")
+
+
 def test_exploration_fills_slots_from_beyond_k_reproducibly() -> None:
     items = [f"a{i}" for i in range(10)]
     op = InsertExploration("explore", slots=[3, 1])
