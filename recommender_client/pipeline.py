@@ -163,3 +163,13 @@ class Pipeline:
             if observe is not None:
                 observe(op.name, time.perf_counter() - start)
         return batch
+
+    async def run_async(self, batch: Batch, *, observe: StageObserver | None = None) -> Batch:
+        """:meth:`run` on an event loop: stages with ``transform_async`` (remote calls) are awaited."""
+        for op in self.operators:
+            start = time.perf_counter()
+            transform_async = getattr(op, "transform_async", None)
+            batch = await transform_async(batch) if transform_async is not None else op(batch)
+            if observe is not None:
+                observe(op.name, time.perf_counter() - start)
+        return batch

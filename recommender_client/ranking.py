@@ -96,6 +96,7 @@ class ServingScorer:
         signature_name: str = "serving_default",
         output: str = "ctr",
         chunk_size: int = 1000,
+        async_client: Any = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"ServingScorer: chunk_size must be >= 1, got {chunk_size}")
@@ -103,28 +104,59 @@ class ServingScorer:
 
         self._error_type: type[Exception] = TFServingError
         self.client = client
+        self.async_client = async_client
         self.model_name = model_name
         self.signature_name = signature_name
         self.output = output
         self.chunk_size = chunk_size
 
+    @property
+    def supports_async(self) -> bool:
+        """Whether :meth:`score_async` can be awaited (an async client was given)."""
+        return self.async_client is not None
+
+    def _chunks(self, inputs: Mapping[str, np.ndarray], n: int) -> list[tuple[dict[str, np.ndarray], int]]:
+        out = []
+        for start in range(0, n, self.chunk_size):
+            chunk = {name: col[start : start + self.chunk_size] for name, col in inputs.items()}
+            out.append((chunk, len(next(iter(chunk.values()))) if chunk else 0))
+        return out
+
+    def _failure(self, exc: Exception) -> ScoringError:
+        reason = next(
+            (_REASONS[b.__name__] for b in type(exc).__mro__ if b.__name__ in _REASONS), "unavailable"
+        )
+        return ScoringError(f"Predict on {self.model_name!r} failed: {exc}", reason=reason)
+
     def score(
         self, inputs: Mapping[str, np.ndarray], item_ids: Sequence[str], *, timeout: float | None = None
     ) -> np.ndarray:
-        n = len(item_ids)
         parts = []
-        for start in range(0, n, self.chunk_size):
-            chunk = {name: col[start : start + self.chunk_size] for name, col in inputs.items()}
+        for chunk, rows in self._chunks(inputs, len(item_ids)):
             try:
                 outputs = self.client.predict(
                     chunk, model_name=self.model_name, signature_name=self.signature_name, timeout=timeout
                 )
             except self._error_type as exc:
-                reason = next(
-                    (_REASONS[b.__name__] for b in type(exc).__mro__ if b.__name__ in _REASONS), "unavailable"
+                raise self._failure(exc) from exc
+            parts.append(self._check(outputs, rows))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    async def score_async(
+        self, inputs: Mapping[str, np.ndarray], item_ids: Sequence[str], *, timeout: float | None = None
+    ) -> np.ndarray:
+        """:meth:`score` through the async client (the same chunks, checks and errors)."""
+        if self.async_client is None:
+            raise RuntimeError("ServingScorer.score_async needs an async_client")
+        parts = []
+        for chunk, rows in self._chunks(inputs, len(item_ids)):
+            try:
+                outputs = await self.async_client.predict(
+                    chunk, model_name=self.model_name, signature_name=self.signature_name, timeout=timeout
                 )
-                raise ScoringError(f"Predict on {self.model_name!r} failed: {exc}", reason=reason) from exc
-            parts.append(self._check(outputs, len(next(iter(chunk.values()))) if chunk else 0))
+            except self._error_type as exc:
+                raise self._failure(exc) from exc
+            parts.append(self._check(outputs, rows))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def _check(self, outputs: Mapping[str, np.ndarray], rows: int) -> np.ndarray:

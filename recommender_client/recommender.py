@@ -146,6 +146,23 @@ class Recommender:
         """Rank for one request; records the served items as exposures and maybe logs skew."""
         ruleset, pipeline = self.pipeline()
         batch = pipeline.run(Batch(request), observe=observe)
+        return self._served(request, batch, ruleset), ruleset
+
+    @property
+    def supports_async(self) -> bool:
+        """Whether :meth:`recommend_async` awaits the model (the scorer has an async client)."""
+        return bool(getattr(self.scorer, "supports_async", False))
+
+    async def recommend_async(
+        self, request: RankRequest, *, observe: StageObserver | None = None
+    ) -> tuple[Batch, RuleSet]:
+        """:meth:`recommend` on an event loop: only the model call is awaited."""
+        ruleset, pipeline = self.pipeline()
+        batch = await pipeline.run_async(Batch(request), observe=observe)
+        return self._served(request, batch, ruleset), ruleset
+
+    def _served(self, request: RankRequest, batch: Batch, ruleset: RuleSet) -> Batch:
+        """Record the exposures of a ranked batch and maybe log its skew sample."""
         self.exposures.record(request.user_id, batch.items, request.now)
         if self.skew is not None and self.skew.sample() and batch.values.get("scores") is not None:
             self.skew.write(
@@ -157,4 +174,4 @@ class Recommender:
                 scores=batch.values["scores"],
                 extra={"rules_version": ruleset.digest, "served": list(batch.items)},
             )
-        return batch, ruleset
+        return batch

@@ -154,7 +154,8 @@ class ScoreCandidates(Operator):
         self.reserve_s = reserve_s
         self.clock = clock
 
-    def _model_scores(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
+    def _admit(self, batch: Batch) -> tuple[float | None, str | None]:
+        """The call's timeout, or why the model must not be called: deadline, circuit_open."""
         deadline = batch.request.deadline
         timeout = self.timeout_s
         if deadline is not None:
@@ -163,26 +164,64 @@ class ScoreCandidates(Operator):
                 return None, "deadline"
         if self.breaker is not None and not self.breaker.allow():
             return None, "circuit_open"
+        return timeout, None
+
+    def _record(self, exc: BaseException | None) -> None:
+        """Tell the breaker how the call went (our own invalid request is not the server's fault)."""
+        if self.breaker is None:
+            return
+        if exc is None or (isinstance(exc, ScoringError) and exc.reason == "invalid_request"):
+            self.breaker.record_success()
+        else:
+            self.breaker.record_failure()
+
+    def _model_scores(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
+        timeout, reason = self._admit(batch)
+        if reason is not None:
+            return None, reason
         try:
             scores = self.scorer.score(batch.values["model_inputs"], batch.items, timeout=timeout)
         except ScoringError as exc:
-            if self.breaker is not None:
-                if exc.reason == "invalid_request":  # our request, not the server, is at fault
-                    self.breaker.record_success()
-                else:
-                    self.breaker.record_failure()
+            self._record(exc)
             return None, exc.reason
-        except BaseException:
-            if self.breaker is not None:
-                self.breaker.record_failure()
+        except BaseException as exc:
+            self._record(exc)
             raise
-        if self.breaker is not None:
-            self.breaker.record_success()
+        self._record(None)
+        return scores, None
+
+    async def _model_scores_async(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
+        timeout, reason = self._admit(batch)
+        if reason is not None:
+            return None, reason
+        try:
+            scores = await self.scorer.score_async(  # type: ignore[attr-defined]
+                batch.values["model_inputs"], batch.items, timeout=timeout
+            )
+        except ScoringError as exc:
+            self._record(exc)
+            return None, exc.reason
+        except BaseException as exc:
+            self._record(exc)
+            raise
+        self._record(None)
         return scores, None
 
     def transform(self, batch: Batch) -> Batch:
+        scores, reason = self._model_scores(batch) if len(batch) else (np.zeros(0, np.float32), None)
+        return self._finish(batch, scores, reason)
+
+    async def transform_async(self, batch: Batch) -> Batch:
+        """:meth:`transform` awaiting the scorer (used when it has ``score_async``)."""
+        if not getattr(self.scorer, "supports_async", False):
+            return self.transform(batch)
+        scores, reason = (
+            await self._model_scores_async(batch) if len(batch) else (np.zeros(0, np.float32), None)
+        )
+        return self._finish(batch, scores, reason)
+
+    def _finish(self, batch: Batch, scores: np.ndarray | None, reason: str | None) -> Batch:
         n = len(batch)
-        scores, reason = self._model_scores(batch) if n else (np.zeros(0, np.float32), None)
         if scores is not None:
             model = np.asarray(scores, dtype=np.float32)
             return batch.with_columns(model_score=model, rank_score=model.astype(np.float64)).with_values(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -91,6 +92,26 @@ class RetryPolicy:
                         server_message=exc.server_message,
                     ) from exc
                 self._sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_async(self, attempt: Callable[[float], Awaitable[T]], *, timeout: float, what: str) -> T:
+        """:meth:`run` for coroutines: pauses with ``asyncio.sleep`` instead of blocking."""
+        deadline = self._clock() + timeout
+        for number in range(self.retries + 1):
+            left = deadline - self._clock()
+            if left <= 0:
+                raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
+            try:
+                return await attempt(left)
+            except ServingUnavailable as exc:
+                pause = min(self.backoff * (2**number), self.max_backoff)
+                if number == self.retries or self._clock() + pause >= deadline:
+                    raise ServingUnavailable(
+                        f"{exc.message} (gave up after {number + 1} attempt(s))",
+                        code=exc.code,
+                        server_message=exc.server_message,
+                    ) from exc
+                await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,6 +31,18 @@ def make_client(settings: Settings) -> object:
     if settings.protocol == "grpc":
         return GrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
     return RestClient(base_url=settings.rest_url, timeout=settings.predict_timeout_s)
+
+
+def make_async_client(settings: Settings) -> Any:
+    """The awaitable Predict client for /recommend, or None (REST keeps the blocking client).
+
+    Must be called on the event loop that serves requests (grpc.aio channels bind to it).
+    """
+    if settings.protocol != "grpc":
+        return None
+    from recommender_client.client.grpc_aio_client import AsyncGrpcClient
+
+    return AsyncGrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
 
 
 def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
@@ -89,6 +102,7 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_scorer = scorer is None
+        async_client = make_async_client(settings) if own_scorer else None
         active: Scorer = (
             scorer
             if scorer is not None
@@ -97,6 +111,7 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
                 model_name=settings.model_name,
                 signature_name=settings.signature_name,
                 chunk_size=settings.predict_chunk_size,
+                async_client=async_client,
             )
         )
         try:
@@ -113,6 +128,8 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
         finally:
             if own_scorer:
                 active.close()
+            if async_client is not None:
+                await async_client.close()
 
     app = FastAPI(title="recsys ranker", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
