@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import bisect
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -46,12 +45,11 @@ class InMemoryExposureLog:
                 events.append((at, item))
 
     def count(self, user_id: str, item_ids: Sequence[str], *, since: float, until: float) -> np.ndarray:
+        # One pass over at most max_events_per_user events (no sort: replays may log out of order).
         with self._lock:
-            events = sorted(self._events.get(user_id, ()))
-        lo = bisect.bisect_left(events, (since, ""))
-        counts: dict[str, int] = {}
-        for at, item in events[lo:]:
-            if at > until:
-                break
-            counts[item] = counts.get(item, 0) + 1
-        return np.array([counts.get(i, 0) for i in item_ids], dtype=np.int64)
+            events = list(self._events.get(user_id, ()))
+        counts = Counter(item for at, item in events if since <= at <= until)
+        if not counts:
+            return np.zeros(len(item_ids), dtype=np.int64)
+        get = counts.get
+        return np.fromiter((get(i, 0) for i in item_ids), dtype=np.int64, count=len(item_ids))
