@@ -84,11 +84,16 @@ def fill_tensor(out: TensorProto, array: np.ndarray, *, name: str = "tensor") ->
     if datatype != types_pb2.DT_STRING:
         out.tensor_content = np.ascontiguousarray(array, dtype=_WIRE[datatype].content).tobytes()
         return
-    if array.dtype.kind == "S":
-        out.string_val.extend(array.ravel().tolist())
-        return
     values = array.ravel().tolist()
-    encoded = _encode_all_str(values)
+    if len(values) > 1 and values.count(values[0]) == len(values):
+        # TensorProto's fill rule (Tensor::FromProto, tf.make_ndarray): fewer values than the
+        # shape holds repeat the last one. A column repeated for every candidate (user and
+        # context features) then travels and decodes as one string instead of one per row.
+        values = values[:1]
+    if array.dtype.kind == "S":
+        out.string_val.extend(values)
+        return
+    encoded = _encode_all_str(values) if len(values) > 1 else None
     if encoded is not None:
         out.string_val.extend(encoded)
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -51,5 +53,12 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        # labels() takes a lock and builds a key on every call; a dozen stages per request made
+        # that ~3% of the service's CPU, so each labelled child is looked up once.
+        self._stage_children: dict[str, Any] = {}
+
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self.stage_seconds.labels(stage=stage).observe(seconds)
+        child = self._stage_children.get(stage)
+        if child is None:
+            child = self._stage_children[stage] = self.stage_seconds.labels(stage=stage)
+        child.observe(seconds)

@@ -96,3 +96,19 @@ def test_decode_rejects_inconsistent_tensors():
     negative.tensor_shape.dim.add().size = -1
     with pytest.raises(BadResponse, match="negative dimension"):
         decode_tensor(negative)
+
+
+def test_a_constant_string_column_travels_as_one_value_and_decodes_to_every_row():
+    proto = tensor_proto(np.array(["u7"] * 500, dtype=object))
+    assert list(proto.string_val) == [b"u7"]
+    assert [d.size for d in proto.tensor_shape.dim] == [500]
+    # Our decoder and TensorFlow's own (the fill rule TF Serving applies) give 500 rows back.
+    assert decode_tensor(proto).tolist() == [b"u7"] * 500
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
+
+    official = tf_tensor_pb2.TensorProto.FromString(proto.SerializeToString())
+    assert tf.make_ndarray(official).tolist() == [b"u7"] * 500
+    # A column with two distinct values is sent in full.
+    mixed = tensor_proto(np.array(["a"] * 499 + ["b"], dtype=object))
+    assert len(mixed.string_val) == 500 and mixed.string_val[-1] == b"b"
