@@ -68,6 +68,90 @@ def model_path(model_name: str, *, version: int | None = None, version_label: st
     return path
 
 
+def decode_answer(response: httpx.Response, what: str) -> Any:
+    """The JSON of a 200 answer; any other status is the matching client error."""
+    if response.status_code != 200:
+        raise error_from_http(response, what)
+    try:
+        return json.loads(response.content)
+    except ValueError as exc:
+        raise BadResponse(f"{what}: response is not JSON: {exc}") from None
+
+
+def transport_error(exc: httpx.TransportError, what: str, left: float) -> TFServingError:
+    """A timeout or connection failure as the client's exception."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ServingTimeout(f"{what}: no answer within {left:.3g}s ({type(exc).__name__})")
+    return ServingUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def predict_call(
+    inputs: Mapping[str, np.ndarray],
+    *,
+    model_name: str,
+    signature_name: str,
+    version: int | None,
+    version_label: str | None,
+) -> tuple[str, bytes]:
+    """The ``:predict`` path and columnar JSON body for ``inputs``."""
+    if not inputs:
+        raise InvalidRequest("predict needs at least one input tensor")
+    path = model_path(model_name, version=version, version_label=version_label) + ":predict"
+    payload: dict[str, Any] = {"inputs": {name: array_to_json(a, name=name) for name, a in inputs.items()}}
+    if signature_name:
+        payload["signature_name"] = signature_name
+    return path, json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+def predict_outputs(answer: Any, what: str) -> Any:
+    """The ``outputs`` of a predict answer: a dict by name, or one unnamed value (single output)."""
+    if not isinstance(answer, dict) or "outputs" not in answer:
+        raise BadResponse(
+            f"{what}: response has no 'outputs' (keys {sorted(answer) if isinstance(answer, dict) else type(answer).__name__})"
+        )
+    return answer["outputs"]
+
+
+def decode_outputs(
+    outputs: dict[str, Any], output_filter: list[str] | None, float_dtype: type
+) -> dict[str, np.ndarray]:
+    """Named JSON outputs as arrays, restricted to ``output_filter``."""
+    decoded = {n: json_to_array(v, name=n, float_dtype=float_dtype) for n, v in outputs.items()}
+    return select_outputs(decoded, output_filter)
+
+
+def parse_status(answer: Any, what: str) -> list[ModelVersionStatus]:
+    """A GetModelStatus JSON answer as version statuses."""
+    message = get_model_status_pb2.GetModelStatusResponse()
+    try:
+        json_format.ParseDict(answer, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise BadResponse(f"{what}: not a GetModelStatusResponse: {exc}") from None
+    return status_list(message)
+
+
+def parse_metadata(answer: Any, model_name: str, what: str) -> ModelMetadata:
+    """A GetModelMetadata JSON answer as ModelMetadata."""
+    try:
+        spec = answer["model_spec"]
+        signature_json = answer["metadata"]["signature_def"]
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        json_format.ParseDict(signature_json, signature_map, ignore_unknown_fields=True)
+        resolved = int(spec["version"]) if spec.get("version") not in (None, "") else None
+    except (KeyError, TypeError, ValueError, json_format.ParseError) as exc:
+        raise BadResponse(f"{what}: not a GetModelMetadataResponse: {type(exc).__name__}: {exc}") from None
+    return ModelMetadata(
+        str(spec.get("name", model_name)), resolved, signature_specs(signature_map.signature_def)
+    )
+
+
+def single_output_name(names: tuple[str, ...], what: str) -> str:
+    """The one output an unnamed ``outputs`` value belongs to."""
+    if len(names) != 1:
+        raise BadResponse(f"{what}: unnamed 'outputs' but the signature has outputs {list(names)}")
+    return names[0]
+
+
 class RestClient(TFServingClient):
     """TF Serving's REST API (``:predict`` columnar, model status, metadata) over one httpx.Client.
 
@@ -118,16 +202,9 @@ class RestClient(TFServingClient):
         def attempt(left: float) -> Any:
             try:
                 response = self._http.request(method, path, content=body, headers=headers, timeout=left)
-            except httpx.TimeoutException as exc:
-                raise ServingTimeout(f"{what}: no answer within {left:.3g}s ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
-                raise ServingUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
-            if response.status_code != 200:
-                raise error_from_http(response, what)
-            try:
-                return json.loads(response.content)
-            except ValueError as exc:
-                raise BadResponse(f"{what}: response is not JSON: {exc}") from None
+                raise transport_error(exc, what, left) from None
+            return decode_answer(response, what)
 
         return self._retry.run(attempt, timeout=seconds, what=what)
 
@@ -143,23 +220,16 @@ class RestClient(TFServingClient):
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """See TFServingClient.predict; ``output_filter`` is applied here (REST has none)."""
-        if not inputs:
-            raise InvalidRequest("predict needs at least one input tensor")
         wanted = None if output_filter is None else list(output_filter)
-        path = model_path(model_name, version=version, version_label=version_label) + ":predict"
-        payload: dict[str, Any] = {
-            "inputs": {name: array_to_json(a, name=name) for name, a in inputs.items()}
-        }
-        if signature_name:
-            payload["signature_name"] = signature_name
-        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        path, body = predict_call(
+            inputs,
+            model_name=model_name,
+            signature_name=signature_name,
+            version=version,
+            version_label=version_label,
+        )
         what = f"predict on {model_name!r}"
-        answer = self._request("POST", path, body=body, timeout=timeout, what=what)
-        if not isinstance(answer, dict) or "outputs" not in answer:
-            raise BadResponse(
-                f"{what}: response has no 'outputs' (keys {sorted(answer) if isinstance(answer, dict) else type(answer).__name__})"
-            )
-        outputs = answer["outputs"]
+        outputs = predict_outputs(self._request("POST", path, body=body, timeout=timeout, what=what), what)
         if not isinstance(outputs, dict):
             # TF Serving drops the name when the signature has exactly one output.
             key = (model_name, version, version_label, signature_name or "serving_default")
@@ -168,13 +238,9 @@ class RestClient(TFServingClient):
                 meta = self.model_metadata(
                     model_name, version=version, version_label=version_label, timeout=timeout
                 )
-                names = tuple(meta.signature(key[3]).outputs)
-                self._output_names[key] = names
-            if len(names) != 1:
-                raise BadResponse(f"{what}: unnamed 'outputs' but the signature has outputs {list(names)}")
-            outputs = {names[0]: outputs}
-        decoded = {n: json_to_array(v, name=n, float_dtype=self._float_dtype) for n, v in outputs.items()}
-        return select_outputs(decoded, wanted)
+                names = self._output_names[key] = tuple(meta.signature(key[3]).outputs)
+            outputs = {single_output_name(names, what): outputs}
+        return decode_outputs(outputs, wanted, self._float_dtype)
 
     def model_status(
         self, model_name: str, *, version: int | None = None, timeout: float | None = None
@@ -183,12 +249,7 @@ class RestClient(TFServingClient):
         answer = self._request(
             "GET", model_path(model_name, version=version), body=None, timeout=timeout, what=what
         )
-        message = get_model_status_pb2.GetModelStatusResponse()
-        try:
-            json_format.ParseDict(answer, message, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            raise BadResponse(f"{what}: not a GetModelStatusResponse: {exc}") from None
-        return status_list(message)
+        return parse_status(answer, what)
 
     def model_metadata(
         self,
@@ -201,19 +262,7 @@ class RestClient(TFServingClient):
         what = f"metadata of {model_name!r}"
         path = model_path(model_name, version=version, version_label=version_label) + "/metadata"
         answer = self._request("GET", path, body=None, timeout=timeout, what=what)
-        try:
-            spec = answer["model_spec"]
-            signature_json = answer["metadata"]["signature_def"]
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            json_format.ParseDict(signature_json, signature_map, ignore_unknown_fields=True)
-            resolved = int(spec["version"]) if spec.get("version") not in (None, "") else None
-        except (KeyError, TypeError, ValueError, json_format.ParseError) as exc:
-            raise BadResponse(
-                f"{what}: not a GetModelMetadataResponse: {type(exc).__name__}: {exc}"
-            ) from None
-        return ModelMetadata(
-            str(spec.get("name", model_name)), resolved, signature_specs(signature_map.signature_def)
-        )
+        return parse_metadata(answer, model_name, what)
 
     def close(self) -> None:
         self._http.close()

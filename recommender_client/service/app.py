@@ -34,15 +34,17 @@ def make_client(settings: Settings) -> object:
 
 
 def make_async_client(settings: Settings) -> Any:
-    """The awaitable Predict client for /recommend, or None (REST keeps the blocking client).
+    """The awaitable Predict client /recommend uses (gRPC on grpc.aio, REST on httpx.AsyncClient).
 
-    Must be called on the event loop that serves requests (grpc.aio channels bind to it).
+    Must be called on the event loop that serves requests (both bind to it).
     """
-    if settings.protocol != "grpc":
-        return None
-    from recommender_client.client.grpc_aio_client import AsyncGrpcClient
+    if settings.protocol == "grpc":
+        from recommender_client.client.grpc_aio_client import AsyncGrpcClient
 
-    return AsyncGrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
+        return AsyncGrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
+    from recommender_client.client.rest_aio_client import AsyncRestClient
+
+    return AsyncRestClient(base_url=settings.rest_url, timeout=settings.predict_timeout_s)
 
 
 def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:

@@ -46,9 +46,10 @@ def _items(batch: Batch) -> list[RankedItem]:
 async def recommend(body: RecommendRequest, request: Request) -> Response:
     """Recall, score and rerank for one user.
 
-    With an async model client the request stays on the event loop and only the Predict call
-    is awaited (the CPU stages take ~1 ms, less than the thread hand-off they would need);
-    otherwise the blocking pipeline runs in the thread pool.
+    With an async model client (the service always makes one) the request stays on the event
+    loop and only the Predict call is awaited: the CPU stages take ~1 ms, less than the thread
+    hand-off they would need. A scorer without one (e.g. a LocalScorer given to create_app)
+    runs the blocking pipeline in the thread pool.
     """
     state = request.app.state
     settings, metrics = state.settings, state.metrics
