@@ -29,6 +29,15 @@ def _string_leaf(value: Any, name: str) -> Any:
     )
 
 
+def _all_str(values: list[Any]) -> bool:
+    """Whether every value is a str (``str.join`` checks that in C, failing on the first other type)."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
 def _map_nested(value: Any, leaf: Any) -> Any:
     if isinstance(value, list):
         return [_map_nested(v, leaf) for v in value]
@@ -41,6 +50,8 @@ def array_to_json(array: np.ndarray, *, name: str = "tensor") -> Any:
     if array.dtype.kind in "OUS":
         values = array.tolist()
         if array.ndim == 1:
+            if _all_str(values):  # the common case, checked in C: JSON takes str as they are
+                return values
             return [_string_leaf(v, name) for v in values]
         return _map_nested(values, lambda v: _string_leaf(v, name))
     if array.dtype.kind not in "biuf":
