@@ -241,22 +241,29 @@ def latency_table(
 
 
 async def _closed_loop(
-    port: int, requests: list[Any], clients: int, seconds: float
+    port: int, requests: list[Any], clients: int, seconds: float, channels: int
 ) -> tuple[int, list[float]]:
+    """``clients`` closed-loop callers spread over ``channels`` gRPC channels (connections)."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     done = 0
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for request in requests[:clients]:  # warm up every connection path
-            await stub.Predict(request, timeout=60)
+    # A local subchannel pool per channel: otherwise channels to one target share a connection.
+    opened = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    try:
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in opened]
+        for i, request in enumerate(requests[:clients]):  # warm up every connection path
+            await stubs[i % channels].Predict(request, timeout=60)
         stop_at = time.perf_counter() + seconds
 
         async def client(i: int) -> None:
             nonlocal done
             request = requests[i % len(requests)]
+            stub = stubs[i % channels]
             while time.perf_counter() < stop_at:
                 start = time.perf_counter()
                 await stub.Predict(request, timeout=60)
@@ -264,6 +271,9 @@ async def _closed_loop(
                 done += 1
 
         await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        for channel in opened:
+            await channel.close()
     return done, latencies
 
 
@@ -276,6 +286,7 @@ def throughput_table(
     timeout_us: int,
     max_batch_size: int | None = None,
     server_flags: tuple[str, ...] = (),
+    channels: int | None = None,
 ):
     from tensorflow_serving.apis import predict_pb2
 
@@ -301,7 +312,9 @@ def throughput_table(
         for label, batching in (("batching off", None), ("batching on", params)):
             with model_server(base, batching_file=batching, extra_flags=server_flags) as (grpc_port, _):
                 start = time.perf_counter()
-                done, latencies = asyncio.run(_closed_loop(grpc_port, requests, clients, seconds))
+                done, latencies = asyncio.run(
+                    _closed_loop(grpc_port, requests, clients, seconds, channels or clients)
+                )
                 elapsed = time.perf_counter() - start
                 results.append((label, done / elapsed, done * rows_per_request / elapsed, latencies))
     return results
@@ -324,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="extra model server flag for every run, e.g. --server-flag=--tensorflow_session_parallelism=-1",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help="gRPC channels (connections) the clients share (default: one per client, as separate "
+        "clients would have)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -352,11 +371,13 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_timeout_micros,
             args.max_batch_size,
             server_flags,
+            args.channels,
         )
     print(
         f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, "
         f"{args.seconds:.0f} s each (batching: max_batch_size {args.max_batch_size or args.clients * args.rows_per_request}, "
-        f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads 2)"
+        f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads 2; "
+        f"{args.channels or args.clients} channel(s))"
     )
     print(f"{'mode':14s} {'req/s':>9s} {'rows/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for label, rps, rows_s, latencies in results:

@@ -199,7 +199,11 @@ def _fast_flat(values: list[Any], dtype: int) -> np.ndarray | None:
         return wide.astype(numpy_dtype(dtype))
     if dtype == DT.DT_STRING and kinds == {str}:
         out = np.empty(len(values), dtype=object)
-        out[:] = [v.encode("utf-8") for v in values]
+        joined = "\x00".join(values)
+        if joined.count("\x00") == len(values) - 1:  # no NUL inside a value: one C-level split
+            out[:] = joined.encode("utf-8").split(b"\x00")
+        else:
+            out[:] = [v.encode("utf-8") for v in values]
         return out
     if dtype == DT.DT_BOOL and kinds == {bool}:
         return np.array(values, dtype=np.bool_)

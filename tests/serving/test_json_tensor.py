@@ -215,3 +215,10 @@ def test_examples_and_result_json() -> None:
 
 def test_error_body_escapes_like_rapidjson() -> None:
     assert error_body('bad "x"\n\x01') == b'{\n    "error": "bad \\"x\\"\\n\\u0001"\n}'
+
+
+def test_string_columns_encode_as_utf8_with_or_without_nul_characters() -> None:
+    plain = jt.json_to_array(["é", "", "a|b"], DT.DT_STRING)
+    assert plain.dtype == object and plain.tolist() == ["é".encode(), b"", b"a|b"]
+    with_nul = jt.json_to_array(["x\x00y", "z"], DT.DT_STRING)  # takes the per-value route
+    assert with_nul.tolist() == [b"x\x00y", b"z"]
