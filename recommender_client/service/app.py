@@ -34,7 +34,7 @@ def make_client(settings: Settings) -> object:
 
 
 def make_async_client(settings: Settings) -> Any:
-    """The awaitable Predict client /recommend uses (gRPC on grpc.aio, REST on httpx.AsyncClient).
+    """The awaitable Predict client /recommend uses (gRPC on grpc.aio, REST on aiohttp).
 
     Must be called on the event loop that serves requests (both bind to it).
     """
