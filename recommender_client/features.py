@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recommender_client.client.json_tensors import all_str
 from recommender_client.recall.artifacts import RecallArtifacts
 from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureContract, FeatureKind
 
@@ -274,18 +275,9 @@ def validate_inputs(contract: FeatureContract, inputs: Mapping[str, np.ndarray])
         want = np.dtype(NUMPY_DTYPE[f.dtype])
         if column.dtype != want:
             raise FeatureError(f"feature {f.name!r}: dtype {column.dtype}, expected {want} ({f.dtype})")
-        if f.dtype == "string" and not _all_str(column.tolist()):
+        if f.dtype == "string" and not all_str(column.tolist()):
             raise FeatureError(f"feature {f.name!r}: every value must be a str")
         sizes.add(len(column))
     if len(sizes) > 1:
         raise FeatureError(f"model input columns have different lengths {sorted(sizes)}")
     return sizes.pop()
-
-
-def _all_str(values: list[Any]) -> bool:
-    """Whether every value is a str: ``str.join`` checks that in C and fails on the first non-str."""
-    try:
-        "".join(values)
-    except TypeError:
-        return False
-    return True

@@ -29,7 +29,7 @@ def _string_leaf(value: Any, name: str) -> Any:
     )
 
 
-def _all_str(values: list[Any]) -> bool:
+def all_str(values: list[Any]) -> bool:
     """Whether every value is a str (``str.join`` checks that in C, failing on the first other type)."""
     try:
         "".join(values)
@@ -50,7 +50,7 @@ def array_to_json(array: np.ndarray, *, name: str = "tensor") -> Any:
     if array.dtype.kind in "OUS":
         values = array.tolist()
         if array.ndim == 1:
-            if _all_str(values):  # the common case, checked in C: JSON takes str as they are
+            if all_str(values):  # the common case, checked in C: JSON takes str as they are
                 return values
             return [_string_leaf(v, name) for v in values]
         return _map_nested(values, lambda v: _string_leaf(v, name))
