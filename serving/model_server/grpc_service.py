@@ -120,11 +120,12 @@ async def _predict_async(
 ) -> predict_pb2.PredictResponse:
     """handle_predict on the event loop: only the model run leaves it.
 
-    With a batcher the call awaits the batch's future (no thread waits for it); otherwise
-    the Session run goes to ``executor``, a pool about as large as the machine has cores:
-    more concurrent runs only fight over TensorFlow's own thread pools (measured: 32 runs
-    in flight on 2 cores gave ~15% fewer requests per second than 2). ``results`` coalesces
-    the wake-ups of a finished batch's callers.
+    With a batcher the request is enqueued with a deliver callback and awaits a waiter that
+    the batch thread completes through ``results`` (no thread waits, and one wake-up of the
+    loop per finished batch). A request the batcher does not take (too many rows), or any
+    request without a batcher, runs in ``executor``, a pool about as large as the machine
+    has cores: more concurrent runs only fight over TensorFlow's own thread pools (measured:
+    32 runs in flight on 2 cores gave ~15% fewer requests per second than 2).
     """
     servable, signature_name, inputs = _predict_inputs(manager, request)
     output_filter = tuple(request.output_filter)
