@@ -58,10 +58,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "data": data_dir, "model": model, "contract": splits.contract}
 
 
-def _start_server(stack: dict, port: int = 0) -> ModelServer:
+def _start_server(stack: dict, port: int = 0, rest_port: int = 0) -> ModelServer:
     options = ServerOptions(
         port=port,
-        rest_api_port=0,
+        rest_api_port=rest_port,
         bind_address="127.0.0.1",
         model_name="ctr",
         model_base_path=str(stack["root"] / "models" / "ctr"),
@@ -142,10 +142,11 @@ def _until_not_degraded(client: TestClient, body: dict, timeout_s: float = 30.0)
         time.sleep(0.3)
 
 
-def test_model_server_down_degrades_then_recovers(stack: dict) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_model_server_down_degrades_then_recovers(stack: dict, protocol: str) -> None:
     server = _start_server(stack)
-    grpc_port = server.grpc_port
-    settings = _settings(stack, server, predict_timeout_s=0.5, request_deadline_s=1.0)
+    grpc_port, rest_port = server.grpc_port, server.rest_port
+    settings = _settings(stack, server, protocol=protocol, predict_timeout_s=0.5, request_deadline_s=1.0)
     user = pd.read_parquet(stack["data"] / "users.parquet")["user_id"].iloc[0]
     body = {"user_id": user, "k": 10, "context": CONTEXT}
     with TestClient(create_app(settings)) as client:
@@ -168,7 +169,7 @@ def test_model_server_down_degrades_then_recovers(stack: dict) -> None:
         metrics = client.get("/metrics").text
         assert "fallback" in metrics
 
-        server = _start_server(stack, port=grpc_port)
+        server = _start_server(stack, port=grpc_port, rest_port=rest_port)
         try:
             answer = _until_not_degraded(client, body)
             assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in first["items"]]
