@@ -24,16 +24,7 @@ def _leaf_texts(array: np.ndarray, name: str) -> list[str]:
         values = flat.astype(np.float32)
         if not np.isfinite(values).all():
             return [decimal_text(v) for v in values.tolist()]
-        fast = [format(v, "g") for v in values.tolist()]
-        same = (np.array(fast, dtype=np.float64).astype(np.float32) == values).tolist()
-        out = []
-        for text, value, ok in zip(fast, values.tolist(), same, strict=True):
-            if not ok:
-                text = format(value, ".9g")
-            if "." not in text and "e" not in text:
-                text += ".0"
-            out.append(text)
-        return out
+        return _float_texts(values)
     if array.dtype == np.float64:
         return [decimal_text(v, double=True) for v in flat.tolist()]
     if kind == "b":
@@ -45,6 +36,30 @@ def _leaf_texts(array: np.ndarray, name: str) -> list[str]:
             return [_B64 + json_string(base64.b64encode(_as_bytes(v)).decode("ascii")) for v in flat.tolist()]
         return [json_string(_as_bytes(v)) for v in flat.tolist()]
     raise invalid(f"Failed to write JSON value for tensor type: {array.dtype.name}")
+
+
+def _float_texts(values: np.ndarray) -> list[str]:
+    """``decimal_text`` of every finite float32 in ``values``, with one formatting call per pass.
+
+    ``"%g"`` (6 digits) where it reads back as the same float32, else ``"%.9g"``; ".0" after a
+    whole number that printed without an exponent (``%g`` switches to one from 1e6, ``%.9g``
+    from 1e9). Formatting all values with one ``%`` on a repeated template runs the loop in C.
+    """
+    n = len(values)
+    if n == 0:
+        return []
+    v64 = values.astype(np.float64)
+    texts = (("%g\x00" * n) % tuple(v64.tolist())).split("\x00")[:-1]
+    redo = np.flatnonzero(np.array(texts, dtype=np.float64).astype(np.float32) != values)
+    if len(redo):
+        long = (("%.9g\x00" * len(redo)) % tuple(v64[redo].tolist())).split("\x00")[:-1]
+        for i, text in zip(redo.tolist(), long, strict=True):
+            texts[i] = text
+    limit = np.full(n, 1e6)
+    limit[redo] = 1e9
+    for i in np.flatnonzero((np.floor(v64) == v64) & (np.abs(v64) < limit)).tolist():
+        texts[i] += ".0"
+    return texts
 
 
 # Marks a leaf to be written as a {"b64": ...} object; its layout depends on its depth.

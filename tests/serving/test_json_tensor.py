@@ -222,3 +222,14 @@ def test_string_columns_encode_as_utf8_with_or_without_nul_characters() -> None:
     assert plain.dtype == object and plain.tolist() == ["é".encode(), b"", b"a|b"]
     with_nul = jt.json_to_array(["x\x00y", "z"], DT.DT_STRING)  # takes the per-value route
     assert with_nul.tolist() == [b"x\x00y", b"z"]
+
+
+def test_float_outputs_are_written_value_by_value_like_write_decimal() -> None:
+    rng = np.random.default_rng(3)
+    edge = [0.0, -0.0, 1.0, -1.0, 100.0, 1e-7, 3e38, -2.5, 123456.0, 999999.0, 1e6, 1234567.0]
+    edge += [999999999.0, 1e9, 4294967296.0, 1.5e-45, 1e-40, 0.1, 65504.0, 16777217.0]
+    values = np.concatenate(
+        [rng.random(2000), rng.normal(size=2000) * 1e6, rng.integers(-(2**31), 2**31, 2000), edge]
+    ).astype(np.float32)
+    texts = jr._leaf_texts(values, "ctr")
+    assert texts == [decimal_text(v) for v in values.tolist()]  # the per-value reference
