@@ -77,42 +77,41 @@ class RetryPolicy:
         """
         deadline = self._clock() + timeout
         for number in range(self.retries + 1):
-            left = deadline - self._clock()
-            if left <= 0:
-                raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
+            left = self._time_left(deadline, timeout, number, what)
             try:
                 return attempt(left)
             except ServingUnavailable as exc:
-                pause = min(self.backoff * (2**number), self.max_backoff)
-                last = number == self.retries or self._clock() + pause >= deadline
-                if last:
-                    raise ServingUnavailable(
-                        f"{exc.message} (gave up after {number + 1} attempt(s))",
-                        code=exc.code,
-                        server_message=exc.server_message,
-                    ) from exc
-                self._sleep(pause)
+                self._sleep(self._pause_or_give_up(exc, number, deadline))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_async(self, attempt: Callable[[float], Awaitable[T]], *, timeout: float, what: str) -> T:
         """:meth:`run` for coroutines: pauses with ``asyncio.sleep`` instead of blocking."""
         deadline = self._clock() + timeout
         for number in range(self.retries + 1):
-            left = deadline - self._clock()
-            if left <= 0:
-                raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
+            left = self._time_left(deadline, timeout, number, what)
             try:
                 return await attempt(left)
             except ServingUnavailable as exc:
-                pause = min(self.backoff * (2**number), self.max_backoff)
-                if number == self.retries or self._clock() + pause >= deadline:
-                    raise ServingUnavailable(
-                        f"{exc.message} (gave up after {number + 1} attempt(s))",
-                        code=exc.code,
-                        server_message=exc.server_message,
-                    ) from exc
-                await asyncio.sleep(pause)
+                await asyncio.sleep(self._pause_or_give_up(exc, number, deadline))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _time_left(self, deadline: float, timeout: float, number: int, what: str) -> float:
+        """Seconds left for attempt ``number`` (0-based); ServingTimeout once none are."""
+        left = deadline - self._clock()
+        if left <= 0:
+            raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
+        return left
+
+    def _pause_or_give_up(self, exc: ServingUnavailable, number: int, deadline: float) -> float:
+        """The pause before the next attempt, or the final ServingUnavailable if there is none."""
+        pause = min(self.backoff * (2**number), self.max_backoff)
+        if number == self.retries or self._clock() + pause >= deadline:
+            raise ServingUnavailable(
+                f"{exc.message} (gave up after {number + 1} attempt(s))",
+                code=exc.code,
+                server_message=exc.server_message,
+            ) from exc
+        return pause
 
 
 class TFServingClient(abc.ABC):

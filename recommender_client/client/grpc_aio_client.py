@@ -20,8 +20,8 @@ from recommender_client.client.base import (
     check_timeout,
 )
 from recommender_client.client.grpc_client import (
-    DEFAULT_CHANNEL_OPTIONS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    channel_options_for,
     error_from_rpc,
 )
 from recommender_client.client.messages import (
@@ -62,13 +62,9 @@ class AsyncGrpcClient:
         self.timeout = check_timeout(timeout)
         self.target = target
         self._retry = RetryPolicy(retries=retries, backoff=backoff)
-        if max_message_bytes < 1:
-            raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
-        options = dict(DEFAULT_CHANNEL_OPTIONS)
-        options["grpc.max_send_message_length"] = max_message_bytes
-        options["grpc.max_receive_message_length"] = max_message_bytes
-        options.update(dict(channel_options))
-        self._channel = grpc.aio.insecure_channel(target, options=list(options.items()))
+        self._channel = grpc.aio.insecure_channel(
+            target, options=channel_options_for(max_message_bytes, channel_options)
+        )
         # The hand-built stubs only call channel.unary_unary, which aio channels provide too.
         self._predictions = PredictionServiceStub(self._channel)  # type: ignore[arg-type]
         self._models = ModelServiceStub(self._channel)  # type: ignore[arg-type]

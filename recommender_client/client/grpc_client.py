@@ -43,6 +43,24 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
+
+def channel_options_for(
+    max_message_bytes: int, extra: Sequence[tuple[str, Any]] = ()
+) -> list[tuple[str, Any]]:
+    """A channel's arguments: the defaults, message limits both ways, then ``extra`` overriding them.
+
+    Raises:
+        ValueError: ``max_message_bytes`` below 1.
+    """
+    if max_message_bytes < 1:
+        raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
+    options = dict(DEFAULT_CHANNEL_OPTIONS)
+    options["grpc.max_send_message_length"] = max_message_bytes
+    options["grpc.max_receive_message_length"] = max_message_bytes
+    options.update(dict(extra))
+    return list(options.items())
+
+
 _INVALID = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -104,15 +122,10 @@ class GrpcClient(TFServingClient):
         self.timeout = check_timeout(timeout)
         self.target = target
         self._retry = retry_policy or RetryPolicy(retries=retries, backoff=backoff)
-        if max_message_bytes < 1:
-            raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
+        options = channel_options_for(max_message_bytes, channel_options)
         self._owns_channel = channel is None
         if channel is None:
-            options = dict(DEFAULT_CHANNEL_OPTIONS)
-            options["grpc.max_send_message_length"] = max_message_bytes
-            options["grpc.max_receive_message_length"] = max_message_bytes
-            options.update(dict(channel_options))
-            channel = grpc.insecure_channel(target, options=list(options.items()))
+            channel = grpc.insecure_channel(target, options=options)
         self._channel = channel
         self._predictions = PredictionServiceStub(channel)
         self._models = ModelServiceStub(channel)

@@ -38,13 +38,8 @@ from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
 from recommender_client.protos import get_model_metadata_pb2, get_model_status_pb2
 
 
-def error_from_http(response: httpx.Response, what: str) -> TFServingError:
-    """Map a non-200 answer to the client's exception; TF Serving puts its message in ``error``."""
-    return error_from_status(response.status_code, response.content, what)
-
-
 def error_from_status(status: int, content: bytes, what: str) -> TFServingError:
-    """:func:`error_from_http` from the status code and body of any HTTP library's answer."""
+    """Map a non-200 answer to the client's exception; TF Serving puts its message in ``error``."""
     try:
         server_message = str(json.loads(content)["error"])
     except (ValueError, KeyError, TypeError):

@@ -85,10 +85,11 @@ def fill_tensor(out: TensorProto, array: np.ndarray, *, name: str = "tensor") ->
         out.tensor_content = np.ascontiguousarray(array, dtype=_WIRE[datatype].content).tobytes()
         return
     values = array.ravel().tolist()
-    if len(values) > 1 and values.count(values[0]) == len(values):
+    if len(values) > 1 and values[-1] == values[0] and values.count(values[0]) == len(values):
         # TensorProto's fill rule (Tensor::FromProto, tf.make_ndarray): fewer values than the
         # shape holds repeat the last one. A column repeated for every candidate (user and
         # context features) then travels and decodes as one string instead of one per row.
+        # (Comparing the ends first keeps the full count off varying columns.)
         values = values[:1]
     if array.dtype.kind == "S":
         out.string_val.extend(values)

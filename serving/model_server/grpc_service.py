@@ -236,6 +236,21 @@ def handle_reload(
 _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
 
 
+def _check_deadline(context: Any) -> None:
+    """A call whose deadline already passed is answered DEADLINE_EXCEEDED without running."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status a failed call answers: a ServingError's own, else INTERNAL (a bug must still
+    answer with a status, not kill the call)."""
+    if isinstance(exc, ServingError):
+        return exc.code, grpc_message(exc.message)
+    return grpc.StatusCode.INTERNAL, grpc_message(f"{type(exc).__name__}: {exc}")
+
+
 def _call(
     api: str,
     handler: Callable[[Any, Any], Any],
@@ -254,16 +269,11 @@ def _call(
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            _check_deadline(context)
             return handler(manager, request)
-        except ServingError as err:
-            code = err.code
-            context.abort(err.code, grpc_message(err.message))
-        except Exception as exc:  # a bug must still answer with a status, not kill the call
-            code = grpc.StatusCode.INTERNAL
-            context.abort(code, grpc_message(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            code, message = _status_of(exc)
+            context.abort(code, message)
         finally:
             if counted:
                 elapsed_us = (time.perf_counter() - start) * 1e6
@@ -292,21 +302,16 @@ def _async_call(
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            _check_deadline(context)
             if run_async is not None:
                 return await run_async(manager, request, executor)
             return await asyncio.get_running_loop().run_in_executor(executor, handler, manager, request)
-        except ServingError as err:
-            code = err.code
-            await context.abort(err.code, grpc_message(err.message))
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
-        except Exception as exc:  # a bug must still answer with a status, not kill the call
-            code = grpc.StatusCode.INTERNAL
-            await context.abort(code, grpc_message(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            code, message = _status_of(exc)
+            await context.abort(code, message)
         finally:
             if counted:
                 elapsed_us = (time.perf_counter() - start) * 1e6
