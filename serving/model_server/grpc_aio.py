@@ -16,6 +16,20 @@ from typing import Any
 import grpc
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (a dependency on POSIX), else asyncio's own.
+
+    The loop thread is what limits batched throughput (it holds the GIL for nearly all of a
+    request's Python work); uvloop's cheaper callbacks and futures measured about +6% req/s
+    with 32 clients (bench_model_server.py, 3,180-3,250 -> 3,390-3,400 req/s).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class AioGrpcServer:
     """A ``grpc.aio`` server driven from synchronous code (what ModelServer expects).
 
@@ -28,7 +42,7 @@ class AioGrpcServer:
 
     def __init__(self, options: list[tuple[str, Any]], executors: list[futures.ThreadPoolExecutor]) -> None:
         self.executors = executors
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-aio-loop", daemon=True)
         self._thread.start()
         self._server: grpc.aio.Server = self._run(self._create(options))

@@ -253,3 +253,19 @@ def test_channel_arguments_and_message_truncation() -> None:
 def test_busy_port_is_a_clear_error(server: ModelServer) -> None:
     with pytest.raises(RuntimeError, match=f"could not bind gRPC server to 127.0.0.1:{server.grpc_port}"):
         create_grpc_server(server.manager, bind_address="127.0.0.1", port=server.grpc_port)
+
+
+def test_aio_face_runs_on_uvloop_when_installed() -> None:
+    """The batching face's loop is uvloop's (a POSIX dependency), else asyncio's default."""
+    from serving.model_server.grpc_aio import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            assert type(loop).__module__.startswith("asyncio")
+        else:
+            assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
