@@ -166,11 +166,25 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             size does not match the shape (TF Serving answers "tensor parsing error").
     """
     dtype = proto.dtype
+    shape = proto.tensor_shape
+    dim = shape.dim
+    if len(dim) == 1:
+        # The commonest request tensor: one row value per example in its typed field. Each
+        # upb attribute read costs ~0.2 us, so this path reads as few as it can.
+        count = dim[0].size
+        kind = _RANK1_FAST.get(dtype)
+        if kind is not None and count > 0 and not proto.tensor_content and not shape.unknown_rank:
+            field = getattr(proto, kind[0])
+            if len(field) == count:
+                if kind[1] is None:
+                    return np.array(list(field), dtype=object)
+                if count <= _FROMITER_MAX:
+                    return np.fromiter(field, dtype=kind[1], count=count)
+                return np.array(field, dtype=kind[1])
     np_dtype = _NUMPY_BY_DTYPE.get(dtype)
     if np_dtype is None:
         raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}")
-    shape = proto.tensor_shape
-    dims = [d.size for d in shape.dim]
+    dims = [d.size for d in dim]
     if shape.unknown_rank or (dims and min(dims) < 0):
         shape_of(proto)  # raises the precise error
     count = dims[0] if len(dims) == 1 else math.prod(dims)
@@ -215,6 +229,13 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
 # dtypes whose typed field does not hold one plain number per element (half_val holds the
 # bits; complex fields hold real and imaginary parts).
 _PACKED_DTYPES = frozenset({DT.DT_HALF, DT.DT_BFLOAT16, DT.DT_COMPLEX64, DT.DT_COMPLEX128})
+
+# Rank-1 fast path of to_ndarray: dtype -> (typed field, numpy dtype; None for strings).
+_RANK1_FAST: dict[int, tuple[str, np.dtype | None]] = {
+    dtype: (_VAL_FIELD[dtype], None if dtype == DT.DT_STRING else np_dtype)
+    for dtype, np_dtype in _NUMPY_BY_DTYPE.items()
+    if dtype in _VAL_FIELD and dtype not in _PACKED_DTYPES
+}
 
 
 def _typed_values(field: Any, dtype: int, np_dtype: np.dtype) -> np.ndarray:
