@@ -235,3 +235,21 @@ def test_config_file_watch_applies_changes(
         assert manager.get_servable("hp3").version == 123
     finally:
         manager.stop()
+
+
+def test_latest_lookup_follows_unload_and_stop(two_versions: Path) -> None:
+    """The lock-free latest lookup never hands out a version that was unloaded."""
+    manager = ModelManager(
+        _config(("hp2", two_versions, "model_version_policy { all {} }")), poll_wait_seconds=0
+    )
+    manager.start()
+    try:
+        assert manager.get_servable("hp2").version == 124
+        shutil.rmtree(two_versions / "00000124")
+        manager.poll_once()
+        assert manager.available_versions("hp2") == [123]
+        assert manager.get_servable("hp2").version == 123
+    finally:
+        manager.stop()
+    with pytest.raises(ServingError, match=r"Servable not found for request: Latest\(hp2\)"):
+        manager.get_servable("hp2")
