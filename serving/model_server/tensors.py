@@ -176,8 +176,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         if kind is not None and count > 0 and not proto.tensor_content and not shape.unknown_rank:
             field = getattr(proto, kind[0])
             if len(field) == count:
-                if kind[1] is None:
-                    return np.array(list(field), dtype=object)
+                if kind[1] is None:  # strings: a 1-D object array of bytes
+                    return np.fromiter(field, dtype=object, count=count)
                 if count <= _FROMITER_MAX:
                     return np.fromiter(field, dtype=kind[1], count=count)
                 return np.array(field, dtype=kind[1])
