@@ -74,7 +74,9 @@ def request_arrays(servable: Servable, signature_name: str, request: Any) -> dic
     """A PredictRequest's tensors as arrays; a bad TensorProto is TF's "tensor parsing error"."""
     known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
     inputs: dict[str, np.ndarray] = {}
-    for alias, proto in request.inputs.items():
+    protos = request.inputs
+    for alias in protos:  # keys, then lookups: the map's items() view is a Python generator
+        proto = protos[alias]
         try:
             inputs[alias] = to_ndarray(proto)
         except TensorConversionError:
