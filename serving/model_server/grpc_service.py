@@ -1,9 +1,7 @@
 """TF Serving's gRPC API: PredictionService and ModelService on the official protos."""
 
-# The `handle_*` functions hold the request -> response logic with TF Serving's checks and
-# texts (predict_impl.cc, classification_service.cc, regression_service.cc, multi_inference,
-# get_model_metadata_impl.cc, get_model_status_impl.cc, model_service_impl.cc); the REST face
-# reuses them for everything but predict, as TF Serving's HTTP handler does.
+# The request -> response logic lives in handlers.py (shared with the REST face); this module
+# is the gRPC transport: servicer methods, status mapping, deadlines, metrics, the servers.
 
 from __future__ import annotations
 
@@ -16,27 +14,28 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-import numpy as np
 from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_aio import AioGrpcServer
+from serving.model_server.handlers import (
+    handle_classify,
+    handle_metadata,
+    handle_multi_inference,
+    handle_predict,
+    handle_regress,
+    handle_reload,
+    handle_status,
+    predict_inputs,
+    predict_response,
+)
 from serving.model_server.loop_results import LoopResults
 from serving.model_server.metrics import Metrics
-from serving.model_server.servable import DEFAULT_SIGNATURE, Servable
-from serving.model_server.tensors import TensorConversionError, from_ndarray, to_ndarray
 
-SIGNATURE_DEF_FIELD = "signature_def"
 _ERROR_MESSAGE_LIMIT = 1024  # grpc_status_util.cc truncates longer messages.
 
 
@@ -45,73 +44,6 @@ def grpc_message(message: str) -> str:
     if len(message) > _ERROR_MESSAGE_LIMIT:
         return message[:_ERROR_MESSAGE_LIMIT] + "...TRUNCATED"
     return message
-
-
-def servable_for(manager: Any, model_spec: Any) -> Servable:
-    """The servable a ModelSpec selects (version, version_label, else the latest)."""
-    choice = model_spec.WhichOneof("version_choice")
-    if choice == "version":
-        return manager.get_servable(model_spec.name, version=model_spec.version.value)
-    if choice == "version_label":
-        return manager.get_servable(model_spec.name, label=model_spec.version_label)
-    return manager.get_servable(model_spec.name)
-
-
-def _require_spec(request: Any) -> None:
-    if not request.HasField("model_spec"):
-        raise ServingError.invalid_argument("Missing ModelSpec")
-
-
-def _fill_spec(target: Any, name: str, signature_name: str | None, version: int) -> None:
-    """util.cc MakeModelSpec: name, signature ('' -> serving_default) and version."""
-    target.name = name
-    if signature_name is not None:
-        target.signature_name = signature_name or DEFAULT_SIGNATURE
-    target.version.value = version
-
-
-def request_arrays(servable: Servable, signature_name: str, request: Any) -> dict[str, np.ndarray]:
-    """A PredictRequest's tensors as arrays; a bad TensorProto is TF's "tensor parsing error"."""
-    known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
-    inputs: dict[str, np.ndarray] = {}
-    protos = request.inputs
-    for alias in protos:  # keys, then lookups: the map's items() view is a Python generator
-        proto = protos[alias]
-        try:
-            inputs[alias] = to_ndarray(proto)
-        except TensorConversionError:
-            if known is not None and alias in known.inputs:
-                raise ServingError.invalid_argument(f"tensor parsing error: {alias}") from None
-            inputs[alias] = np.zeros(0, dtype=np.float32)  # unknown alias: run() names it
-    return inputs
-
-
-def handle_predict(manager: Any, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """TensorflowPredictor::Predict through the manager's runner (batcher or direct)."""
-    servable, signature_name, inputs = _predict_inputs(manager, request)
-    outputs = manager.runner.run(servable, signature_name, inputs, tuple(request.output_filter))
-    return _predict_response(request, servable, signature_name, outputs)
-
-
-def _predict_inputs(manager: Any, request: Any) -> tuple[Servable, str, dict[str, np.ndarray]]:
-    """Predict's checks before the run: spec, servable, signature, tensors."""
-    _require_spec(request)
-    servable = servable_for(manager, request.model_spec)
-    signature_name = request.model_spec.signature_name
-    servable.signature(signature_name)
-    return servable, signature_name, request_arrays(servable, signature_name, request)
-
-
-def _predict_response(
-    request: Any, servable: Servable, signature_name: str, outputs: dict[str, np.ndarray]
-) -> predict_pb2.PredictResponse:
-    response = predict_pb2.PredictResponse()
-    _fill_spec(
-        response.model_spec, request.model_spec.name, signature_name or DEFAULT_SIGNATURE, servable.version
-    )
-    for alias, value in outputs.items():
-        from_ndarray(value, out=response.outputs[alias])
-    return response
 
 
 async def _predict_async(
@@ -129,7 +61,7 @@ async def _predict_async(
     has cores: more concurrent runs only fight over TensorFlow's own thread pools (measured:
     32 runs in flight on 2 cores gave ~15% fewer requests per second than 2).
     """
-    servable, signature_name, inputs = _predict_inputs(manager, request)
+    servable, signature_name, inputs = predict_inputs(manager, request)
     output_filter = tuple(request.output_filter)
     runner = manager.runner
     enqueue = getattr(runner, "enqueue", None)
@@ -137,102 +69,11 @@ async def _predict_async(
         waiter, deliver = results.expect()
         if enqueue(servable, signature_name, inputs, output_filter, deliver):
             outputs = await waiter
-            return _predict_response(request, servable, signature_name, outputs)
+            return predict_response(request, servable, signature_name, outputs)
         waiter.cancel()
     future = executor.submit(runner.run, servable, signature_name, inputs, output_filter)
     outputs = await (results.watch(future) if results is not None else asyncio.wrap_future(future))
-    return _predict_response(request, servable, signature_name, outputs)
-
-
-def handle_classify(
-    manager: Any, request: classification_pb2.ClassificationRequest
-) -> classification_pb2.ClassificationResponse:
-    """TensorflowClassificationServiceImpl::Classify."""
-    return _run_examples(manager, request, "classify", classification_pb2.ClassificationResponse())
-
-
-def handle_regress(
-    manager: Any, request: regression_pb2.RegressionRequest
-) -> regression_pb2.RegressionResponse:
-    """TensorflowRegressionServiceImpl::Regress."""
-    return _run_examples(manager, request, "regress", regression_pb2.RegressionResponse())
-
-
-def _run_examples(manager: Any, request: Any, method: str, response: Any) -> Any:
-    """Classify and Regress differ only in the servable method and the response type."""
-    _require_spec(request)
-    servable = servable_for(manager, request.model_spec)
-    signature_name = request.model_spec.signature_name
-    result = getattr(servable, method)(signature_name, request.input, run=manager.runner.run)
-    response.result.CopyFrom(result)
-    _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
-    return response
-
-
-def handle_multi_inference(
-    manager: Any, request: inference_pb2.MultiInferenceRequest
-) -> inference_pb2.MultiInferenceResponse:
-    """RunMultiInferenceWithServerCore: the first task's model_spec selects the servable."""
-    if not request.tasks:
-        raise ServingError.invalid_argument("Expected at least one task")
-    servable = servable_for(manager, request.tasks[0].model_spec)
-    return servable.multi_inference(request)
-
-
-def handle_metadata(
-    manager: Any, request: get_model_metadata_pb2.GetModelMetadataRequest
-) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadataImpl: only the "signature_def" field exists."""
-    _require_spec(request)
-    if not request.metadata_field:
-        raise ServingError.invalid_argument(
-            "GetModelMetadataRequest must specify at least one metadata_field"
-        )
-    for field in request.metadata_field:
-        if field != SIGNATURE_DEF_FIELD:
-            # TF Serving builds this text with StrCat, so the "%s" is literally in it.
-            raise ServingError.invalid_argument(f"Metadata field %s is not supported{field}")
-    servable = servable_for(manager, request.model_spec)
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = servable.name
-    response.model_spec.version.value = servable.version
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for key, signature in servable.signature_def_map().items():
-        signature_map.signature_def[key].CopyFrom(signature)
-    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
-    return response
-
-
-def handle_status(
-    manager: Any, request: get_model_status_pb2.GetModelStatusRequest
-) -> get_model_status_pb2.GetModelStatusResponse:
-    """GetModelStatusImpl: one version when asked for, else all (labels are not consulted)."""
-    _require_spec(request)
-    spec = request.model_spec
-    version = spec.version.value if spec.HasField("version") else None
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for state in manager.status(spec.name, version):
-        entry = response.model_version_status.add()
-        entry.version = state.version
-        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
-        entry.status.error_code = state.error_code.value[0]
-        entry.status.error_message = state.error_message
-    return response
-
-
-def handle_reload(
-    manager: Any, request: model_management_pb2.ReloadConfigRequest
-) -> model_management_pb2.ReloadConfigResponse:
-    """ModelServiceImpl::HandleReloadConfigRequest (only model_config_list is supported)."""
-    if request.config.WhichOneof("config") != "model_config_list":
-        raise ServingError.invalid_argument(
-            "ServerModelConfig type not supported by HandleReloadConfigRequest. "
-            "Only ModelConfigList is currently supported"
-        )
-    manager.reload_config(request.config)
-    response = model_management_pb2.ReloadConfigResponse()
-    response.status.error_code = 0
-    return response
+    return predict_response(request, servable, signature_name, outputs)
 
 
 _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")

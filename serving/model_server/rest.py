@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.model_server import grpc_service, json_examples, json_response, json_tensor
+from serving.model_server import handlers, json_examples, json_response, json_tensor
 from serving.model_server.errors import ServingError
 from serving.model_server.http_transport import JSON, HttpServer
 from serving.model_server.json_text import error_body
@@ -108,11 +108,11 @@ class RestApi:
                 raise ServingError.invalid_argument(f"Failed to convert version: {version_text} to numeric.")
         label = unquote(raw_label) if raw_label else None
         if method == "POST":
-            handlers = {"predict": ("Predict", self._predict), "classify": ("Classify", self._classify)}
-            handlers["regress"] = ("Regress", self._regress)
-            if verb not in handlers:  # the path regex ignores case, the verb comparison does not
+            routes = {"predict": ("Predict", self._predict), "classify": ("Classify", self._classify)}
+            routes["regress"] = ("Regress", self._regress)
+            if verb not in routes:  # the path regex ignores case, the verb comparison does not
                 raise malformed
-            api, handler = handlers[verb]
+            api, handler = routes[verb]
             return api, name, lambda: handler(name, version, label, body)
         if not name:
             raise ServingError.invalid_argument("Missing model name in request.")
@@ -154,22 +154,22 @@ class RestApi:
         request = self._examples_request(
             classification_pb2.ClassificationRequest(), name, version, label, body
         )
-        response = grpc_service.handle_classify(self.manager, request)
+        response = handlers.handle_classify(self.manager, request)
         return json_response.classification_json(response.result)
 
     def _regress(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
         request = self._examples_request(regression_pb2.RegressionRequest(), name, version, label, body)
-        response = grpc_service.handle_regress(self.manager, request)
+        response = handlers.handle_regress(self.manager, request)
         return json_response.regression_json(response.result)
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            metadata_field=[grpc_service.SIGNATURE_DEF_FIELD]
+            metadata_field=[handlers.SIGNATURE_DEF_FIELD]
         )
         self._spec(request.model_spec, name, version, label)
-        response = grpc_service.handle_metadata(self.manager, request)
+        response = handlers.handle_metadata(self.manager, request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[grpc_service.SIGNATURE_DEF_FIELD].Unpack(signature_map)
+        response.metadata[handlers.SIGNATURE_DEF_FIELD].Unpack(signature_map)
         # http_rest_api_util.cc ToJsonString concatenates the two parts exactly like this.
         text = (
             "{\n"
@@ -186,7 +186,7 @@ class RestApi:
     def _status(self, name: str, version: int | None, label: str | None) -> bytes:
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, name, version, label)
-        return _json_proto(grpc_service.handle_status(self.manager, request)).encode("utf-8")
+        return _json_proto(handlers.handle_status(self.manager, request)).encode("utf-8")
 
 
 class RestServer:
