@@ -117,3 +117,22 @@ def test_cli_rejects_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "epochs must be >= 1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown training config keys \\['epoch'\\]"):
         TrainConfig.from_dict({"out_dir": "x", "epoch": 3})
+
+
+def test_rerun_in_a_new_process_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    """The CLI's documented resume works in a fresh process, where our custom layers are not
+    registered until something imports them (a re-run of `make demo` used to fail here)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "training.cli", "--data", "synthetic", "--rows", "2000"]
+    args += ["--model", "lr", "--epochs", "1", "--seed", "0", "--quiet"]
+    args += ["--out", str(tmp_path / "run")]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    def summary(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("best epoch")]
+
+    assert summary(first.stdout) and summary(first.stdout) == summary(again.stdout)
