@@ -132,6 +132,7 @@ def test_rerun_in_a_new_process_resumes_from_the_checkpoint(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr[-2000:]
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
+
     def summary(out: str) -> list[str]:
         return [line for line in out.splitlines() if line.startswith("best epoch")]
 
