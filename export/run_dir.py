@@ -66,9 +66,8 @@ def load_training_run(path: str | Path, *, contract_path: str | Path | None = No
         ExportError: the directory or the model is missing or unreadable.
         ContractMismatchError: the contract differs from the one built into the model.
     """
-    import keras
 
-    import training.models  # noqa: F401  (registers the zoo's layers for deserialisation)
+    from training.layers import load_keras_model
     from training.models import split_model
 
     run = Path(path)
@@ -82,7 +81,7 @@ def load_training_run(path: str | Path, *, contract_path: str | Path | None = No
     except ContractError as exc:
         raise ExportError(str(exc)) from exc
     try:
-        model = keras.saving.load_model(model_file, compile=False)
+        model = load_keras_model(model_file, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, TypeError... for bad files
         raise ExportError(f"cannot load {model_file}: {exc}") from exc
     try:

@@ -23,7 +23,6 @@ SCORE_BATCH_SIZE = 4096
 CURVE_POINTS = 200
 # Modules whose import registers the project's custom Keras layers (``package="recsys"``); a
 # saved model that uses them cannot be deserialised before they are imported.
-CUSTOM_OBJECT_MODULES = ("training.layers", "training.models.zoo")
 MAX_ERROR_CHARS = 600
 
 
@@ -305,22 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_model(path: Path) -> Any:
-    """``keras.saving.load_model`` of ``path/model.keras`` after registering the custom layers.
+    """``load_keras_model`` of ``path/model.keras``.
 
     Keras's own error quotes the whole model config (vocabularies included), so it is cut short.
     """
-    import importlib
+    from training.layers import load_keras_model
 
-    import keras
-
-    for module in CUSTOM_OBJECT_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but is broken: say so
-                raise
     try:
-        return keras.saving.load_model(path / MODEL_FILENAME)
+        return load_keras_model(path / MODEL_FILENAME)
     except Exception as exc:  # keras raises TypeError/ValueError/OSError for unloadable files
         text = str(exc)
         short = text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,16 @@ from keras import ops
 from training.features import MULTI_VALUE_SEPARATOR, Feature, FeatureContract, FeatureKind
 
 _PACKAGE = "recsys"
+
+
+def load_keras_model(path: str | os.PathLike[str], **kwargs: Any) -> keras.Model:
+    """``keras.saving.load_model`` for our models.
+
+    Our saved models name the custom layers below, which Keras finds only once this module has
+    registered them; calling this function guarantees that. (A fresh process that loaded a
+    model without it failed with "Could not locate class 'FeaturePreprocessor'".)
+    """
+    return keras.saving.load_model(path, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -153,11 +153,9 @@ def train(
             f"{checkpoint_dir} holds a checkpoint of a different config; use a new --out directory"
         )
     if state is not None:
-        # A resumed run is a fresh process: the checkpoint names our custom layers, which
-        # Keras can only find once the module that registers them has been imported.
-        import training.layers  # noqa: F401
+        from training.layers import load_keras_model
 
-        model = keras.saving.load_model(checkpoint_dir / "last.keras")
+        model = load_keras_model(checkpoint_dir / "last.keras")
         history: list[dict[str, float]] = state["history"]
         start_epoch = int(state["epoch"]) + 1
         best_auc, best_epoch, waited = (

@@ -94,7 +94,7 @@ def fill_tensor(out: TensorProto, array: np.ndarray, *, name: str = "tensor") ->
     if array.dtype.kind == "S":
         out.string_val.extend(values)
         return
-    encoded = _encode_all_str(values) if len(values) > 1 else None
+    encoded = _encode_all_str(values)  # None for a single value: the loop below takes it
     if encoded is not None:
         out.string_val.extend(encoded)
         return

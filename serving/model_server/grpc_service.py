@@ -50,7 +50,7 @@ async def _predict_async(
     manager: Any,
     request: predict_pb2.PredictRequest,
     executor: futures.Executor,
-    results: LoopResults | None = None,
+    results: LoopResults,
 ) -> predict_pb2.PredictResponse:
     """handle_predict on the event loop: only the model run leaves it.
 
@@ -59,20 +59,21 @@ async def _predict_async(
     loop per finished batch). A request the batcher does not take (too many rows), or any
     request without a batcher, runs in ``executor``, a pool about as large as the machine
     has cores: more concurrent runs only fight over TensorFlow's own thread pools (measured:
-    32 runs in flight on 2 cores gave ~15% fewer requests per second than 2).
+    32 runs in flight on 2 cores gave ~15% fewer requests per second than 2); ``results``
+    brings that run's outcome back too.
     """
     servable, signature_name, inputs = predict_inputs(manager, request)
     output_filter = tuple(request.output_filter)
     runner = manager.runner
     enqueue = getattr(runner, "enqueue", None)
-    if enqueue is not None and results is not None:
+    if enqueue is not None:
         waiter, deliver = results.expect()
         if enqueue(servable, signature_name, inputs, output_filter, deliver):
             outputs = await waiter
             return predict_response(request, servable, signature_name, outputs)
         waiter.cancel()
     future = executor.submit(runner.run, servable, signature_name, inputs, output_filter)
-    outputs = await (results.watch(future) if results is not None else asyncio.wrap_future(future))
+    outputs = await results.watch(future)
     return predict_response(request, servable, signature_name, outputs)
 
 
@@ -176,7 +177,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ModelManager.
 
     With ``executor`` the methods are coroutines for a grpc.aio server (blocking handlers run
-    in ``executor``, Predict's direct runs in ``run_executor``); without, plain sync methods.
+    in ``executor``; Predict stays on the loop when given ``loop_results``, with its direct runs
+    in ``run_executor``); without, plain sync methods.
     """
 
     def __init__(
@@ -187,7 +189,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         run_executor: futures.Executor | None = None,
         loop_results: LoopResults | None = None,
     ) -> None:
-        predict_async = functools.partial(_predict_async, results=loop_results)
+        predict_async = (
+            None if loop_results is None else functools.partial(_predict_async, results=loop_results)
+        )
         self.Predict = _call(
             "Predict", handle_predict, manager, metrics, _spec_name, run_executor or executor, predict_async
         )

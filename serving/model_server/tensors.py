@@ -168,39 +168,35 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     dtype = proto.dtype
     shape = proto.tensor_shape
     dim = shape.dim
+    dims: list[int] | None = None  # None: rank 1, the commonest request tensor (no list built)
     if len(dim) == 1:
-        # The commonest request tensor: one row value per example in its typed field. Each
-        # upb attribute read costs ~0.2 us, so this path reads as few as it can.
         count = dim[0].size
-        kind = _RANK1_FAST.get(dtype)
-        if kind is not None and count > 0 and not proto.tensor_content and not shape.unknown_rank:
-            field = getattr(proto, kind[0])
-            if len(field) == count:
-                if kind[1] is None:  # strings: a 1-D object array of bytes
-                    return np.fromiter(field, dtype=object, count=count)
-                if count <= _FROMITER_MAX:
-                    return np.fromiter(field, dtype=kind[1], count=count)
-                return np.array(field, dtype=kind[1])
+    else:
+        dims = [d.size for d in dim]
+        count = math.prod(dims) if min(dims, default=0) >= 0 else -1
+    plain = _PLAIN_FIELD.get(dtype)
+    # The common case: a typed field holding one value per element (each upb attribute read
+    # costs ~0.2 us, so it is decided with as few as possible).
+    if plain is not None and count > 0 and not proto.tensor_content and not shape.unknown_rank:
+        field = getattr(proto, plain[0])
+        if len(field) == count:
+            plain_dtype = plain[1]
+            if plain_dtype is None:  # strings: an object array of bytes
+                flat = np.fromiter(field, dtype=object, count=count)
+            elif count <= _FROMITER_MAX:
+                flat = np.fromiter(field, dtype=plain_dtype, count=count)
+            else:
+                flat = np.array(field, dtype=plain_dtype)
+            return flat if dims is None else flat.reshape(dims)
     np_dtype = _NUMPY_BY_DTYPE.get(dtype)
     if np_dtype is None:
         raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}")
-    dims = [d.size for d in dim]
+    if dims is None:
+        dims = [count]
     if shape.unknown_rank or (dims and min(dims) < 0):
         shape_of(proto)  # raises the precise error
-    count = dims[0] if len(dims) == 1 else math.prod(dims)
+    count = math.prod(dims)
     content = proto.tensor_content
-    if not content:
-        field = getattr(proto, _VAL_FIELD[dtype])
-        # The common case: a plain typed field with one value per element.
-        if len(field) == count and count and dtype not in _PACKED_DTYPES:
-            if dtype == DT.DT_STRING:
-                # np.array on a list of bytes gives a 1-D object array (bytes are not sequences).
-                flat = np.array(list(field), dtype=object)
-            elif count <= _FROMITER_MAX:
-                flat = np.fromiter(field, dtype=np_dtype, count=count)
-            else:
-                flat = np.array(field, dtype=np_dtype)
-            return flat if len(dims) == 1 else flat.reshape(dims)
     if dtype == DT.DT_STRING:
         values = _decode_string_content(content, count) if content else proto.string_val
         have = len(values)
@@ -230,8 +226,9 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
 # bits; complex fields hold real and imaginary parts).
 _PACKED_DTYPES = frozenset({DT.DT_HALF, DT.DT_BFLOAT16, DT.DT_COMPLEX64, DT.DT_COMPLEX128})
 
-# Rank-1 fast path of to_ndarray: dtype -> (typed field, numpy dtype; None for strings).
-_RANK1_FAST: dict[int, tuple[str, np.dtype | None]] = {
+# to_ndarray's common case: dtype -> (typed field, numpy dtype; None for strings), for the
+# dtypes whose field holds one plain value per element.
+_PLAIN_FIELD: dict[int, tuple[str, np.dtype | None]] = {
     dtype: (_VAL_FIELD[dtype], None if dtype == DT.DT_STRING else np_dtype)
     for dtype, np_dtype in _NUMPY_BY_DTYPE.items()
     if dtype in _VAL_FIELD and dtype not in _PACKED_DTYPES

@@ -323,7 +323,9 @@ def test_keras_export_with_lookup_serves_like_in_process(tmp_path: Path) -> None
     np.testing.assert_allclose(got, [1.5, 2.5, 0.0])
 
 
-def test_ops_run_in_the_calling_thread_with_a_negative_inter_op_parallelism(tfserving_testdata: Path) -> None:
+def test_a_negative_inter_op_parallelism_is_accepted_and_serves_correct_values(
+    tfserving_testdata: Path,
+) -> None:
     from tensorflow.core.protobuf import config_pb2
 
     inline = config_pb2.ConfigProto(inter_op_parallelism_threads=-1, intra_op_parallelism_threads=2)
