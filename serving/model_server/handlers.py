@@ -22,7 +22,8 @@ from tensorflow_serving.apis import (
 )
 
 from serving.model_server.errors import ServingError
-from serving.model_server.servable import DEFAULT_SIGNATURE, Servable
+from serving.model_server.servable import Servable
+from serving.model_server.signatures import DEFAULT_SIGNATURE
 from serving.model_server.tensors import TensorConversionError, from_ndarray, to_ndarray
 
 SIGNATURE_DEF_FIELD = "signature_def"

@@ -9,12 +9,11 @@ import grpc
 import numpy as np
 
 from serving.model_server.errors import ServingError
-from serving.model_server.servable import (
+from serving.model_server.servable import Runner, Servable
+from serving.model_server.signatures import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
     REGRESS_METHOD,
-    Runner,
-    Servable,
     SignatureInfo,
     dtype_enum,
 )

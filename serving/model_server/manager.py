@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import grpc
 
 from serving.model_server.errors import ServingError
 from serving.model_server.servable import DirectRunner, Servable
+from serving.model_server.version_policy import aspired_versions, list_versions, version_dir_name
 from serving.model_server.warmup import replay_warmup
 
 log = logging.getLogger(__name__)
@@ -35,31 +36,6 @@ class VersionStatus:
     state: str
     error_code: grpc.StatusCode = grpc.StatusCode.OK
     error_message: str = ""
-
-
-def list_versions(base_path: str | Path) -> list[int]:
-    """Numeric version directories under ``base_path`` (others are ignored, as in TF Serving)."""
-    base = Path(base_path)
-    if not base.is_dir():
-        return []
-    versions = []
-    for child in base.iterdir():
-        if child.is_dir() and child.name.isdigit():
-            versions.append(int(child.name))
-    return sorted(versions)
-
-
-def aspired_versions(model_config: Any, on_disk: Iterable[int]) -> set[int]:
-    """The versions a ModelConfig's version policy selects from those on disk."""
-    versions = sorted(set(on_disk))
-    policy = model_config.model_version_policy
-    which = policy.WhichOneof("policy_choice")
-    if which == "all":
-        return set(versions)
-    if which == "specific":
-        return set(versions) & {int(v) for v in policy.specific.versions}
-    num = policy.latest.num_versions if which == "latest" and policy.latest.num_versions > 0 else 1
-    return set(versions[-num:])
 
 
 class _Model:
@@ -324,7 +300,7 @@ class ModelManager:
                 with self._lock:
                     if version in model.servables or version in model.failed:
                         continue
-                error = self._load(name, version, base / _dir_name(base, version))
+                error = self._load(name, version, base / version_dir_name(base, version))
                 if error is not None:
                     model.failed.add(version)
                     failures.append((name, version, error))
@@ -440,11 +416,3 @@ class ModelManager:
         with self._lock:
             model = self._models.get(name)
             return sorted(model.servables) if model is not None else []
-
-
-def _dir_name(base: Path, version: int) -> str:
-    """The directory holding a version ('00000123' and '123' both name version 123)."""
-    for child in base.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) == version:
-            return child.name
-    return str(version)

@@ -27,7 +27,7 @@ from serving.model_server.errors import ServingError
 from serving.model_server.http_transport import JSON, HttpServer
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
-from serving.model_server.servable import DEFAULT_SIGNATURE
+from serving.model_server.signatures import DEFAULT_SIGNATURE
 
 _PREDICT_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serving.model_server.errors import ServingError
 from serving.model_server.runtime import (
-    SERVING_TAG,
     FunctionRuntime,
     SessionRuntime,
     is_tf2,
     load_tf2_runtime,
 )
+from serving.model_server.signatures import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    DT_STRING,
+    NP_DTYPE_FOR,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    SignatureInfo,
+    dtype_enum,
+    dtype_name,
+    read_meta_graph,
+    tensor_info,
+)
 
 if TYPE_CHECKING:
-    from tensorflow.core.protobuf import meta_graph_pb2
     from tensorflow_serving.apis import (
         classification_pb2,
         inference_pb2,
@@ -26,108 +37,9 @@ if TYPE_CHECKING:
         regression_pb2,
     )
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-
-# numpy dtype -> TensorFlow DataType enum value (types.proto); strings are object/bytes arrays.
-_NP_TO_DT: dict[np.dtype, int] = {
-    np.dtype(np.float32): 1,
-    np.dtype(np.float64): 2,
-    np.dtype(np.int32): 3,
-    np.dtype(np.uint8): 4,
-    np.dtype(np.int16): 5,
-    np.dtype(np.int8): 6,
-    np.dtype(np.complex64): 8,
-    np.dtype(np.int64): 9,
-    np.dtype(np.bool_): 10,
-    np.dtype(np.uint16): 17,
-    np.dtype(np.complex128): 18,
-    np.dtype(np.float16): 19,
-    np.dtype(np.uint32): 22,
-    np.dtype(np.uint64): 23,
-}
-DT_STRING = 7
-# The numpy dtype of an array that needs no dtype check or conversion for a TF dtype.
-_DT_TO_NP: dict[int, np.dtype] = {v: k for k, v in _NP_TO_DT.items()} | {DT_STRING: np.dtype(object)}
 # Distinct (signature, input names, output filter) plans a servable remembers (bounded, as
 # request names are client-chosen).
 _MAX_PLANS = 256
-
-
-class TensorInfo(NamedTuple):
-    """TF Serving's view of one signature input or output.
-
-    Attributes:
-        dtype: the TensorFlow ``DataType`` enum value recorded in the SignatureDef (1 = DT_FLOAT ...).
-        shape: dims with -1 for unknown sizes, or None when the rank is unknown or unrecorded.
-        tensor_name: the graph tensor fed or fetched (``"x:0"``).
-    """
-
-    dtype: int
-    shape: tuple[int, ...] | None
-    tensor_name: str
-
-
-class SignatureInfo(NamedTuple):
-    """A SignatureDef reduced to what request handling needs."""
-
-    method_name: str
-    inputs: dict[str, TensorInfo]
-    outputs: dict[str, TensorInfo]
-
-
-def dtype_enum(array: np.ndarray) -> int:
-    """The TensorFlow DataType enum value of a numpy array (object/bytes/str -> DT_STRING)."""
-    if array.dtype.kind in "OSU":
-        return DT_STRING
-    try:
-        return _NP_TO_DT[array.dtype]
-    except KeyError:
-        raise ServingError.invalid_argument(f"Unsupported tensor dtype: {array.dtype}") from None
-
-
-def dtype_name(enum_value: int) -> str:
-    """TensorFlow's DataTypeString: DT_FLOAT -> ``float``, DT_STRING -> ``string``."""
-    from tensorflow.core.framework import types_pb2
-
-    name = types_pb2.DataType.Name(enum_value)
-    return name[3:].lower() if name.startswith("DT_") else name
-
-
-def _tensor_info(info: Any) -> TensorInfo:
-    shape: tuple[int, ...] | None
-    if not info.HasField("tensor_shape") or info.tensor_shape.unknown_rank:
-        shape = None
-    else:
-        shape = tuple(int(d.size) for d in info.tensor_shape.dim)
-    return TensorInfo(int(info.dtype), shape, info.name)
-
-
-def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
-    """The ``serve`` MetaGraphDef of the SavedModel in ``path``, with TF Serving's errors."""
-    from google.protobuf import text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
-    if pb.is_file():
-        saved_model.ParseFromString(pb.read_bytes())
-    elif pbtxt.is_file():
-        text_format.Parse(pbtxt.read_text(), saved_model)
-    else:
-        raise ServingError.not_found(
-            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}. "
-            "Check that the directory exists and that you have the right permissions for accessing it."
-        )
-    for meta_graph in saved_model.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == {SERVING_TAG}:
-            return meta_graph
-    raise ServingError.not_found(
-        "Could not find meta graph def matching supplied tags: { serve }. To inspect available "
-        "tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`"
-    )
 
 
 class Servable:
@@ -176,8 +88,8 @@ class Servable:
         self.signatures: dict[str, SignatureInfo] = {
             key: SignatureInfo(
                 sig.method_name,
-                {alias: _tensor_info(info) for alias, info in sig.inputs.items()},
-                {alias: _tensor_info(info) for alias, info in sig.outputs.items()},
+                {alias: tensor_info(info) for alias, info in sig.inputs.items()},
+                {alias: tensor_info(info) for alias, info in sig.outputs.items()},
             )
             for key, sig in self.meta_graph.signature_def.items()
         }
@@ -293,7 +205,7 @@ class Servable:
             tensor_name = sig.inputs[alias].tensor_name
             default = None if alias in inputs else defaults[alias]
             feed_plan.append(
-                (index, alias, tensor_name, default, _DT_TO_NP.get(self._feed_dtypes[tensor_name]))
+                (index, alias, tensor_name, default, NP_DTYPE_FOR.get(self._feed_dtypes[tensor_name]))
             )
         fetches = [(alias, sig.outputs[alias].tensor_name) for alias in aliases]
         return key, feed_plan, fetches
