@@ -282,7 +282,8 @@ def latency_table(
         if cpu_split:
             sources.insert(1, (IN_PROCESS_ALL_CPUS, in_process, all_cpus))
         samples: dict[str, list[float]] = {name: [] for name, _, _ in sources}
-        for round_ in range(rounds // block + 1):  # round 0 warms up and checks every route
+        blocks = max(1, -(-rounds // block))  # rounds rounded up to whole blocks
+        for round_ in range(blocks + 1):  # round 0 warms up and checks every route
             for name, fn, cpus in sources:
                 if cpus is not None:
                     pin_process(os.getpid(), cpus)
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 else "server and client on every CPU"
             )
             print(
-                f"\nLatency, {args.rows} CTR rows per request, {args.rounds} calls per source in "
+                f"\nLatency, {args.rows} CTR rows per request, {len(table[0][1])} calls per source in "
                 f"blocks of {args.block}; {where} (ms; ratio to the faster in-process p50)"
             )
             print(f"{'source':52s} {'p50':>8s} {'p90':>8s} {'p50 / in-process':>17s}")
