@@ -21,8 +21,6 @@ MODEL_FILENAME = "model.keras"
 CONFIG_FILENAME = "config.json"
 SCORE_BATCH_SIZE = 4096
 CURVE_POINTS = 200
-# Modules whose import registers the project's custom Keras layers (``package="recsys"``); a
-# saved model that uses them cannot be deserialised before they are imported.
 MAX_ERROR_CHARS = 600
 
 

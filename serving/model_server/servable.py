@@ -18,16 +18,14 @@ from serving.model_server.runtime import (
 from serving.model_server.signatures import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
-    DT_STRING,
-    NP_DTYPE_FOR,
     PREDICT_METHOD,
     REGRESS_METHOD,
     SignatureInfo,
     dtype_enum,
-    dtype_name,
     read_meta_graph,
     tensor_info,
 )
+from serving.model_server.tensors import DT, TensorConversionError, dtype_name, numpy_dtype
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis import (
@@ -40,6 +38,14 @@ if TYPE_CHECKING:
 # Distinct (signature, input names, output filter) plans a servable remembers (bounded, as
 # request names are client-chosen).
 _MAX_PLANS = 256
+
+
+def _unchecked_dtype(dtype: int) -> np.dtype | None:
+    """The numpy dtype an array of a TF dtype arrives in from decoding (it needs no dtype check)."""
+    try:
+        return numpy_dtype(dtype)
+    except TensorConversionError:
+        return None
 
 
 class Servable:
@@ -205,7 +211,7 @@ class Servable:
             tensor_name = sig.inputs[alias].tensor_name
             default = None if alias in inputs else defaults[alias]
             feed_plan.append(
-                (index, alias, tensor_name, default, NP_DTYPE_FOR.get(self._feed_dtypes[tensor_name]))
+                (index, alias, tensor_name, default, _unchecked_dtype(self._feed_dtypes[tensor_name]))
             )
         fetches = [(alias, sig.outputs[alias].tensor_name) for alias in aliases]
         return key, feed_plan, fetches
@@ -259,7 +265,7 @@ class Servable:
             raise ServingError.invalid_argument(
                 f"Expects arg[{index}] to be {dtype_name(expected)} but {dtype_name(got)} is provided"
             )
-        if got == DT_STRING and value.dtype.kind == "U":
+        if got == DT.DT_STRING and value.dtype.kind == "U":
             value = np.char.encode(value, "utf-8").astype(object)
         return value
 

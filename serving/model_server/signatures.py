@@ -9,6 +9,7 @@ import numpy as np
 
 from serving.model_server.errors import ServingError
 from serving.model_server.runtime import SERVING_TAG
+from serving.model_server.tensors import TensorConversionError, tf_dtype
 
 if TYPE_CHECKING:
     from tensorflow.core.protobuf import meta_graph_pb2
@@ -17,27 +18,6 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-
-# numpy dtype -> TensorFlow DataType enum value (types.proto); strings are object/bytes arrays.
-_NP_TO_DT: dict[np.dtype, int] = {
-    np.dtype(np.float32): 1,
-    np.dtype(np.float64): 2,
-    np.dtype(np.int32): 3,
-    np.dtype(np.uint8): 4,
-    np.dtype(np.int16): 5,
-    np.dtype(np.int8): 6,
-    np.dtype(np.complex64): 8,
-    np.dtype(np.int64): 9,
-    np.dtype(np.bool_): 10,
-    np.dtype(np.uint16): 17,
-    np.dtype(np.complex128): 18,
-    np.dtype(np.float16): 19,
-    np.dtype(np.uint32): 22,
-    np.dtype(np.uint64): 23,
-}
-DT_STRING = 7
-# The numpy dtype of an array that needs no dtype check or conversion for a TF dtype.
-NP_DTYPE_FOR: dict[int, np.dtype] = {v: k for k, v in _NP_TO_DT.items()} | {DT_STRING: np.dtype(object)}
 
 
 class TensorInfo(NamedTuple):
@@ -63,21 +43,12 @@ class SignatureInfo(NamedTuple):
 
 
 def dtype_enum(array: np.ndarray) -> int:
-    """The TensorFlow DataType enum value of a numpy array (object/bytes/str -> DT_STRING)."""
-    if array.dtype.kind in "OSU":
-        return DT_STRING
+    """``tensors.tf_dtype`` of a request array, as the INVALID_ARGUMENT a client gets for a dtype
+    TensorFlow does not have."""
     try:
-        return _NP_TO_DT[array.dtype]
-    except KeyError:
+        return tf_dtype(array)
+    except TensorConversionError:
         raise ServingError.invalid_argument(f"Unsupported tensor dtype: {array.dtype}") from None
-
-
-def dtype_name(enum_value: int) -> str:
-    """TensorFlow's DataTypeString: DT_FLOAT -> ``float``, DT_STRING -> ``string``."""
-    from tensorflow.core.framework import types_pb2
-
-    name = types_pb2.DataType.Name(enum_value)
-    return name[3:].lower() if name.startswith("DT_") else name
 
 
 def tensor_info(info: Any) -> TensorInfo:

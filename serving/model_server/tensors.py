@@ -195,7 +195,6 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         dims = [count]
     if shape.unknown_rank or (dims and min(dims) < 0):
         shape_of(proto)  # raises the precise error
-    count = math.prod(dims)
     content = proto.tensor_content
     if dtype == DT.DT_STRING:
         values = _decode_string_content(content, count) if content else proto.string_val

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import grpc
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -93,6 +94,13 @@ def test_signature_def_map_equals_tf_serving_metadata(
             (),
             grpc.StatusCode.INVALID_ARGUMENT,
             r"Expects arg\[0\] to be float but string is provided",
+        ),
+        (
+            "",
+            {"x": np.array([1.0], ml_dtypes.bfloat16)},  # a dtype the decoder produces, not float's
+            (),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            r"Expects arg\[0\] to be float but bfloat16 is provided",
         ),
         (
             "",
