@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
 
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_aio import AioGrpcServer
+from serving.model_server.grpc_inline import InlineGrpcServer, inline_server
 from serving.model_server.handlers import (
     handle_classify,
     handle_metadata,
@@ -244,16 +245,19 @@ def create_grpc_server(
     channel_arguments: str = "",
     max_workers: int = 16,
     asynchronous: bool = False,
-) -> tuple[grpc.Server | AioGrpcServer, int]:
+    inline: bool = True,
+) -> tuple[grpc.Server | AioGrpcServer | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
     ``asynchronous`` (what ModelServer uses with batching on) builds a grpc.aio server on its
     own loop thread: a Predict waiting for its batch holds no thread, and the batch thread
     wakes it through the batch's future (measured ~+10% req/s with 32 clients). Blocking
     handlers run in a pool of ``max_workers`` threads (``--grpc_max_threads``), direct
-    Session runs in a pool of min(max_workers, cores). Otherwise it is the sync grpc server
-    with ``max_workers`` threads, which measured faster without batching (each request is a
-    Session run that the aio loop would have to hand to a thread and back).
+    Session runs in a pool of min(max_workers, cores). Otherwise it is a sync server with
+    ``max_workers`` threads, which measured faster without batching (each request is a
+    Session run that the aio loop would have to hand to a thread and back): the
+    InlineGrpcServer (``inline``, handlers run in the thread that polled the message), or
+    grpc.server where grpc lacks what that needs or ``inline`` is False.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
     may override it.
@@ -267,9 +271,9 @@ def create_grpc_server(
         ("grpc.so_reuseport", 0),
     ]
     options += parse_channel_arguments(channel_arguments)
-    executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
-    server: grpc.Server | AioGrpcServer
+    server: grpc.Server | AioGrpcServer | InlineGrpcServer
     if asynchronous:
+        executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
         run_executor = futures.ThreadPoolExecutor(
             max_workers=max(1, min(max_workers, os.cpu_count() or 1)), thread_name_prefix="grpc-predict"
         )
@@ -279,7 +283,12 @@ def create_grpc_server(
             ModelServicer(manager, executor, metrics),
         )
     else:
-        server = grpc.server(executor, options=options)
+
+        def stock() -> grpc.Server:
+            pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
+            return grpc.server(pool, options=options)
+
+        server = inline_server(options, max_workers, stock) if inline else stock()
         servicers = (PredictionServicer(manager, None, metrics), ModelServicer(manager, None, metrics))
     try:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicers[0], server)

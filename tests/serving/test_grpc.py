@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.model_server import grpc_inline
 from serving.model_server.config import ServerOptions
 from serving.model_server.grpc_service import create_grpc_server, grpc_message, parse_channel_arguments
 from serving.model_server.server import ModelServer
@@ -29,11 +30,13 @@ from serving.model_server.tensors import from_ndarray, to_ndarray
 MODEL = "half_plus_two"
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["sync", "batching-aio"])
+@pytest.fixture(scope="module", params=["inline", "stock", "batching-aio"])
 def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator[ModelServer]:
-    """Every gRPC test runs against the sync server and the batching (grpc.aio) server."""
+    """Every gRPC test runs against each face: the inline server (the default without
+    batching), grpc.server (its fallback where grpc lacks the core API the inline server
+    uses) and the batching grpc.aio server."""
     options = ServerOptions(
-        enable_batching=request.param,
+        enable_batching=request.param == "batching-aio",
         port=0,
         bind_address="127.0.0.1",
         model_name=MODEL,
@@ -41,8 +44,15 @@ def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator
         file_system_poll_wait_seconds=0,
         grpc_channel_arguments="grpc.max_concurrent_streams=64",
     )
-    with ModelServer(options) as running:
-        yield running
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "stock":
+            patch.setattr(grpc_inline, "available", lambda: False)
+        with ModelServer(options) as running:
+            server_type = type(running._grpc_server).__name__
+            assert server_type == {"inline": "InlineGrpcServer", "stock": "_Server"}.get(
+                request.param, "AioGrpcServer"
+            )
+            yield running
 
 
 @pytest.fixture(scope="module")
