@@ -155,8 +155,8 @@ def model_server(
         "--model_name=ctr",
         f"--model_base_path={base}",
         "--file_system_poll_wait_seconds=0",
-        # Sync gRPC handlers hold a thread while their request waits in the batcher: give every
-        # client one (same flag value with batching off and on).
+        # On grpc.server (the fallback) a handler holds a thread while its request waits in the
+        # batcher: give every client one (same flag value with batching off and on).
         "--grpc_max_threads=64",
     ]
     cmd += extra_flags

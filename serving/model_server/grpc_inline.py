@@ -138,14 +138,17 @@ class InlineContext:
 class _Received:
     """Tag of a call's ReceiveMessage batch: what the handler needs once the message is in."""
 
-    __slots__ = ("call", "method", "deadline", "metadata", "handler")
+    __slots__ = ("call", "method", "deadline", "metadata", "handler", "quick")
 
-    def __init__(self, call: Any, method: str, deadline: float, metadata: Any, handler: Any) -> None:
+    def __init__(
+        self, call: Any, method: str, deadline: float, metadata: Any, handler: Any, quick: bool
+    ) -> None:
         self.call = call
         self.method = method
         self.deadline = deadline
         self.metadata = metadata
         self.handler = handler
+        self.quick = quick
 
 
 _REQUEST_CALL = "request_call"
@@ -162,9 +165,20 @@ class InlineGrpcServer:
     still reach a free thread. Why not let every thread poll: with 64 threads waiting on the
     queue each Predict measured ~0.04 ms slower than with 2 to 16; and why not wake a thread
     on every handler: that is a thread switch per call, the cost this server exists to avoid.
+
+    ``quick_methods`` (full names, "/package.Service/Method") are handlers that return at
+    once, typically by deferring their reply: they wake no other thread. Measured on the
+    batching Predict, which only checks and queues its request: ~10% more requests per second
+    than treating it as a handler that may block.
     """
 
-    def __init__(self, options: Sequence[tuple[str, Any]] = (), threads: int = 16, pollers: int = 2) -> None:
+    def __init__(
+        self,
+        options: Sequence[tuple[str, Any]] = (),
+        threads: int = 16,
+        pollers: int = 2,
+        quick_methods: Iterable[str] = (),
+    ) -> None:
         cygrpc = _cygrpc()
         self._cygrpc = cygrpc
         self._queue = cygrpc.CompletionQueue()
@@ -172,6 +186,7 @@ class InlineGrpcServer:
         self._server.register_completion_queue(self._queue)
         self._max_threads = max(1, threads)
         self._max_pollers = max(1, min(pollers, self._max_threads))
+        self._quick = frozenset(quick_methods)
         self._generic: list[grpc.GenericRpcHandler] = []
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
         self._lock = threading.Lock()
@@ -281,23 +296,25 @@ class InlineGrpcServer:
                     if kind == self._queue_shutdown:
                         short = False
                         return
-                    short = type(event.tag) is not _Received
+                    tag = event.tag
+                    handler = type(tag) is _Received
+                    short = not handler or tag.quick
+                    if handler:
+                        self._pending += 1
                     if short:
                         self._short += 1
-                    else:
-                        self._pending += 1
-                        if not (self._polling or self._short or self._stopping):
-                            # Nobody will poll soon: another thread must, or a second call
-                            # waits for this handler. (A thread on a short event polls again
-                            # shortly.)
-                            self._add_poller_locked()
+                    elif not (self._polling or self._short or self._stopping):
+                        # Nobody will poll soon: another thread must, or a second call
+                        # waits for this handler. (A thread on a short event polls again
+                        # shortly.)
+                        self._add_poller_locked()
                 if kind == self._queue_timeout:
                     continue
                 try:
                     self._dispatch(event)
                 except Exception:  # a bug here must not end the thread
                     log.exception("gRPC inline server: event handling failed")
-                event = None  # release the call before blocking again
+                event = tag = None  # release the call before blocking again
         finally:
             with self._lock:
                 self._threads -= 1
@@ -353,7 +370,9 @@ class InlineGrpcServer:
             return
         call.start_server_batch(
             (cygrpc.ReceiveMessageOperation(0),),
-            _Received(call, method, details.deadline, event.invocation_metadata, handler),
+            _Received(
+                call, method, details.deadline, event.invocation_metadata, handler, method in self._quick
+            ),
         )
 
     def _lookup(self, method: str, metadata: Any) -> grpc.RpcMethodHandler | None:
@@ -466,10 +485,13 @@ class Reply:
 
 
 def inline_server(
-    options: Sequence[tuple[str, Any]], threads: int, fallback: Callable[[], Any]
+    options: Sequence[tuple[str, Any]],
+    threads: int,
+    fallback: Callable[[], Any],
+    quick_methods: Iterable[str] = (),
 ) -> InlineGrpcServer | Any:
     """An InlineGrpcServer where grpc has what it needs, else ``fallback()`` (grpc.server)."""
     if available():
-        return InlineGrpcServer(options, threads)
+        return InlineGrpcServer(options, threads, quick_methods=quick_methods)
     log.warning("grpc %s lacks the core API the inline server uses; using grpc.server", grpc.__version__)
     return fallback()

@@ -5,23 +5,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
 from tensorflow_serving.apis import (
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 from serving.model_server.errors import ServingError
-from serving.model_server.grpc_aio import AioGrpcServer
 from serving.model_server.grpc_inline import InlineGrpcServer, inline_server
 from serving.model_server.handlers import (
     handle_classify,
@@ -34,7 +29,6 @@ from serving.model_server.handlers import (
     predict_inputs,
     predict_response,
 )
-from serving.model_server.loop_results import LoopResults
 from serving.model_server.metrics import Metrics
 
 _ERROR_MESSAGE_LIMIT = 1024  # grpc_status_util.cc truncates longer messages.
@@ -45,37 +39,6 @@ def grpc_message(message: str) -> str:
     if len(message) > _ERROR_MESSAGE_LIMIT:
         return message[:_ERROR_MESSAGE_LIMIT] + "...TRUNCATED"
     return message
-
-
-async def _predict_async(
-    manager: Any,
-    request: predict_pb2.PredictRequest,
-    executor: futures.Executor,
-    results: LoopResults,
-) -> predict_pb2.PredictResponse:
-    """handle_predict on the event loop: only the model run leaves it.
-
-    With a batcher the request is enqueued with a deliver callback and awaits a waiter that
-    the batch thread completes through ``results`` (no thread waits, and one wake-up of the
-    loop per finished batch). A request the batcher does not take (too many rows), or any
-    request without a batcher, runs in ``executor``, a pool about as large as the machine
-    has cores: more concurrent runs only fight over TensorFlow's own thread pools (measured:
-    32 runs in flight on 2 cores gave ~15% fewer requests per second than 2); ``results``
-    brings that run's outcome back too.
-    """
-    servable, signature_name, inputs = predict_inputs(manager, request)
-    output_filter = tuple(request.output_filter)
-    runner = manager.runner
-    enqueue = getattr(runner, "enqueue", None)
-    if enqueue is not None:
-        waiter, deliver = results.expect()
-        if enqueue(servable, signature_name, inputs, output_filter, deliver):
-            outputs = await waiter
-            return predict_response(request, servable, signature_name, outputs)
-        waiter.cancel()
-    future = executor.submit(runner.run, servable, signature_name, inputs, output_filter)
-    outputs = await results.watch(future)
-    return predict_response(request, servable, signature_name, outputs)
 
 
 _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
@@ -102,12 +65,8 @@ def _call(
     manager: Any,
     metrics: Metrics | None,
     model_name: Callable[[Any], str],
-    executor: futures.Executor | None = None,
-    run_async: Callable[[Any, Any, futures.Executor], Awaitable[Any]] | None = None,
 ) -> Callable[[Any, Any], Any]:
-    """A servicer method: async (for the aio server) when given an executor, else sync."""
-    if executor is not None:
-        return _async_call(api, handler, manager, metrics, model_name, executor, run_async)
+    """A servicer method: ServingError -> context.abort(code, message); metrics per request."""
     counted = metrics is not None and api in _COUNTED_APIS
 
     def method(request: Any, context: grpc.ServicerContext) -> Any:
@@ -128,42 +87,51 @@ def _call(
     return method
 
 
-def _async_call(
-    api: str,
-    handler: Callable[[Any, Any], Any],
-    manager: Any,
-    metrics: Metrics | None,
-    model_name: Callable[[Any], str],
-    executor: futures.Executor,
-    run_async: Callable[[Any, Any, futures.Executor], Awaitable[Any]] | None = None,
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Wrap a handler: ServingError -> context.abort(code, message); metrics per request.
+def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, Any], Any]:
+    """Predict for the InlineGrpcServer with a batcher: a queued request holds no thread.
 
-    ``handler`` runs in ``executor`` (it may block); ``run_async``, when given, runs on the loop.
+    The handler checks the request and enqueues it with a deliver callback, then returns;
+    the batch thread builds and sends each response (``context.defer()``). A request the
+    batcher does not take (too many rows) runs in the handler's thread, as TF Serving runs
+    such a task on its own.
     """
-    counted = metrics is not None and api in _COUNTED_APIS
 
-    async def method(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def record(request: Any, start: float, code: grpc.StatusCode) -> None:
+        if metrics is not None:
+            elapsed_us = (time.perf_counter() - start) * 1e6
+            metrics.record_request(request.model_spec.name, "Predict", "GRPC", code, elapsed_us)
+
+    def Predict(request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
+        reply = context.defer()
         try:
             _check_deadline(context)
-            if run_async is not None:
-                return await run_async(manager, request, executor)
-            return await asyncio.get_running_loop().run_in_executor(executor, handler, manager, request)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
+            servable, signature_name, inputs = predict_inputs(manager, request)
+            output_filter = tuple(request.output_filter)
+
+            def deliver(outputs: dict[str, Any] | None, error: BaseException | None) -> None:
+                code = grpc.StatusCode.OK
+                try:
+                    if error is not None:
+                        raise error
+                    reply.send(predict_response(request, servable, signature_name, outputs or {}))
+                except Exception as exc:
+                    code, message = _status_of(exc)
+                    reply.abort(code, message)
+                record(request, start, code)
+
+            if manager.runner.enqueue(servable, signature_name, inputs, output_filter, deliver):
+                return None
+            outputs = servable.run(signature_name, inputs, output_filter)
+            reply.send(predict_response(request, servable, signature_name, outputs))
+            record(request, start, grpc.StatusCode.OK)
         except Exception as exc:
             code, message = _status_of(exc)
-            await context.abort(code, message)
-        finally:
-            if counted:
-                elapsed_us = (time.perf_counter() - start) * 1e6
-                metrics.record_request(model_name(request), api, "GRPC", code, elapsed_us)
+            reply.abort(code, message)
+            record(request, start, code)
+        return None
 
-    method.__name__ = api
-    return method
+    return Predict
 
 
 def _spec_name(request: Any) -> str:
@@ -177,44 +145,28 @@ def _tasks_name(request: Any) -> str:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ModelManager.
 
-    With ``executor`` the methods are coroutines for a grpc.aio server (blocking handlers run
-    in ``executor``; Predict stays on the loop when given ``loop_results``, with its direct runs
-    in ``run_executor``); without, plain sync methods.
+    ``deferred`` (only for the InlineGrpcServer, with a batcher): Predict queues its request
+    and the batch thread answers it (see _deferred_predict).
     """
 
-    def __init__(
-        self,
-        manager: Any,
-        executor: futures.Executor | None = None,
-        metrics: Metrics | None = None,
-        run_executor: futures.Executor | None = None,
-        loop_results: LoopResults | None = None,
-    ) -> None:
-        predict_async = (
-            None if loop_results is None else functools.partial(_predict_async, results=loop_results)
-        )
-        self.Predict = _call(
-            "Predict", handle_predict, manager, metrics, _spec_name, run_executor or executor, predict_async
-        )
-        self.Classify = _call("Classify", handle_classify, manager, metrics, _spec_name, executor)
-        self.Regress = _call("Regress", handle_regress, manager, metrics, _spec_name, executor)
-        self.MultiInference = _call(
-            "MultiInference", handle_multi_inference, manager, metrics, _tasks_name, executor
-        )
-        self.GetModelMetadata = _call(
-            "GetModelMetadata", handle_metadata, manager, metrics, _spec_name, executor
-        )
+    def __init__(self, manager: Any, metrics: Metrics | None = None, deferred: bool = False) -> None:
+        if deferred:
+            self.Predict = _deferred_predict(manager, metrics)
+        else:
+            self.Predict = _call("Predict", handle_predict, manager, metrics, _spec_name)
+        self.Classify = _call("Classify", handle_classify, manager, metrics, _spec_name)
+        self.Regress = _call("Regress", handle_regress, manager, metrics, _spec_name)
+        self.MultiInference = _call("MultiInference", handle_multi_inference, manager, metrics, _tasks_name)
+        self.GetModelMetadata = _call("GetModelMetadata", handle_metadata, manager, metrics, _spec_name)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService over a ModelManager."""
 
-    def __init__(
-        self, manager: Any, executor: futures.Executor | None = None, metrics: Metrics | None = None
-    ) -> None:
-        self.GetModelStatus = _call("GetModelStatus", handle_status, manager, metrics, _spec_name, executor)
+    def __init__(self, manager: Any, metrics: Metrics | None = None) -> None:
+        self.GetModelStatus = _call("GetModelStatus", handle_status, manager, metrics, _spec_name)
         self.HandleReloadConfigRequest = _call(
-            "HandleReloadConfigRequest", handle_reload, manager, metrics, lambda r: "", executor
+            "HandleReloadConfigRequest", handle_reload, manager, metrics, lambda r: ""
         )
 
 
@@ -236,6 +188,9 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return out
 
 
+_BATCHED_PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
 def create_grpc_server(
     manager: Any,
     *,
@@ -244,20 +199,17 @@ def create_grpc_server(
     metrics: Metrics | None = None,
     channel_arguments: str = "",
     max_workers: int = 16,
-    asynchronous: bool = False,
+    batching: bool = False,
     inline: bool = True,
-) -> tuple[grpc.Server | AioGrpcServer | InlineGrpcServer, int]:
+) -> tuple[grpc.Server | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
-    ``asynchronous`` (what ModelServer uses with batching on) builds a grpc.aio server on its
-    own loop thread: a Predict waiting for its batch holds no thread, and the batch thread
-    wakes it through the batch's future (measured ~+10% req/s with 32 clients). Blocking
-    handlers run in a pool of ``max_workers`` threads (``--grpc_max_threads``), direct
-    Session runs in a pool of min(max_workers, cores). Otherwise it is a sync server with
-    ``max_workers`` threads, which measured faster without batching (each request is a
-    Session run that the aio loop would have to hand to a thread and back): the
-    InlineGrpcServer (``inline``, handlers run in the thread that polled the message), or
-    grpc.server where grpc lacks what that needs or ``inline`` is False.
+    The server is the InlineGrpcServer (``inline``; handlers run in the thread that polled
+    their message), or grpc.server where grpc lacks the core API that needs or ``inline`` is
+    False; either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
+    With ``batching`` (the manager's runner is a Batcher) on the InlineGrpcServer, a Predict
+    waiting for its batch holds no thread: the batch thread answers it. On grpc.server it
+    holds its handler thread until the batch is done, as TF Serving's sync handlers do.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
     may override it.
@@ -271,28 +223,19 @@ def create_grpc_server(
         ("grpc.so_reuseport", 0),
     ]
     options += parse_channel_arguments(channel_arguments)
-    server: grpc.Server | AioGrpcServer | InlineGrpcServer
-    if asynchronous:
-        executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
-        run_executor = futures.ThreadPoolExecutor(
-            max_workers=max(1, min(max_workers, os.cpu_count() or 1)), thread_name_prefix="grpc-predict"
-        )
-        server = AioGrpcServer(options, [executor, run_executor])
-        servicers = (
-            PredictionServicer(manager, executor, metrics, run_executor, LoopResults(server.loop)),
-            ModelServicer(manager, executor, metrics),
-        )
-    else:
 
-        def stock() -> grpc.Server:
-            pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
-            return grpc.server(pool, options=options)
+    def stock() -> grpc.Server:
+        pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
+        return grpc.server(pool, options=options)
 
-        server = inline_server(options, max_workers, stock) if inline else stock()
-        servicers = (PredictionServicer(manager, None, metrics), ModelServicer(manager, None, metrics))
+    quick = (_BATCHED_PREDICT,) if batching else ()
+    server = inline_server(options, max_workers, stock, quick) if inline else stock()
+    deferred = batching and isinstance(server, InlineGrpcServer)
     try:
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicers[0], server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicers[1], server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(manager, metrics, deferred), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
         host = f"[{bind_address}]" if ":" in bind_address else bind_address
         try:
             bound = server.add_insecure_port(f"{host}:{port}")

@@ -88,7 +88,7 @@ class ModelServer:
                 metrics=metrics,
                 channel_arguments=options.grpc_channel_arguments,
                 max_workers=options.grpc_max_threads,
-                asynchronous=self.batching is not None,
+                batching=self.batching is not None,
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)

@@ -30,13 +30,13 @@ from serving.model_server.tensors import from_ndarray, to_ndarray
 MODEL = "half_plus_two"
 
 
-@pytest.fixture(scope="module", params=["inline", "stock", "batching-aio"])
+@pytest.fixture(scope="module", params=["inline", "stock", "batching-inline", "batching-stock"])
 def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator[ModelServer]:
-    """Every gRPC test runs against each face: the inline server (the default without
-    batching), grpc.server (its fallback where grpc lacks the core API the inline server
-    uses) and the batching grpc.aio server."""
+    """Every gRPC test runs against each server, with batching off and on: the inline server
+    (the default) and grpc.server (its fallback where grpc lacks the core API the inline
+    server uses)."""
     options = ServerOptions(
-        enable_batching=request.param == "batching-aio",
+        enable_batching=request.param.startswith("batching"),
         port=0,
         bind_address="127.0.0.1",
         model_name=MODEL,
@@ -45,13 +45,11 @@ def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator
         grpc_channel_arguments="grpc.max_concurrent_streams=64",
     )
     with pytest.MonkeyPatch.context() as patch:
-        if request.param == "stock":
+        stock = request.param.endswith("stock")
+        if stock:
             patch.setattr(grpc_inline, "available", lambda: False)
         with ModelServer(options) as running:
-            server_type = type(running._grpc_server).__name__
-            assert server_type == {"inline": "InlineGrpcServer", "stock": "_Server"}.get(
-                request.param, "AioGrpcServer"
-            )
+            assert type(running._grpc_server).__name__ == ("_Server" if stock else "InlineGrpcServer")
             yield running
 
 
@@ -263,19 +261,3 @@ def test_channel_arguments_and_message_truncation() -> None:
 def test_busy_port_is_a_clear_error(server: ModelServer) -> None:
     with pytest.raises(RuntimeError, match=f"could not bind gRPC server to 127.0.0.1:{server.grpc_port}"):
         create_grpc_server(server.manager, bind_address="127.0.0.1", port=server.grpc_port)
-
-
-def test_aio_face_runs_on_uvloop_when_installed() -> None:
-    """The batching face's loop is uvloop's (a POSIX dependency), else asyncio's default."""
-    from serving.model_server.grpc_aio import new_event_loop
-
-    loop = new_event_loop()
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            assert type(loop).__module__.startswith("asyncio")
-        else:
-            assert isinstance(loop, uvloop.Loop)
-    finally:
-        loop.close()
