@@ -90,8 +90,9 @@ class Batcher:
     runs on its own (TF Serving splits it; the result is the same).
     """
 
-    def __init__(self, options: BatchingOptions) -> None:
+    def __init__(self, options: BatchingOptions, thread_init: Callable[[], None] | None = None) -> None:
         self.options = options
+        self._thread_init = thread_init
         self._cond = threading.Condition()
         self._queues: dict[Hashable, list[_Batch]] = {}
         self._stopped = False
@@ -235,6 +236,8 @@ class Batcher:
         return None
 
     def _work(self) -> None:
+        if self._thread_init is not None:
+            self._thread_init()
         while True:
             with self._cond:
                 batch = self._next_batch()

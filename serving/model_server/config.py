@@ -17,8 +17,8 @@ class ConfigError(ValueError):
 class ServerOptions:
     """Every tensorflow_model_server flag the embedded server honours, with its defaults.
 
-    Attributes mirror the flags of the same name (model_servers/main.cc); ``bind_address`` is
-    ours (TF Serving always binds all interfaces).
+    Attributes mirror the flags of the same name (model_servers/main.cc); ``bind_address`` and
+    ``pin_python_threads`` are ours (TF Serving always binds all interfaces, and has no GIL).
     """
 
     port: int = 8500
@@ -43,6 +43,7 @@ class ServerOptions:
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    pin_python_threads: bool = True
 
     def __post_init__(self) -> None:
         if not self.model_base_path and not self.model_config_file:

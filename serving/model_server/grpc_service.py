@@ -201,6 +201,7 @@ def create_grpc_server(
     max_workers: int = 16,
     batching: bool = False,
     inline: bool = True,
+    thread_init: Callable[[], None] | None = None,
 ) -> tuple[grpc.Server | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
@@ -212,7 +213,7 @@ def create_grpc_server(
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
-    may override it.
+    may override it. ``thread_init`` runs first in every server thread.
 
     Raises:
         RuntimeError: the address could not be bound.
@@ -225,11 +226,13 @@ def create_grpc_server(
     options += parse_channel_arguments(channel_arguments)
 
     def stock() -> grpc.Server:
-        pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-handler")
+        pool = futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="grpc-handler", initializer=thread_init
+        )
         return grpc.server(pool, options=options)
 
     quick = (_BATCHED_PREDICT,) if batching else ()
-    server = inline_server(options, max_workers, stock, quick) if inline else stock()
+    server = inline_server(options, max_workers, stock, quick, thread_init) if inline else stock()
     deferred = batching and isinstance(server, InlineGrpcServer)
     try:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

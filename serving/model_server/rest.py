@@ -216,11 +216,14 @@ class RestServer:
         timeout_ms: int = 30000,
         max_body_bytes: int = 256 * 1024 * 1024,
         num_threads: int = 64,
+        thread_init: Callable[[], None] | None = None,
     ) -> None:
+        """``thread_init`` runs first in the accept thread and every worker thread."""
         self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
+        self._thread_init = thread_init
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self._pool = futures.ThreadPoolExecutor(
-            max_workers=max(1, num_threads), thread_name_prefix="rest-worker"
+            max_workers=max(1, num_threads), thread_name_prefix="rest-worker", initializer=thread_init
         )
         try:
             self._http = HttpServer((bind_address, port), self._answer)
@@ -246,9 +249,14 @@ class RestServer:
 
     def start(self) -> int:
         """Start serving in a daemon thread; returns the bound port."""
-        self._thread = threading.Thread(target=self._http.serve_forever, name="rest-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="rest-server", daemon=True)
         self._thread.start()
         return self.port
+
+    def _serve(self) -> None:
+        if self._thread_init is not None:
+            self._thread_init()
+        self._http.serve_forever()
 
     def stop(self) -> None:
         """Stop accepting, close the socket and release the worker threads."""

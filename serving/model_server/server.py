@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from serving.model_server.affinity import python_threads_cpu, thread_pinner
 from serving.model_server.batching import Batcher, BatchingOptions
 from serving.model_server.config import (
     ServerOptions,
@@ -62,7 +63,8 @@ class ModelServer:
         from serving.model_server.metrics import Metrics
 
         options = self.options
-        runner = Batcher(self.batching) if self.batching is not None else DirectRunner()
+        pin = thread_pinner(python_threads_cpu(options.pin_python_threads))
+        runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()
         self.manager = ModelManager(
             self.model_config,
             runner=runner,
@@ -89,6 +91,7 @@ class ModelServer:
                 channel_arguments=options.grpc_channel_arguments,
                 max_workers=options.grpc_max_threads,
                 batching=self.batching is not None,
+                thread_init=pin,
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
@@ -103,6 +106,7 @@ class ModelServer:
                     prometheus_path=self.prometheus_path,
                     timeout_ms=options.rest_api_timeout_in_ms,
                     num_threads=options.rest_api_num_threads,
+                    thread_init=pin,
                 )
                 self.rest_port = self._rest_server.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, self.rest_port)

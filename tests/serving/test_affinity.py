@@ -1,0 +1,90 @@
+"""Python serving threads on one CPU, TensorFlow's pools on all: checked on a running server."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.model_server.affinity import python_threads_cpu, thread_pinner
+from serving.model_server.config import ServerOptions
+from serving.model_server.server import ModelServer
+from serving.model_server.tensors import from_ndarray
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux CPU affinity and at least 2 CPUs",
+)
+
+
+def test_choice_and_pinning_of_one_thread() -> None:
+    allowed = os.sched_getaffinity(0)
+    assert python_threads_cpu(False) is None
+    cpu = python_threads_cpu(True)
+    assert cpu == min(allowed)
+    seen: list[set[int]] = []
+
+    def run() -> None:
+        thread_pinner(cpu)()
+        seen.append(os.sched_getaffinity(0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [{cpu}]
+    assert os.sched_getaffinity(0) == allowed  # only the calling thread moved
+    thread_pinner(None)()  # disabled: a no-op
+    assert os.sched_getaffinity(0) == allowed
+
+
+def _threads_by_name() -> dict[str, list[set[int]]]:
+    out: dict[str, list[set[int]]] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+            out.setdefault(name, []).append(os.sched_getaffinity(int(task)))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_running_server_pins_its_python_threads_only(tfserving_testdata: Path, pin: bool) -> None:
+    allowed = os.sched_getaffinity(0)
+    options = ServerOptions(
+        enable_batching=True,
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="half_plus_two",
+        model_base_path=str(tfserving_testdata / "saved_model_half_plus_two_cpu"),
+        file_system_poll_wait_seconds=0,
+        pin_python_threads=pin,
+    )
+    with ModelServer(options) as server:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half_plus_two"
+        request.inputs["x"].CopyFrom(from_ndarray(np.array([[1.0]], np.float32)))
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert list(stub.Predict(request, timeout=30).outputs["y"].float_val) == [2.5]
+        native = {thread.native_id: thread.name for thread in threading.enumerate()}
+        ours = {
+            name: os.sched_getaffinity(tid)
+            for tid, name in native.items()
+            if name.startswith(("grpc-inline", "batch-thread"))
+        }
+        assert any(n.startswith("grpc-inline") for n in ours) and any(
+            n.startswith("batch-thread") for n in ours
+        )
+        expected = {min(allowed)} if pin else allowed
+        assert set(map(frozenset, ours.values())) == {frozenset(expected)}
+        tensorflow = [
+            cpus for name, sets in _threads_by_name().items() if name.startswith("tf_") for cpus in sets
+        ]
+        assert tensorflow and all(cpus == allowed for cpus in tensorflow)  # TF keeps every CPU
+    assert os.sched_getaffinity(0) == allowed
