@@ -17,6 +17,13 @@ from serving.model_server.grpc_inline import InlineGrpcServer, inline_server
 pytestmark = pytest.mark.skipif(not grpc_inline.available(), reason="grpc lacks the core API")
 
 
+class _Status(grpc.Status):
+    """grpc.Status is an interface; abort_with_status reads these three fields."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details, self.trailing_metadata = code, details, ()
+
+
 def _start(
     methods: dict[str, Callable[[Any, Any], Any]],
     *,
@@ -93,6 +100,9 @@ def test_replies_and_statuses(running) -> None:
                 grpc.StatusCode.NOT_FOUND, "no " + request.decode()
             ),
             "Fail": fail,
+            "AbortStatus": lambda request, context: context.abort_with_status(
+                _Status(grpc.StatusCode.ABORTED, "raced")
+            ),
             "SetCode": set_code,
         }
     )
@@ -103,6 +113,8 @@ def test_replies_and_statuses(running) -> None:
 
     error = _error(channel, "Abort", b"model")
     assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "no model")
+    error = _error(channel, "AbortStatus")
+    assert (error.code(), error.details()) == (grpc.StatusCode.ABORTED, "raced")
     error = _error(channel, "Fail")
     assert (error.code(), error.details()) == (grpc.StatusCode.UNKNOWN, "Exception calling application: boom")
     error = _error(channel, "SetCode")
@@ -132,12 +144,15 @@ def test_deadline_and_metadata_reach_the_handler(running) -> None:
     def look(request: bytes, context: Any) -> bytes:
         seen["remaining"] = context.time_remaining()
         seen["metadata"] = dict(context.invocation_metadata())
+        seen["peer"] = context.peer()
+        seen["active"] = context.is_active()
         return b""
 
     _, channel = running({"Look": look})
     channel.unary_unary("/t.S/Look")(b"", timeout=5, metadata=(("x-key", "v"),))
     assert 0 < seen["remaining"] <= 5.1  # the timeout header rounds up a little
     assert seen["metadata"]["x-key"] == "v"
+    assert seen["peer"].startswith("ipv4:127.0.0.1:") and seen["active"]
     channel.unary_unary("/t.S/Look")(b"")
     assert seen["remaining"] > 1e9  # no deadline: grpc's far future
 
