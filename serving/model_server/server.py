@@ -82,7 +82,8 @@ class ModelServer:
                 self.manager.watch_config_file(
                     lambda: read_model_server_config(path), options.model_config_file_poll_wait_seconds
                 )
-            metrics = Metrics()
+            # Nothing can read request metrics without a monitoring config: do not record them.
+            metrics = Metrics() if self.prometheus_path is not None else None
             self._grpc_server, self.grpc_port = create_grpc_server(
                 self.manager,
                 bind_address=options.bind_address,
