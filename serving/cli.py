@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models that are not available yet.",
         "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session. Auto-configured by default.",
         "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op. Auto-configured by default. Applies only with --tensorflow_inter_op_parallelism > 0.",
-        "pin_python_threads": "Run the server's Python threads (gRPC, REST, batching) on one CPU of the process's set, TensorFlow's pools on all (not a tensorflow_model_server flag; Linux).",
         "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously. Auto-configured by default. Applies only with --tensorflow_intra_op_parallelism > 0; -1 runs each model's ops in the calling thread.",
+        "pin_python_threads": "Run the server's Python threads (gRPC, REST, batching) on one CPU of the process's set, TensorFlow's pools on all (not a tensorflow_model_server flag; Linux).",
     }
     for name, default in defaults.items():
         flag = f"--{name}"

@@ -57,6 +57,9 @@ def available() -> bool:
     return all(hasattr(cygrpc, name) for name in _REQUIRED)
 
 
+_NO_RESPONSE = object()  # InlineContext.answer without a message
+
+
 class _Abort(Exception):
     """Raised by context.abort: ends the handler, the loop sends the status."""
 
@@ -96,16 +99,23 @@ class InlineContext:
         when the returned Reply's send() or abort() is called, from any thread. Why: a
         request waiting for its batch then holds no thread (the batch thread answers it)."""
         if self.reply is None:
-            self.reply = Reply(self._server, self._received, self)
+            self.reply = Reply(self)
         return self.reply
 
-    def claim(self) -> bool:
-        """True the first time: the caller is the one that answers the call."""
+    def answer(self, code: grpc.StatusCode, details: str, response: Any = _NO_RESPONSE) -> None:
+        """Send the call's one answer: ``response`` (with OK) or the status alone. Only the
+        first answer counts, from whichever thread; it also ends the call's pending count."""
         with self._server._lock:
             if self._answered:
-                return False
+                return
             self._answered = True
-            return True
+        try:
+            if response is _NO_RESPONSE:
+                self._server._finish(self._received.call, None, code, details)
+            else:
+                self._server._send(self._received, response)
+        finally:
+            self._server._replied()
 
     def time_remaining(self) -> float:
         """Seconds before the client's deadline, as grpc's context gives them (a call without
@@ -318,7 +328,10 @@ class InlineGrpcServer:
                 if kind == self._queue_timeout:
                     continue
                 try:
-                    self._dispatch(event)
+                    if handler:
+                        self._respond(tag, event)
+                    else:
+                        self._dispatch(tag, event)
                 except Exception:  # a bug here must not end the thread
                     log.exception("gRPC inline server: event handling failed")
                 event = tag = None  # release the call before blocking again
@@ -343,16 +356,9 @@ class InlineGrpcServer:
             self._queue_closed = True
             self._queue.shutdown()
 
-    def _dispatch(self, event: Any) -> None:
-        tag = event.tag
-        if type(tag) is _Received:
-            deferred = False
-            try:
-                deferred = self._respond(tag, event)
-            finally:
-                if not deferred:
-                    self._replied()
-        elif tag is _REQUEST_CALL:
+    def _dispatch(self, tag: Any, event: Any) -> None:
+        """Every event but a handler's message."""
+        if tag is _REQUEST_CALL:
             self._accept(event)
         elif tag is _SHUTDOWN:
             with self._lock:
@@ -395,50 +401,44 @@ class InlineGrpcServer:
             self._handlers[method] = found
         return found
 
-    def _respond(self, received: _Received, event: Any) -> bool:
+    def _respond(self, received: _Received, event: Any) -> None:
         """The message is in: run the handler in this thread and start the reply.
 
-        Returns True when the handler deferred its reply (a Reply sends it later).
+        Every path answers through ``context.answer`` (here, or later through the Reply the
+        handler deferred to), which also ends the call's pending count exactly once.
         """
-        if not event.success:
-            return False  # cancelled before the message arrived
+        if not event.success:  # cancelled before the message arrived: nothing to answer
+            self._replied()
+            return
+        context = InlineContext(self, received)
         data = event.batch_operations[0].message()
         handler = received.handler
-        call = received.call
         if data is None:
-            self._finish(
-                call,
-                None,
-                grpc.StatusCode.UNIMPLEMENTED,
-                f'"{received.method}" requires exactly one request message.',
+            context.answer(
+                grpc.StatusCode.UNIMPLEMENTED, f'"{received.method}" requires exactly one request message.'
             )
-            return False
+            return
         try:
             request = handler.request_deserializer(data) if handler.request_deserializer else data
         except Exception:
             log.exception("Exception deserializing request for %s", received.method)
-            self._finish(call, None, grpc.StatusCode.INTERNAL, "Exception deserializing request!")
-            return False
-        context = InlineContext(self, received)
+            context.answer(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+            return
         try:
             response = handler.unary_unary(request, context)
         except _Abort as abort:
-            if context.claim():
-                self._finish(call, None, abort.code, abort.details)
-            return False
+            context.answer(abort.code, abort.details)
+            return
         except Exception as exc:
             traceback.print_exc()
-            if context.claim():
-                self._finish(call, None, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
-            return False
+            context.answer(grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+            return
         if context.reply is not None:
-            return True
-        context.claim()
+            return  # deferred: the Reply answers
         if context.code != grpc.StatusCode.OK:
-            self._finish(call, None, context.code, context.details)
+            context.answer(context.code, context.details)
         else:
-            self._send(received, response)
-        return False
+            context.answer(grpc.StatusCode.OK, "", response)
 
     def _send(self, received: _Received, response: Any) -> None:
         handler = received.handler
@@ -469,26 +469,16 @@ class Reply:
     that fails after deferring still answers exactly once).
     """
 
-    __slots__ = ("_server", "_received", "_context")
+    __slots__ = ("_context",)
 
-    def __init__(self, server: InlineGrpcServer, received: _Received, context: InlineContext) -> None:
-        self._server = server
-        self._received = received
+    def __init__(self, context: InlineContext) -> None:
         self._context = context
 
     def send(self, response: Any) -> None:
-        if self._context.claim():
-            try:
-                self._server._send(self._received, response)
-            finally:
-                self._server._replied()
+        self._context.answer(grpc.StatusCode.OK, "", response)
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
-        if self._context.claim():
-            try:
-                self._server._finish(self._received.call, None, code, details)
-            finally:
-                self._server._replied()
+        self._context.answer(code, details)
 
 
 def inline_server(

@@ -46,8 +46,7 @@ _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
 
 def _check_deadline(context: Any) -> None:
     """A call whose deadline already passed is answered DEADLINE_EXCEEDED without running."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if context.time_remaining() <= 0:
         raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
@@ -57,6 +56,12 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServingError):
         return exc.code, grpc_message(exc.message)
     return grpc.StatusCode.INTERNAL, grpc_message(f"{type(exc).__name__}: {exc}")
+
+
+def _record(metrics: Metrics | None, model_name: str, api: str, code: grpc.StatusCode, start: float) -> None:
+    """One request into the metrics (when there are any), timed from ``start``."""
+    if metrics is not None:
+        metrics.record_request(model_name, api, "GRPC", code, (time.perf_counter() - start) * 1e6)
 
 
 def _call(
@@ -80,8 +85,7 @@ def _call(
             context.abort(code, message)
         finally:
             if counted:
-                elapsed_us = (time.perf_counter() - start) * 1e6
-                metrics.record_request(model_name(request), api, "GRPC", code, elapsed_us)
+                _record(metrics, model_name(request), api, code, start)
 
     method.__name__ = api
     return method
@@ -95,11 +99,6 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
     batcher does not take (too many rows) runs in the handler's thread, as TF Serving runs
     such a task on its own.
     """
-
-    def record(request: Any, start: float, code: grpc.StatusCode) -> None:
-        if metrics is not None:
-            elapsed_us = (time.perf_counter() - start) * 1e6
-            metrics.record_request(request.model_spec.name, "Predict", "GRPC", code, elapsed_us)
 
     def Predict(request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
         start = time.perf_counter()
@@ -118,17 +117,17 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
                 except Exception as exc:
                     code, message = _status_of(exc)
                     reply.abort(code, message)
-                record(request, start, code)
+                _record(metrics, request.model_spec.name, "Predict", code, start)
 
             if manager.runner.enqueue(servable, signature_name, inputs, output_filter, deliver):
                 return None
             outputs = servable.run(signature_name, inputs, output_filter)
             reply.send(predict_response(request, servable, signature_name, outputs))
-            record(request, start, grpc.StatusCode.OK)
+            _record(metrics, request.model_spec.name, "Predict", grpc.StatusCode.OK, start)
         except Exception as exc:
             code, message = _status_of(exc)
             reply.abort(code, message)
-            record(request, start, code)
+            _record(metrics, request.model_spec.name, "Predict", code, start)
         return None
 
     return Predict
@@ -200,14 +199,12 @@ def create_grpc_server(
     channel_arguments: str = "",
     max_workers: int = 16,
     batching: bool = False,
-    inline: bool = True,
     thread_init: Callable[[], None] | None = None,
 ) -> tuple[grpc.Server | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
-    The server is the InlineGrpcServer (``inline``; handlers run in the thread that polled
-    their message), or grpc.server where grpc lacks the core API that needs or ``inline`` is
-    False; either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
+    The server is the InlineGrpcServer (handlers run in the thread that polled their
+    message), or grpc.server where grpc lacks the core API that needs; either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
     With ``batching`` (the manager's runner is a Batcher) on the InlineGrpcServer, a Predict
     waiting for its batch holds no thread: the batch thread answers it. On grpc.server it
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
@@ -232,7 +229,7 @@ def create_grpc_server(
         return grpc.server(pool, options=options)
 
     quick = (_BATCHED_PREDICT,) if batching else ()
-    server = inline_server(options, max_workers, stock, quick, thread_init) if inline else stock()
+    server = inline_server(options, max_workers, stock, quick, thread_init)
     deferred = batching and isinstance(server, InlineGrpcServer)
     try:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

@@ -281,3 +281,27 @@ def test_stop_waits_for_deferred_replies(running) -> None:
     caller.join(10)
     assert result == [b"answered"]
     assert stopped.wait(10)
+
+
+def test_handler_failing_around_a_deferred_reply_answers_once(running) -> None:
+    """A handler that defers and then raises: the call gets one answer, whichever came first,
+    and the server still counts it finished (stop completes instead of waiting forever)."""
+
+    def sent_then_fails(request: bytes, context: Any) -> bytes:
+        context.defer().send(b"sent first")
+        raise RuntimeError("after the reply")
+
+    def fails_then_sends(request: bytes, context: Any) -> bytes:
+        reply = context.defer()
+        threading.Timer(0.2, reply.send, args=(b"too late",)).start()
+        raise RuntimeError("before the reply")
+
+    server, channel = running({"SentThenFails": sent_then_fails, "FailsThenSends": fails_then_sends})
+    assert _call(channel, "SentThenFails") == b"sent first"
+    error = _error(channel, "FailsThenSends")
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.UNKNOWN,
+        "Exception calling application: before the reply",
+    )
+    time.sleep(0.4)  # the late send has run (and was ignored)
+    assert server.stop(5).wait(10)
