@@ -84,23 +84,26 @@ class InlineContext:
     normally returned response is sent with (grpc's sync server does the same).
     """
 
-    __slots__ = ("_server", "_received", "code", "details", "reply", "_answered")
+    __slots__ = ("_server", "_received", "code", "details", "deferred", "_answered")
 
     def __init__(self, server: InlineGrpcServer, received: _Received) -> None:
         self._server = server
         self._received = received
         self.code = grpc.StatusCode.OK
         self.details = ""
-        self.reply: Reply | None = None
+        self.deferred = False
         self._answered = False
 
     def defer(self) -> Reply:
         """Answer later: the handler's return value is ignored, and the call is answered
         when the returned Reply's send() or abort() is called, from any thread. Why: a
-        request waiting for its batch then holds no thread (the batch thread answers it)."""
-        if self.reply is None:
-            self.reply = Reply(self)
-        return self.reply
+        request waiting for its batch then holds no thread (the batch thread answers it).
+
+        The context keeps only a flag, not the Reply: a context <-> Reply reference cycle
+        would leave every call's objects (grpc's call among them) to the cyclic garbage
+        collector, whose collections then ran 4.5 ms with the GIL held every ~150 ms."""
+        self.deferred = True
+        return Reply(self)
 
     def answer(self, code: grpc.StatusCode, details: str, response: Any = _NO_RESPONSE) -> None:
         """Send the call's one answer: ``response`` (with OK) or the status alone. Only the
@@ -433,7 +436,7 @@ class InlineGrpcServer:
             traceback.print_exc()
             context.answer(grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
             return
-        if context.reply is not None:
+        if context.deferred:
             return  # deferred: the Reply answers
         if context.code != grpc.StatusCode.OK:
             context.answer(context.code, context.details)
