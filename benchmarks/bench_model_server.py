@@ -10,9 +10,11 @@
 # threads on the other, halted vCPU, which costs about 0.3 ms per request (see the issue note)
 # and measures the machine's scheduler, not the server. `--no-cpu-split` measures without it.
 # The in-process call is timed on this process's half and on all CPUs; the faster is the
-# baseline. Throughput runs unsplit: there the server gets the whole machine, as deployed.
+# baseline. Throughput runs unsplit: there the server gets the whole machine, as deployed. The
+# servers without and with batching both run throughout and are loaded in alternation, several
+# runs each; the medians and the median of the per-round on/off ratios are reported.
 #
-#     .venv/bin/python benchmarks/bench_model_server.py [--rounds 400] [--seconds 8]
+#     .venv/bin/python benchmarks/bench_model_server.py [--rounds 400] [--seconds 4] [--throughput-rounds 5]
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -300,41 +302,73 @@ def latency_table(
     return [(name, samples[name]) for name, _, _ in sources]
 
 
-async def _closed_loop(
-    port: int, requests: list[Any], clients: int, seconds: float, channels: int
-) -> tuple[int, list[float]]:
-    """``clients`` closed-loop callers spread over ``channels`` gRPC channels (connections)."""
+async def _closed_loop(stubs: list[Any], requests: list[Any], seconds: float) -> tuple[float, list[float]]:
+    """One closed-loop caller per request, spread over ``stubs``, for ``seconds``.
+
+    Returns (calls per second, latencies in ms), timed from the first call to the last answer.
+    """
+    done = 0
+    latencies: list[float] = []
+    started = time.perf_counter()
+    stop_at = started + seconds
+
+    async def client(i: int) -> None:
+        nonlocal done
+        request, stub = requests[i], stubs[i % len(stubs)]
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            await stub.Predict(request, timeout=60)
+            latencies.append((time.perf_counter() - start) * 1e3)
+            done += 1
+
+    await asyncio.gather(*(client(i) for i in range(len(requests))))
+    return done / (time.perf_counter() - started), latencies
+
+
+async def _throughput_rounds(
+    ports: dict[str, int], requests: list[Any], channels: int, seconds: float, rounds: int
+) -> dict[str, list[tuple[float, list[float]]]]:
+    """Alternate closed-loop runs against each server (label -> gRPC port), ``rounds`` each.
+
+    Every server keeps its ``channels`` connections for the whole measurement; each round runs
+    the servers in turn, in reversed order every other round, so drift in the machine's speed
+    hits them alike. Returns label -> [(calls per second, latencies)] per round.
+    """
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    done = 0
-    latencies: list[float] = []
     # A local subchannel pool per channel: otherwise channels to one target share a connection.
-    opened = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(channels)
-    ]
+    opened = {
+        label: [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(channels)
+        ]
+        for label, port in ports.items()
+    }
     try:
-        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in opened]
-        for i, request in enumerate(requests[:clients]):  # warm up every connection path
-            await stubs[i % channels].Predict(request, timeout=60)
-        stop_at = time.perf_counter() + seconds
-
-        async def client(i: int) -> None:
-            nonlocal done
-            request = requests[i % len(requests)]
-            stub = stubs[i % channels]
-            while time.perf_counter() < stop_at:
-                start = time.perf_counter()
-                await stub.Predict(request, timeout=60)
-                latencies.append((time.perf_counter() - start) * 1e3)
-                done += 1
-
-        await asyncio.gather(*(client(i) for i in range(clients)))
+        stubs = {
+            label: [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in chans]
+            for label, chans in opened.items()
+        }
+        for label, server_stubs in stubs.items():  # warm up every connection; check the answers
+            for i, request in enumerate(requests):
+                response = await server_stubs[i % channels].Predict(request, timeout=60)
+                rows = request.inputs["item_id"].tensor_shape.dim[0].size
+                if list(response.outputs) != ["ctr"] or len(response.outputs["ctr"].float_val) != rows:
+                    raise RuntimeError(f"{label}: unexpected response {response}")
+        results: dict[str, list[tuple[float, list[float]]]] = {label: [] for label in ports}
+        labels = list(ports)
+        for round_ in range(rounds):
+            for label in labels if round_ % 2 == 0 else reversed(labels):
+                results[label].append(await _closed_loop(stubs[label], requests, seconds))
     finally:
-        for channel in opened:
-            await channel.close()
-    return done, latencies
+        for chans in opened.values():
+            for channel in chans:
+                await channel.close()
+    return results
+
+
+BATCHING_OFF, BATCHING_ON = "batching off", "batching on"
 
 
 def throughput_table(
@@ -343,11 +377,14 @@ def throughput_table(
     clients: int,
     rows_per_request: int,
     seconds: float,
+    rounds: int,
     timeout_us: int,
     max_batch_size: int | None = None,
     server_flags: tuple[str, ...] = (),
     channels: int | None = None,
-):
+) -> dict[str, list[tuple[float, list[float]]]]:
+    """Closed-loop throughput of a server without and one with batching, both running
+    throughout and measured in alternation (see _throughput_rounds)."""
     from tensorflow_serving.apis import predict_pb2
 
     from serving.model_server.tensors import from_ndarray
@@ -360,8 +397,7 @@ def throughput_table(
         for name, values in make_rows(rows_per_request, rng).items():
             request.inputs[name].CopyFrom(from_ndarray(values))
         requests.append(request)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         params = Path(tmp) / "batching.config"
         params.write_text(
             f"max_batch_size {{ value: {max_batch_size or clients * rows_per_request} }}\n"
@@ -369,15 +405,13 @@ def throughput_table(
             "num_batch_threads { value: 2 }\n"
             "max_enqueued_batches { value: 1000 }\n"
         )
-        for label, batching in (("batching off", None), ("batching on", params)):
-            with model_server(base, batching_file=batching, extra_flags=server_flags) as (grpc_port, _):
-                start = time.perf_counter()
-                done, latencies = asyncio.run(
-                    _closed_loop(grpc_port, requests, clients, seconds, channels or clients)
-                )
-                elapsed = time.perf_counter() - start
-                results.append((label, done / elapsed, done * rows_per_request / elapsed, latencies))
-    return results
+        ports = {
+            label: servers.enter_context(
+                model_server(base, batching_file=batching, extra_flags=server_flags)
+            )[0]
+            for label, batching in ((BATCHING_OFF, None), (BATCHING_ON, params))
+        }
+        return asyncio.run(_throughput_rounds(ports, requests, channels or clients, seconds, rounds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,7 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=500, help="rows per latency request")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients for throughput")
     parser.add_argument("--rows-per-request", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput run")
+    parser.add_argument(
+        "--throughput-rounds",
+        type=int,
+        default=5,
+        help="throughput runs per mode, alternating between the two servers (medians are reported)",
+    )
     parser.add_argument("--batch-timeout-micros", type=int, default=10000)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--block", type=int, default=20, help="consecutive calls per source per round")
@@ -447,23 +487,35 @@ def main(argv: list[str] | None = None) -> int:
             args.clients,
             args.rows_per_request,
             args.seconds,
+            args.throughput_rounds,
             args.batch_timeout_micros,
             args.max_batch_size,
             server_flags,
             args.channels,
         )
     print(
-        f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests, "
-        f"{args.seconds:.0f} s each (batching: max_batch_size {args.max_batch_size or args.clients * args.rows_per_request}, "
-        f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads 2; "
-        f"{args.channels or args.clients} channel(s))"
+        f"\nThroughput, {args.clients} concurrent gRPC clients x {args.rows_per_request}-row requests over "
+        f"{args.channels or args.clients} channel(s); {args.throughput_rounds} runs of {args.seconds:g} s per mode, "
+        "alternating (batching: max_batch_size "
+        f"{args.max_batch_size or args.clients * args.rows_per_request}, batch_timeout_micros "
+        f"{args.batch_timeout_micros}, num_batch_threads 2)"
     )
-    print(f"{'mode':14s} {'req/s':>9s} {'rows/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    for label, rps, rows_s, latencies in results:
+    print(
+        f"{'mode':14s} {'req/s p50':>10s} {'min-max':>13s} {'rows/s p50':>11s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    )
+    for label, runs in results.items():
+        rates = [rate for rate, _ in runs]
+        latencies = [x for _, run_latencies in runs for x in run_latencies]
         print(
-            f"{label:14s} {rps:9.1f} {rows_s:10.0f} {percentile(latencies, 50):8.2f} {percentile(latencies, 99):8.2f}"
+            f"{label:14s} {statistics.median(rates):10.1f} {min(rates):6.0f}-{max(rates):<6.0f} "
+            f"{statistics.median(rates) * args.rows_per_request:11.0f} "
+            f"{percentile(latencies, 50):8.2f} {percentile(latencies, 99):8.2f}"
         )
-    print(f"batching on / off throughput: {results[1][1] / results[0][1]:.2f}x")
+    ratios = [on / off for (on, _), (off, _) in zip(results[BATCHING_ON], results[BATCHING_OFF], strict=True)]
+    print(
+        f"batching on / off throughput: {statistics.median(ratios):.2f}x median of per-round ratios "
+        f"({', '.join(f'{r:.2f}' for r in ratios)})"
+    )
     return 0
 
 
