@@ -6,12 +6,19 @@ costs a cross-CPU wake-up (on a VM, often of a halted vCPU). Measured on 2 vCPUs
 x 16-row requests: with the gRPC, batch and REST threads on one CPU and TensorFlow free,
 2,810 req/s without batching (2,320-2,490 free) and 4,670-4,700 with (3,220-3,850 free). The
 model's own run, which releases the GIL, still uses every CPU.
+
+TensorFlow starts its pools from the thread that first loads a model, and they inherit that
+thread's CPUs. Start-up loads run in the (unpinned) main thread; a load asked for through the
+API (HandleReloadConfigRequest) runs in a pinned gRPC thread, so it runs under
+``unpinned_loads`` (else a server started without models would put all of TensorFlow on one
+CPU).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 
 def python_threads_cpu(enabled: bool) -> int | None:
@@ -38,3 +45,24 @@ def thread_pinner(cpu: int | None) -> Callable[[], None]:
                 pass
 
     return pin
+
+
+@contextmanager
+def on_cpus(cpus: Collection[int] | None) -> Iterator[None]:
+    """Run the block with the calling thread on ``cpus`` (no-op for None), then restore its set."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def unpinned_loads(cpu: int | None) -> Callable[[], AbstractContextManager[None]]:
+    """What a pinned serving thread wraps a model load in: the CPUs this process has now (call
+    it from the main thread at start-up), or nothing when threads are not pinned (``cpu`` None)."""
+    cpus = frozenset(os.sched_getaffinity(0)) if cpu is not None else None
+    return lambda: on_cpus(cpus)

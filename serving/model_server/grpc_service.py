@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent import futures
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import grpc
@@ -160,12 +161,25 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService over a ModelManager."""
+    """tensorflow.serving.ModelService over a ModelManager.
 
-    def __init__(self, manager: Any, metrics: Metrics | None = None) -> None:
+    ``load_context`` wraps every reload, which loads models in the handler's thread
+    (affinity.unpinned_loads: TensorFlow's pools must not inherit a pinned thread's CPU).
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        metrics: Metrics | None = None,
+        load_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
+        def reload(manager: Any, request: Any) -> Any:
+            with load_context():
+                return handle_reload(manager, request)
+
         self.GetModelStatus = _call("GetModelStatus", handle_status, manager, metrics, _spec_name)
         self.HandleReloadConfigRequest = _call(
-            "HandleReloadConfigRequest", handle_reload, manager, metrics, lambda r: ""
+            "HandleReloadConfigRequest", reload, manager, metrics, lambda r: ""
         )
 
 
@@ -200,6 +214,7 @@ def create_grpc_server(
     max_workers: int = 16,
     batching: bool = False,
     thread_init: Callable[[], None] | None = None,
+    load_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> tuple[grpc.Server | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
@@ -210,7 +225,8 @@ def create_grpc_server(
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
-    may override it. ``thread_init`` runs first in every server thread.
+    may override it. ``thread_init`` runs first in every server thread; ``load_context`` wraps
+    the model loads of HandleReloadConfigRequest (see ModelServicer).
 
     Raises:
         RuntimeError: the address could not be bound.
@@ -235,7 +251,9 @@ def create_grpc_server(
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(manager, metrics, deferred), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(manager, metrics, load_context), server
+        )
         host = f"[{bind_address}]" if ":" in bind_address else bind_address
         try:
             bound = server.add_insecure_port(f"{host}:{port}")

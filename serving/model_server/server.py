@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from serving.model_server.affinity import python_threads_cpu, thread_pinner
+from serving.model_server.affinity import python_threads_cpu, thread_pinner, unpinned_loads
 from serving.model_server.batching import Batcher, BatchingOptions
 from serving.model_server.config import (
     ServerOptions,
@@ -63,7 +63,8 @@ class ModelServer:
         from serving.model_server.metrics import Metrics
 
         options = self.options
-        pin = thread_pinner(python_threads_cpu(options.pin_python_threads))
+        cpu = python_threads_cpu(options.pin_python_threads)
+        pin = thread_pinner(cpu)
         runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()
         self.manager = ModelManager(
             self.model_config,
@@ -93,6 +94,7 @@ class ModelServer:
                 max_workers=options.grpc_max_threads,
                 batching=self.batching is not None,
                 thread_init=pin,
+                load_context=unpinned_loads(cpu),
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)

@@ -9,9 +9,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from serving.model_server.affinity import python_threads_cpu, thread_pinner
+from serving.model_server.affinity import on_cpus, python_threads_cpu, thread_pinner, unpinned_loads
 from serving.model_server.config import ServerOptions
 from serving.model_server.server import ModelServer
 from serving.model_server.tensors import from_ndarray
@@ -88,3 +93,59 @@ def test_running_server_pins_its_python_threads_only(tfserving_testdata: Path, p
         ]
         assert tensorflow and all(cpus == allowed for cpus in tensorflow)  # TF keeps every CPU
     assert os.sched_getaffinity(0) == allowed
+
+
+def test_on_cpus_restores_the_threads_set() -> None:
+    allowed = os.sched_getaffinity(0)
+    one = {min(allowed)}
+    inside: list[set[int]] = []
+    with on_cpus(one):
+        inside.append(os.sched_getaffinity(0))
+    assert inside == [one] and os.sched_getaffinity(0) == allowed
+    with pytest.raises(RuntimeError), on_cpus(one):
+        raise RuntimeError("the set is restored on errors too")
+    assert os.sched_getaffinity(0) == allowed
+    with unpinned_loads(None)():  # not pinning: loads stay where they are
+        assert os.sched_getaffinity(0) == allowed
+
+
+def test_reload_through_the_api_loads_on_every_cpu(tfserving_testdata: Path, monkeypatch) -> None:
+    """HandleReloadConfigRequest loads models in a pinned gRPC thread; TensorFlow's pools, which
+    start from the thread of the first load, must still get every CPU: the load runs unpinned."""
+    allowed = os.sched_getaffinity(0)
+    base = str(tfserving_testdata / "saved_model_half_plus_two_cpu")
+    options = ServerOptions(
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="half_plus_two",
+        model_base_path=base,
+        file_system_poll_wait_seconds=0,
+        pin_python_threads=True,
+    )
+    with ModelServer(options) as server:
+        seen: list[tuple[str, set[int]]] = []
+        original = server.manager.reload_config
+
+        def reload_config(config):
+            seen.append((threading.current_thread().name, os.sched_getaffinity(0)))
+            return original(config)
+
+        monkeypatch.setattr(server.manager, "reload_config", reload_config)
+        request = model_management_pb2.ReloadConfigRequest()
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = "half_plus_two", base, "tensorflow"
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                request, timeout=60
+            )
+        assert response.status.error_code == 0
+        assert len(seen) == 1
+        thread_name, cpus = seen[0]
+        assert thread_name.startswith("grpc-inline") and cpus == allowed
+        # and the serving thread went back to its CPU afterwards
+        pinned = {
+            frozenset(os.sched_getaffinity(t.native_id))
+            for t in threading.enumerate()
+            if t.name.startswith("grpc-inline") and t.native_id
+        }
+        assert pinned == {frozenset({min(allowed)})}
