@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,7 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from serving.model_server.config import ConfigError, ServerOptions
-from serving.model_server.errors import ServingError
+
+# grpc's core reads GRPC_EXPERIMENTS once, when grpc is first imported, so this module
+# imports nothing that imports grpc, and main() sets it first. Without it, grpc's event
+# engine threads read and write the sockets and hand each event over to the thread polling
+# the completion queue; with it, that polling thread (the inline server's, which then runs
+# the handler) does the socket I/O itself: no thread hop. Measured with
+# benchmarks/bench_model_server.py (32 clients x 16 rows): batching on 5,610-5,750 ->
+# 5,870-5,970 req/s, off 2,890-2,970 -> 3,000-3,010; gRPC latency unchanged (1.45-1.48x).
+# A GRPC_EXPERIMENTS already set is left as it is.
+POLLER_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -92,6 +102,9 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     Exit status 1 with a message on stderr for bad flags, bad config files, and models that do
     not become available (TF Serving's "Failed to start server. Error: ..." text).
     """
+    if "grpc" not in sys.modules:  # else grpc's core has read its settings already
+        os.environ.setdefault("GRPC_EXPERIMENTS", POLLER_EXPERIMENTS)
+    from serving.model_server.errors import ServingError
     from serving.model_server.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -121,3 +122,29 @@ def test_cli_serves_until_stopped(tfserving_testdata: Path) -> None:
         stop.set()
         thread.join(60)
     assert codes == [0]
+
+
+_PROBE = """
+import os, sys
+from serving.cli import POLLER_EXPERIMENTS, main
+assert "grpc" not in sys.modules, "importing serving.cli must not import grpc"
+assert main(["--help"]) == 0
+print("GRPC_EXPERIMENTS=" + os.environ.get("GRPC_EXPERIMENTS", "<unset>"))
+print("POLLER=" + POLLER_EXPERIMENTS)
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "-event_engine_client"])
+def test_server_process_polls_sockets_in_its_own_threads(preset: str | None) -> None:
+    """A fresh server process sets grpc's experiments before grpc is imported (grpc's core
+    reads them then); a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    if preset is not None:
+        env["GRPC_EXPERIMENTS"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=120, check=True
+    ).stdout
+    lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    poller = lines["POLLER"]
+    assert poller == "-event_engine_listener,-event_engine_for_all_other_endpoints"
+    assert lines["GRPC_EXPERIMENTS"] == (preset if preset is not None else poller)
