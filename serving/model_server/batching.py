@@ -88,6 +88,12 @@ class Batcher:
     are busy new requests pile up into bigger batches. A queue holding ``max_enqueued_batches``
     batches refuses new tasks with RESOURCE_EXHAUSTED. A task larger than ``max_batch_size``
     runs on its own (TF Serving splits it; the result is the same).
+
+    At most ``num_batch_threads`` batches are processed at once. A batch that fills up while a
+    slot is free is processed by the thread whose task filled it, not handed to a batch thread:
+    that saves a thread wake-up per batch (measured, 32 gRPC clients x 16 rows: 5,310-5,910 ->
+    5,460-5,980 req/s, paired runs). The batch threads take the batches closed by their
+    timeout or by a task that did not fit.
     """
 
     def __init__(self, options: BatchingOptions, thread_init: Callable[[], None] | None = None) -> None:
@@ -95,6 +101,7 @@ class Batcher:
         self._thread_init = thread_init
         self._cond = threading.Condition()
         self._queues: dict[Hashable, list[_Batch]] = {}
+        self._running = 0  # batches being processed, by batch threads or by the filling thread
         self._stopped = False
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-thread-{i}", daemon=True)
@@ -184,6 +191,7 @@ class Batcher:
     def _enqueue(
         self, queue_key: Hashable, servable: Servable, key: str, output_filter: tuple[str, ...], task: _Task
     ) -> None:
+        fills: _Batch | None = None
         with self._cond:
             if self._stopped:
                 raise ServingError.unavailable("Batch scheduler is stopped")
@@ -207,13 +215,35 @@ class Batcher:
             if current.size >= self.options.max_batch_size:
                 current.closed = True
                 wake = True
+                if batches[0] is current and self._running < self.options.num_batch_threads:
+                    batches.pop(0)  # this thread processes it (FIFO: nothing older waits)
+                    if not batches:
+                        del self._queues[queue_key]
+                    self._running += 1
+                    fills = current
+                    wake = bool(self._queues)
             if wake:
                 self._cond.notify()
+        if fills is not None:
+            self._process_counted(fills)
+
+    def _process_counted(self, batch: _Batch) -> None:
+        """Process a batch taken with ``_running`` raised; then free its slot."""
+        try:
+            self._process(batch)
+        finally:
+            with self._cond:
+                self._running -= 1
+                if self._queues:
+                    self._cond.notify()  # a batch may be waiting for the slot
 
     def _next_batch(self) -> _Batch | None:
         """Wait for a batch that is ready; None once stopped. Called with the condition held."""
         timeout = self.options.batch_timeout_micros / 1e6
         while not self._stopped:
+            if self._running >= self.options.num_batch_threads:
+                self._cond.wait()  # every slot is busy (a filling thread took one)
+                continue
             now = time.monotonic()
             wait: float | None = None
             for queue_key, batches in self._queues.items():
@@ -230,6 +260,7 @@ class Batcher:
                         # Enqueue only wakes a thread when a batch opens or closes: let an
                         # idle one take over watching the batches left behind.
                         self._cond.notify()
+                    self._running += 1
                     return first
                 wait = due - now if wait is None else min(wait, due - now)
             self._cond.wait(wait)
@@ -243,7 +274,7 @@ class Batcher:
                 batch = self._next_batch()
             if batch is None:
                 return
-            self._process(batch)
+            self._process_counted(batch)
 
     def _process(self, batch: _Batch) -> None:
         try:

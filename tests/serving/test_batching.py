@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ class RecordingServable(Servable):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.batch_sizes: list[int] = []
+        self.threads: list[str] = []
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
 
@@ -32,6 +34,7 @@ class RecordingServable(Servable):
         self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
     ) -> dict[str, np.ndarray]:
         self.batch_sizes.append(next(iter(inputs.values())).shape[0])
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(30)
@@ -171,4 +174,39 @@ def test_submit_leaves_oversized_and_empty_requests_to_the_caller(half_plus_two:
         assert future is not None
         np.testing.assert_allclose(future.result(timeout=30)["y"], [[3.0]])  # 0.5 * 2 + 2
     finally:
+        batcher.stop()
+
+
+def test_a_batch_is_processed_by_the_thread_that_fills_it_while_a_slot_is_free(
+    half_plus_two: RecordingServable,
+) -> None:
+    """A full batch runs in the thread whose task filled it (no hand-off to a batch thread),
+    but never beyond num_batch_threads batches at once: a second full batch waits for the
+    slot and goes to a batch thread."""
+    batcher = Batcher(BatchingOptions(max_batch_size=1, batch_timeout_micros=30_000_000, num_batch_threads=1))
+    half_plus_two.batch_sizes.clear()
+    half_plus_two.threads.clear()
+    half_plus_two.entered.clear()
+    half_plus_two.gate = threading.Event()
+    try:
+        results: dict[str, np.ndarray] = {}
+
+        def call(name: str, x: float) -> None:
+            results[name] = batcher.run(half_plus_two, "", {"x": np.array([[x]], np.float32)})["y"]
+
+        first = threading.Thread(target=call, args=("first", 1.0), name="caller-first")
+        first.start()
+        assert half_plus_two.entered.wait(30)
+        second = threading.Thread(target=call, args=("second", 3.0), name="caller-second")
+        second.start()
+        time.sleep(0.3)
+        assert half_plus_two.threads == ["caller-first"]  # the second waits for the only slot
+        half_plus_two.gate.set()
+        first.join(30)
+        second.join(30)
+        assert half_plus_two.threads[0] == "caller-first"
+        assert half_plus_two.threads[1].startswith("batch-thread")
+        assert results["first"].tolist() == [[2.5]] and results["second"].tolist() == [[3.5]]
+    finally:
+        half_plus_two.gate = None
         batcher.stop()
