@@ -97,7 +97,7 @@ class InlineContext:
     def defer(self) -> Reply:
         """Answer later: the handler's return value is ignored, and the call is answered
         when the returned Reply's send() or abort() is called, from any thread. Why: a
-        request waiting for its batch then holds no thread (the batch thread answers it).
+        request waiting for its batch then holds no thread (the batch's thread answers it).
 
         The context keeps only a flag, not the Reply: a context <-> Reply reference cycle
         would leave every call's objects (grpc's call among them) to the cyclic garbage
@@ -184,8 +184,8 @@ class InlineGrpcServer:
 
     ``quick_methods`` (full names, "/package.Service/Method") are handlers that return at
     once, typically by deferring their reply: they wake no other thread. The batching Predict
-    only checks and queues its request; waking a spare for each would add a thread switch
-    per call.
+    checks and queues its request (and processes the batch when its request fills one, while
+    the other poller keeps polling); waking a spare for each would add a thread switch per call.
     """
 
     def __init__(

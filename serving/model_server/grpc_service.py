@@ -96,7 +96,8 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
     """Predict for the InlineGrpcServer with a batcher: a queued request holds no thread.
 
     The handler checks the request and enqueues it with a deliver callback, then returns;
-    the batch thread builds and sends each response (``context.defer()``). A request the
+    the thread that processes the batch (a batch thread, or the handler whose request filled
+    it) builds and sends each response (``context.defer()``). A request the
     batcher does not take (too many rows) runs in the handler's thread, as TF Serving runs
     such a task on its own.
     """
@@ -146,7 +147,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ModelManager.
 
     ``deferred`` (only for the InlineGrpcServer, with a batcher): Predict queues its request
-    and the batch thread answers it (see _deferred_predict).
+    and the batch's thread answers it (see _deferred_predict).
     """
 
     def __init__(self, manager: Any, metrics: Metrics | None = None, deferred: bool = False) -> None:
@@ -221,7 +222,7 @@ def create_grpc_server(
     The server is the InlineGrpcServer (handlers run in the thread that polled their
     message), or grpc.server where grpc lacks the core API that needs; either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
     With ``batching`` (the manager's runner is a Batcher) on the InlineGrpcServer, a Predict
-    waiting for its batch holds no thread: the batch thread answers it. On grpc.server it
+    waiting for its batch holds no thread: the batch's thread answers it. On grpc.server it
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
