@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tensorflow_model_server",
         description="Embedded TensorFlow Serving-compatible model server (same flags as tensorflow_model_server).",
+        epilog=f"Environment: GRPC_EXPERIMENTS, when unset, is set to {POLLER_EXPERIMENTS} so that the "
+        "gRPC serving threads read and write the sockets themselves (docs/ARCHITECTURE.md).",
         allow_abbrev=False,
     )
     defaults = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
