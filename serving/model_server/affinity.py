@@ -8,10 +8,10 @@ x 16-row requests: with the gRPC, batch and REST threads on one CPU and TensorFl
 model's own run, which releases the GIL, still uses every CPU.
 
 TensorFlow starts its pools from the thread that first loads a model, and they inherit that
-thread's CPUs. Start-up loads run in the (unpinned) main thread; a load asked for through the
-API (HandleReloadConfigRequest) runs in a pinned gRPC thread, so it runs under
-``unpinned_loads`` (else a server started without models would put all of TensorFlow on one
-CPU).
+thread's CPUs. Start-up loads run in the (unpinned) main thread, but a load asked for through
+the API (HandleReloadConfigRequest) runs in a pinned gRPC thread, so the manager runs every load
+under ``unpinned_loads`` (else a server started without models would put all of TensorFlow on
+one CPU).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def on_cpus(cpus: Collection[int] | None) -> Iterator[None]:
 
 
 def unpinned_loads(cpu: int | None) -> Callable[[], AbstractContextManager[None]]:
-    """What a pinned serving thread wraps a model load in: the CPUs this process has now (call
-    it from the main thread at start-up), or nothing when threads are not pinned (``cpu`` None)."""
+    """What the model manager wraps every load in: the CPUs this process has now (call it from
+    the main thread at start-up), or nothing when threads are not pinned (``cpu`` None)."""
     cpus = frozenset(os.sched_getaffinity(0)) if cpu is not None else None
     return lambda: on_cpus(cpus)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent import futures
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import grpc
@@ -105,31 +104,27 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
     def Predict(request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
         start = time.perf_counter()
         reply = context.defer()
+
+        def deliver(outputs: dict[str, Any] | None, error: BaseException | None) -> None:
+            """The call's one answer and its metrics: the response, or ``error``'s status."""
+            code = grpc.StatusCode.OK
+            try:
+                if error is not None:
+                    raise error
+                reply.send(predict_response(request, servable, signature_name, outputs or {}))
+            except Exception as exc:
+                code, message = _status_of(exc)
+                reply.abort(code, message)
+            _record(metrics, request.model_spec.name, "Predict", code, start)
+
         try:
             _check_deadline(context)
             servable, signature_name, inputs = predict_inputs(manager, request)
             output_filter = tuple(request.output_filter)
-
-            def deliver(outputs: dict[str, Any] | None, error: BaseException | None) -> None:
-                code = grpc.StatusCode.OK
-                try:
-                    if error is not None:
-                        raise error
-                    reply.send(predict_response(request, servable, signature_name, outputs or {}))
-                except Exception as exc:
-                    code, message = _status_of(exc)
-                    reply.abort(code, message)
-                _record(metrics, request.model_spec.name, "Predict", code, start)
-
-            if manager.runner.enqueue(servable, signature_name, inputs, output_filter, deliver):
-                return None
-            outputs = servable.run(signature_name, inputs, output_filter)
-            reply.send(predict_response(request, servable, signature_name, outputs))
-            _record(metrics, request.model_spec.name, "Predict", grpc.StatusCode.OK, start)
+            if not manager.runner.enqueue(servable, signature_name, inputs, output_filter, deliver):
+                deliver(servable.run(signature_name, inputs, output_filter), None)
         except Exception as exc:
-            code, message = _status_of(exc)
-            reply.abort(code, message)
-            _record(metrics, request.model_spec.name, "Predict", code, start)
+            deliver(None, exc)
         return None
 
     return Predict
@@ -162,25 +157,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService over a ModelManager.
+    """tensorflow.serving.ModelService over a ModelManager."""
 
-    ``load_context`` wraps every reload, which loads models in the handler's thread
-    (affinity.unpinned_loads: TensorFlow's pools must not inherit a pinned thread's CPU).
-    """
-
-    def __init__(
-        self,
-        manager: Any,
-        metrics: Metrics | None = None,
-        load_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
-    ) -> None:
-        def reload(manager: Any, request: Any) -> Any:
-            with load_context():
-                return handle_reload(manager, request)
-
+    def __init__(self, manager: Any, metrics: Metrics | None = None) -> None:
         self.GetModelStatus = _call("GetModelStatus", handle_status, manager, metrics, _spec_name)
         self.HandleReloadConfigRequest = _call(
-            "HandleReloadConfigRequest", reload, manager, metrics, lambda r: ""
+            "HandleReloadConfigRequest", handle_reload, manager, metrics, lambda r: ""
         )
 
 
@@ -215,7 +197,6 @@ def create_grpc_server(
     max_workers: int = 16,
     batching: bool = False,
     thread_init: Callable[[], None] | None = None,
-    load_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> tuple[grpc.Server | InlineGrpcServer, int]:
     """Build (not start) a gRPC server with both services; returns it and the bound port.
 
@@ -226,8 +207,7 @@ def create_grpc_server(
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
-    may override it. ``thread_init`` runs first in every server thread; ``load_context`` wraps
-    the model loads of HandleReloadConfigRequest (see ModelServicer).
+    may override it. ``thread_init`` runs first in every server thread.
 
     Raises:
         RuntimeError: the address could not be bound.
@@ -252,9 +232,7 @@ def create_grpc_server(
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(manager, metrics, deferred), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(manager, metrics, load_context), server
-        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
         host = f"[{bind_address}]" if ":" in bind_address else bind_address
         try:
             bound = server.add_insecure_port(f"{host}:{port}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class ModelManager:
         allow_labels_for_unavailable: ``--allow_version_labels_for_unavailable_models``.
         servable_factory: builds a Servable from (name, version, path); tests may wrap it.
         session_config: the ``ConfigProto`` of every Session (``ServerOptions.session_config``).
+        load_context: wraps every load and warm-up, whichever thread runs it (a reload asks in a
+            gRPC thread); the server passes ``affinity.unpinned_loads``, since TensorFlow's pools
+            start from the thread of the first load and inherit its CPUs.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class ModelManager:
         allow_labels_for_unavailable: bool = False,
         servable_factory: Callable[[str, int, Path], Servable] | None = None,
         session_config: Any = None,
+        load_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self.runner = runner if runner is not None else DirectRunner()
         self.enable_warmup = enable_warmup
@@ -115,6 +120,7 @@ class ModelManager:
         self.check_method_name = check_method_name
         self.allow_labels_for_unavailable = allow_labels_for_unavailable
         self.session_config = session_config
+        self._load_context = load_context
         self._factory = servable_factory or self._default_factory
         self._lock = threading.RLock()
         self._poll_lock = threading.Lock()
@@ -318,9 +324,10 @@ class ModelManager:
         self._set(name, version, START)
         self._set(name, version, LOADING)
         try:
-            servable = self._factory(name, version, path)
-            if self.enable_warmup:
-                replay_warmup(servable, self.warmup_iterations)
+            with self._load_context():
+                servable = self._factory(name, version, path)
+                if self.enable_warmup:
+                    replay_warmup(servable, self.warmup_iterations)
         except ServingError as exc:
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, exc.message)
             self._set(name, version, END, exc.code, exc.message)

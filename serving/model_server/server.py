@@ -75,6 +75,7 @@ class ModelServer:
             check_method_name=options.enable_signature_method_name_check,
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             session_config=options.session_config(),
+            load_context=unpinned_loads(cpu),
         )
         try:
             self.manager.start()
@@ -94,7 +95,6 @@ class ModelServer:
                 max_workers=options.grpc_max_threads,
                 batching=self.batching is not None,
                 thread_init=pin,
-                load_context=unpinned_loads(cpu),
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -124,16 +125,17 @@ def test_reload_through_the_api_loads_on_every_cpu(tfserving_testdata: Path, mon
     )
     with ModelServer(options) as server:
         seen: list[tuple[str, set[int]]] = []
-        original = server.manager.reload_config
+        load = server.manager._factory
 
-        def reload_config(config):
+        def factory(name: str, version: int, path: Path) -> Any:  # where TensorFlow's pools start
             seen.append((threading.current_thread().name, os.sched_getaffinity(0)))
-            return original(config)
+            return load(name, version, path)
 
-        monkeypatch.setattr(server.manager, "reload_config", reload_config)
+        monkeypatch.setattr(server.manager, "_factory", factory)
         request = model_management_pb2.ReloadConfigRequest()
-        entry = request.config.model_config_list.config.add()
-        entry.name, entry.base_path, entry.model_platform = "half_plus_two", base, "tensorflow"
+        for name in ("half_plus_two", "half_plus_two_again"):  # the second is a new load
+            entry = request.config.model_config_list.config.add()
+            entry.name, entry.base_path, entry.model_platform = name, base, "tensorflow"
         with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
                 request, timeout=60

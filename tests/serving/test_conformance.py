@@ -391,6 +391,10 @@ def test_matrix_half_plus_two_through_the_batcher(tfserving_testdata: Path, tmp_
             t.join()
         for x, y in zip(inputs, results, strict=True):
             np.testing.assert_array_equal(y, 0.5 * x + 2)
+        big = rng.normal(size=(20, 3, 3)).astype(np.float32)  # > max_batch_size: runs on its own
+        np.testing.assert_array_equal(
+            to_ndarray(c.predict("matrix_half_plus_two", big).outputs["y"]), 0.5 * big + 2
+        )
         # TF Serving's own example request over REST.
         status, body = c.rest(
             "POST",
