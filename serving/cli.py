@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -24,60 +23,16 @@ from serving.model_server.config import ConfigError, ServerOptions
 # A GRPC_EXPERIMENTS already set is left as it is.
 POLLER_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 
-_TRUE = {"true", "1", "yes", "t", "y"}
-_FALSE = {"false", "0", "no", "f", "n"}
-
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+EPILOG = (
+    f"Environment: GRPC_EXPERIMENTS, when unset, is set to {POLLER_EXPERIMENTS} so that the "
+    "gRPC serving threads read and write the sockets themselves (docs/ARCHITECTURE.md)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tensorflow_model_server",
-        description="Embedded TensorFlow Serving-compatible model server (same flags as tensorflow_model_server).",
-        epilog=f"Environment: GRPC_EXPERIMENTS, when unset, is set to {POLLER_EXPERIMENTS} so that the "
-        "gRPC serving threads read and write the sockets themselves (docs/ARCHITECTURE.md).",
-        allow_abbrev=False,
-    )
-    defaults = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
-    helps = {
-        "port": "Port to listen on for gRPC API",
-        "rest_api_port": "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be exported.",
-        "rest_api_num_threads": "Number of threads for HTTP/REST API processing.",
-        "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls.",
-        "bind_address": "Address the gRPC and REST servers bind to (not a tensorflow_model_server flag).",
-        "model_name": "name of model (ignored if --model_config_file flag is set)",
-        "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise required)",
-        "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the supplied file name.",
-        "model_config_file_poll_wait_seconds": "Interval in seconds between each poll of the model config file (0: no polling).",
-        "file_system_poll_wait_seconds": "Interval in seconds between each poll of the filesystem for new model versions.",
-        "enable_batching": "enable batching",
-        "batching_parameters_file": "If non-empty, read an ascii BatchingParameters protobuf from the supplied file name.",
-        "monitoring_config_file": "If non-empty, read an ascii MonitoringConfig protobuf from the supplied file name.",
-        "enable_model_warmup": "Enables model warmup from assets.extra/tf_serving_warmup_requests.",
-        "num_request_iterations_for_warmup": "Number of times a warmup request is replayed.",
-        "grpc_channel_arguments": "A comma separated list of arguments to be passed to the grpc server. (e.g. grpc.max_connection_age_ms=2000)",
-        "grpc_max_threads": "Max grpc server threads to handle grpc messages.",
-        "enable_signature_method_name_check": "Enable method_name check for SignatureDef.",
-        "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models that are not available yet.",
-        "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session. Auto-configured by default.",
-        "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op. Auto-configured by default. Applies only with --tensorflow_inter_op_parallelism > 0.",
-        "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously. Auto-configured by default. Applies only with --tensorflow_intra_op_parallelism > 0; -1 runs each model's ops in the calling thread.",
-        "pin_python_threads": "Run the server's Python threads (gRPC, REST, batching) on one CPU of the process's set, TensorFlow's pools on all (not a tensorflow_model_server flag; Linux).",
-    }
-    for name, default in defaults.items():
-        flag = f"--{name}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, type=_bool, nargs="?", const=True, default=default, help=helps[name])
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=helps[name])
-    return parser
+    from serving.model_server.flags import build_parser
+
+    return build_parser(EPILOG)
 
 
 def parse_options(argv: Sequence[str]) -> ServerOptions:
@@ -91,7 +46,28 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
     if unknown:
         name = unknown[0].split("=", 1)[0].lstrip("-")
         raise ConfigError(f"unknown command line flag '{name}'")
-    return ServerOptions(**vars(args))
+    values = vars(args)
+    if values["version"]:
+        return ServerOptions(**{**values, "model_base_path": values["model_base_path"] or "-"})
+    if values["port"] == 0 and not values["grpc_socket_path"]:
+        # server.cc refuses this; ServerOptions(port=0) in Python binds a free port instead.
+        raise ConfigError(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
+        )
+    return ServerOptions(**values)
+
+
+def version_text() -> str:
+    """What ``--version`` prints: TF Serving's two lines, naming this server and TensorFlow."""
+    from importlib import metadata
+
+    import tensorflow as tf
+
+    try:
+        ours = metadata.version("tfserving-recsys")
+    except metadata.PackageNotFoundError:
+        ours = "unknown"
+    return f"TensorFlow ModelServer: {ours} (embedded)\nTensorFlow Library: {tf.__version__}"
 
 
 class _ArgumentError(Exception):
@@ -128,6 +104,17 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     if options is None:
         parser.print_help()
         return 0
+    if options.version:
+        print(version_text())
+        return 0
+    for name in options.inert_flags_in_use():
+        from serving.model_server.flags import INERT
+
+        logging.getLogger("serving.model_server").warning(
+            "--%s is accepted for compatibility with tensorflow_model_server and ignored: %s",
+            name,
+            INERT[name],
+        )
     try:
         server = ModelServer(options).start()
     except ConfigError as exc:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.model_server import inference
 from serving.model_server.errors import ServingError
 from serving.model_server.servable import Servable
 from serving.model_server.signatures import DEFAULT_SIGNATURE
@@ -68,10 +70,23 @@ def request_arrays(servable: Servable, signature_name: str, request: Any) -> dic
     return inputs
 
 
-def handle_predict(manager: Any, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """TensorflowPredictor::Predict through the manager's runner (batcher or direct)."""
+def _runner(manager: Any, deadline: float | None) -> Any:
+    """The manager's runner, with the request's deadline bound when there is one."""
+    if deadline is None:
+        return manager.runner.run
+    return functools.partial(manager.runner.run, deadline=deadline)
+
+
+def handle_predict(
+    manager: Any, request: predict_pb2.PredictRequest, deadline: float | None = None
+) -> predict_pb2.PredictResponse:
+    """TensorflowPredictor::Predict through the manager's runner (batcher or direct).
+
+    ``deadline`` (``time.monotonic()``): the gRPC deadline or the REST timeout, passed into
+    the run as TF Serving passes it into RunOptions.
+    """
     servable, signature_name, inputs = predict_inputs(manager, request)
-    outputs = manager.runner.run(servable, signature_name, inputs, tuple(request.output_filter))
+    outputs = _runner(manager, deadline)(servable, signature_name, inputs, tuple(request.output_filter))
     return predict_response(request, servable, signature_name, outputs)
 
 
@@ -97,25 +112,26 @@ def predict_response(
 
 
 def handle_classify(
-    manager: Any, request: classification_pb2.ClassificationRequest
+    manager: Any, request: classification_pb2.ClassificationRequest, deadline: float | None = None
 ) -> classification_pb2.ClassificationResponse:
     """TensorflowClassificationServiceImpl::Classify."""
-    return _run_examples(manager, request, "classify", classification_pb2.ClassificationResponse())
+    return _run_examples(manager, request, "classify", classification_pb2.ClassificationResponse(), deadline)
 
 
 def handle_regress(
-    manager: Any, request: regression_pb2.RegressionRequest
+    manager: Any, request: regression_pb2.RegressionRequest, deadline: float | None = None
 ) -> regression_pb2.RegressionResponse:
     """TensorflowRegressionServiceImpl::Regress."""
-    return _run_examples(manager, request, "regress", regression_pb2.RegressionResponse())
+    return _run_examples(manager, request, "regress", regression_pb2.RegressionResponse(), deadline)
 
 
-def _run_examples(manager: Any, request: Any, method: str, response: Any) -> Any:
+def _run_examples(manager: Any, request: Any, method: str, response: Any, deadline: float | None) -> Any:
     """Classify and Regress differ only in the servable method and the response type."""
     _require_spec(request)
     servable = servable_for(manager, request.model_spec)
     signature_name = request.model_spec.signature_name
-    result = getattr(servable, method)(signature_name, request.input, run=manager.runner.run)
+    run_method = inference.classify if method == "classify" else inference.regress
+    result = run_method(servable, signature_name, request.input, run=_runner(manager, deadline))
     response.result.CopyFrom(result)
     _fill_spec(response.model_spec, request.model_spec.name, signature_name, servable.version)
     return response
@@ -128,7 +144,7 @@ def handle_multi_inference(
     if not request.tasks:
         raise ServingError.invalid_argument("Expected at least one task")
     servable = servable_for(manager, request.tasks[0].model_spec)
-    return servable.multi_inference(request)
+    return inference.multi_inference(servable, request)
 
 
 def handle_metadata(

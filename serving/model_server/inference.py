@@ -221,13 +221,13 @@ def regress(
 def multi_inference(
     servable: Servable, request: inference_pb2.MultiInferenceRequest
 ) -> inference_pb2.MultiInferenceResponse:
-    """Every task's signature in one Session run over the shared input (multi_inference.cc)."""
+    """Every task's signature in one Session run over the shared examples (multi_inference.cc)."""
     from tensorflow_serving.apis import inference_pb2
 
     if not request.tasks:
         raise ServingError.invalid_argument("Expected at least one task")
     model_name = ""
-    input_tensor_name = ""
+    input_tensor_names: set[str] = set()
     seen: set[str] = set()
     plan: list[tuple[Any, str, SignatureInfo, tuple[str, ...]]] = []
     for task in request.tasks:
@@ -254,15 +254,14 @@ def multi_inference(
             raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
             )
-        name = sig.inputs["inputs"].tensor_name
-        if not input_tensor_name:
-            input_tensor_name = name
-        elif input_tensor_name != name:
-            raise ServingError.invalid_argument("Input tensor must be the same for all Signatures.")
+        # Each signature may read the examples from its own input tensor: one run feeds the
+        # same serialized examples to all of them (multi_inference.cc since 2020).
+        input_tensor_names.add(sig.inputs["inputs"].tensor_name)
         plan.append((task, key, sig, wanted))
     tensor = examples_tensor(request.input)
     fetches = sorted({sig.outputs[a].tensor_name for _, _, sig, wanted in plan for a in wanted})
-    flat = servable.run_tensors([input_tensor_name], fetches, [tensor])
+    feeds = sorted(input_tensor_names)
+    flat = servable.run_tensors(feeds, fetches, [tensor] * len(feeds))
     if flat is None:  # TF2 functions: one call per signature
         values = {}
         for _, key, sig, wanted in plan:

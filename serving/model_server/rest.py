@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,7 +22,7 @@ from tensorflow_serving.apis import (
 
 from serving.model_server import handlers, json_examples, json_response, json_tensor
 from serving.model_server.errors import ServingError
-from serving.model_server.http_transport import JSON, HttpServer
+from serving.model_server.http_transport import JSON
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
 from serving.model_server.signatures import DEFAULT_SIGNATURE
@@ -64,8 +62,14 @@ class RestApi:
         self.metrics = metrics
         self.prometheus_path = prometheus_path
 
-    def handle(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
-        """Answer one request; every failure becomes TF Serving's {"error": ...} body."""
+    def handle(
+        self, method: str, target: str, body: bytes, deadline: float | None = None
+    ) -> tuple[int, str, bytes]:
+        """Answer one request; every failure becomes TF Serving's {"error": ...} body.
+
+        ``deadline`` (``time.monotonic()``, from ``--rest_api_timeout_in_ms``) goes into the run,
+        so a request that times out stops using the model too.
+        """
         path = target.split("?", 1)[0]
         if self.prometheus_path is not None and path == self.prometheus_path and self.metrics is not None:
             return 200, "text/plain", self.metrics.exposition().encode("utf-8")
@@ -74,7 +78,7 @@ class RestApi:
         start = time.perf_counter()
         api, model_name, code = "", "", grpc.StatusCode.OK
         try:
-            api, model_name, run = self._route(method, path, body)
+            api, model_name, run = self._route(method, path, body, deadline)
             return 200, JSON, run()
         except ServingError as err:
             code = err.code
@@ -88,7 +92,9 @@ class RestApi:
                     model_name, api, "REST", code, (time.perf_counter() - start) * 1e6
                 )
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[str, str, Callable[[], bytes]]:
+    def _route(
+        self, method: str, path: str, body: bytes, deadline: float | None = None
+    ) -> tuple[str, str, Callable[[], bytes]]:
         """Match the path: (API name, model name, the call that produces the body)."""
         malformed = ServingError.invalid_argument(f"Malformed request: {method} {path}")
         if method == "POST":
@@ -113,7 +119,7 @@ class RestApi:
             if verb not in routes:  # the path regex ignores case, the verb comparison does not
                 raise malformed
             api, handler = routes[verb]
-            return api, name, lambda: handler(name, version, label, body)
+            return api, name, lambda: handler(name, version, label, body, deadline)
         if not name:
             raise ServingError.invalid_argument("Missing model name in request.")
         if verb == "metadata":
@@ -127,7 +133,9 @@ class RestApi:
         if label is not None:
             spec.version_label = label
 
-    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+    def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes, deadline: float | None
+    ) -> bytes:
         doc = json_tensor.parse_json(body)
         signature = json_tensor.signature_name(doc)
         servable = self.manager.get_servable(name, version, label)
@@ -137,7 +145,12 @@ class RestApi:
             raise ServingError.invalid_argument(f'Serving signature name: "{key}" not found in signature def')
         dtypes = {alias: tensor.dtype for alias, tensor in info.inputs.items()}
         inputs, fmt = json_tensor.predict_inputs(doc, dtypes, signature)
-        outputs = self.manager.runner.run(servable, signature, inputs, ())
+        run = self.manager.runner.run
+        outputs = (
+            run(servable, signature, inputs, ())
+            if deadline is None
+            else run(servable, signature, inputs, (), deadline=deadline)
+        )
         return json_response.predict_response_json(outputs, fmt)
 
     def _examples_request(
@@ -150,16 +163,20 @@ class RestApi:
         json_examples.examples_request(doc, request.input)
         return request
 
-    def _classify(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+    def _classify(
+        self, name: str, version: int | None, label: str | None, body: bytes, deadline: float | None
+    ) -> bytes:
         request = self._examples_request(
             classification_pb2.ClassificationRequest(), name, version, label, body
         )
-        response = handlers.handle_classify(self.manager, request)
+        response = handlers.handle_classify(self.manager, request, deadline)
         return json_response.classification_json(response.result)
 
-    def _regress(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+    def _regress(
+        self, name: str, version: int | None, label: str | None, body: bytes, deadline: float | None
+    ) -> bytes:
         request = self._examples_request(regression_pb2.RegressionRequest(), name, version, label, body)
-        response = handlers.handle_regress(self.manager, request)
+        response = handlers.handle_regress(self.manager, request, deadline)
         return json_response.regression_json(response.result)
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
@@ -187,83 +204,3 @@ class RestApi:
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, name, version, label)
         return _json_proto(handlers.handle_status(self.manager, request)).encode("utf-8")
-
-
-class RestServer:
-    """TF Serving's REST API on `bind_address:port`, served from a background thread.
-
-    Args:
-        manager: the ModelManager.
-        bind_address: interface to bind ("0.0.0.0", "127.0.0.1", "::").
-        port: TCP port; 0 picks a free one (see `.port` after `start`).
-        metrics: request metrics, also served at `prometheus_path`.
-        prometheus_path: metrics page path; None disables it (TF Serving's default).
-        timeout_ms: `--rest_api_timeout_in_ms`; a request still running after it answers
-            504 (DEADLINE_EXCEEDED). 0 or less waits forever.
-        max_body_bytes: larger request bodies answer 413 without being read.
-        num_threads: `--rest_api_num_threads`, requests processed at once (when a timeout is
-            set; without one each connection's thread processes its own requests).
-    """
-
-    def __init__(
-        self,
-        manager: Any,
-        *,
-        bind_address: str,
-        port: int,
-        metrics: Metrics | None = None,
-        prometheus_path: str | None = None,
-        timeout_ms: int = 30000,
-        max_body_bytes: int = 256 * 1024 * 1024,
-        num_threads: int = 64,
-        thread_init: Callable[[], None] | None = None,
-    ) -> None:
-        """``thread_init`` runs first in the accept thread and every worker thread."""
-        self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
-        self._thread_init = thread_init
-        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
-        self._pool = futures.ThreadPoolExecutor(
-            max_workers=max(1, num_threads), thread_name_prefix="rest-worker", initializer=thread_init
-        )
-        try:
-            self._http = HttpServer((bind_address, port), self._answer)
-        except OSError as exc:
-            self._pool.shutdown(wait=False)
-            raise RuntimeError(f"could not bind REST server to {bind_address}:{port}: {exc}") from None
-        self._http.max_body_bytes = max_body_bytes
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port."""
-        return int(self._http.server_address[1])
-
-    def _answer(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
-        if self.timeout_s is None:
-            return self.api.handle(method, target, body)
-        future = self._pool.submit(self.api.handle, method, target, body)
-        try:
-            return future.result(timeout=self.timeout_s)
-        except futures.TimeoutError:
-            return 504, JSON, error_body("Deadline Exceeded")
-
-    def start(self) -> int:
-        """Start serving in a daemon thread; returns the bound port."""
-        self._thread = threading.Thread(target=self._serve, name="rest-server", daemon=True)
-        self._thread.start()
-        return self.port
-
-    def _serve(self) -> None:
-        if self._thread_init is not None:
-            self._thread_init()
-        self._http.serve_forever()
-
-    def stop(self) -> None:
-        """Stop accepting, close the socket and release the worker threads."""
-        self._http.stopping.set()
-        if self._thread is not None:
-            self._http.shutdown()
-            self._thread.join(timeout=5)
-        self._http.server_close()
-        self._http.close_connections()
-        self._pool.shutdown(wait=False, cancel_futures=True)

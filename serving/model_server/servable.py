@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import grpc
 import numpy as np
 
 from serving.model_server.errors import ServingError
+from serving.model_server.predict_checks import check_input_names, output_aliases
 from serving.model_server.runtime import (
+    SERVING_TAG,
     FunctionRuntime,
     SessionRuntime,
     is_tf2,
     load_tf2_runtime,
+    timeout_bucket_ms,
 )
 from serving.model_server.signatures import (
     CLASSIFY_METHOD,
@@ -26,14 +32,6 @@ from serving.model_server.signatures import (
     tensor_info,
 )
 from serving.model_server.tensors import DT, TensorConversionError, dtype_name, numpy_dtype
-
-if TYPE_CHECKING:
-    from tensorflow_serving.apis import (
-        classification_pb2,
-        inference_pb2,
-        input_pb2,
-        regression_pb2,
-    )
 
 # Distinct (signature, input names, output filter) plans a servable remembers (bounded, as
 # request names are client-chosen).
@@ -64,6 +62,7 @@ class Servable:
         check_method_name: TF Serving's ``--enable_signature_method_name_check`` (off by default,
             which lets TF2 models serve classify/regress from predict-method signatures).
         session_config: an optional ``tf.compat.v1.ConfigProto``.
+        tags: the meta graph's tag set (``--saved_model_tags``, TF Serving's default "serve").
     """
 
     def __init__(
@@ -74,6 +73,7 @@ class Servable:
         *,
         check_method_name: bool = False,
         session_config: Any = None,
+        tags: Sequence[str] = (SERVING_TAG,),
     ) -> None:
         import tensorflow as tf
 
@@ -81,12 +81,12 @@ class Servable:
         self.version = int(version)
         self.path = Path(path)
         self.check_method_name = check_method_name
-        self.meta_graph = read_meta_graph(self.path)
+        self.meta_graph = read_meta_graph(self.path, tags)
         try:
             self._runtime: SessionRuntime | FunctionRuntime = (
-                load_tf2_runtime(self.path, session_config)
+                load_tf2_runtime(self.path, session_config, tags)
                 if is_tf2(self.meta_graph)
-                else SessionRuntime(self.path, session_config)
+                else SessionRuntime(self.path, session_config, tags)
             )
         except Exception as exc:  # TF raises many types here; all mean "did not load".
             message = getattr(exc, "message", None) or str(exc)
@@ -111,6 +111,10 @@ class Servable:
                 )
         self._plans: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         self._closed = False
+        # Unloading drops the manager's reference; requests still holding this version finish
+        # on it, and the Session closes when the last of them lets go (TF Serving quiesces a
+        # version before unloading it). close() runs the same finalizer at once.
+        self._finalizer = weakref.finalize(self, self._runtime.close)
 
     @property
     def is_tf2(self) -> bool:
@@ -138,21 +142,42 @@ class Servable:
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run a signature as TF Serving's Predict does and return outputs by alias.
 
         Validation follows predict_util.cc and saved_model/util.cc, in that order and with
         their texts: input count, missing inputs without defaults, unknown input names,
-        output_filter aliases, then the fed dtypes.
+        output_filter aliases, then the fed dtypes. ``deadline`` (``time.monotonic()``) is the
+        request's: an expired request is not run, and a Session run gets the time left as its
+        RunOptions timeout.
 
         Raises:
             ServingError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for
-                bad inputs or filters, or the TensorFlow runtime's own code and message.
+                bad inputs or filters, DEADLINE_EXCEEDED past the deadline, or the TensorFlow
+                runtime's own code and message.
         """
         key, feeds, fetches = self.prepare(signature_name, inputs, output_filter)
+        return self.run_prepared(key, feeds, fetches, deadline)
+
+    def run_prepared(
+        self,
+        key: str,
+        feeds: dict[str, tuple[str, np.ndarray]],
+        fetches: list[tuple[str, str]],
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run what :meth:`prepare` returned (the batcher prepares before queueing)."""
         if self._closed:
             raise ServingError.unavailable(f"Servable {self.name} version {self.version} is unloaded")
-        results = self._runtime.run(key, feeds, fetches)
+        timeout_ms = 0
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+            timeout_ms = timeout_bucket_ms(remaining)
+        results = self._runtime.run(key, feeds, fetches, timeout_ms)
         return {alias: np.asarray(value) for (alias, _), value in zip(fetches, results, strict=True)}
 
     def prepare(
@@ -204,8 +229,8 @@ class Servable:
                 f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}"
             )
         defaults = self._defaults[key]
-        self._check_input_names(sig, inputs, defaults)
-        aliases = self._output_aliases(sig, output_filter)
+        check_input_names(sig, inputs, defaults)
+        aliases = output_aliases(sig, output_filter)
         feed_plan = []
         for index, alias in enumerate(sorted(sig.inputs)):
             tensor_name = sig.inputs[alias].tensor_name
@@ -215,48 +240,6 @@ class Servable:
             )
         fetches = [(alias, sig.outputs[alias].tensor_name) for alias in aliases]
         return key, feed_plan, fetches
-
-    @staticmethod
-    def _check_input_names(
-        sig: SignatureInfo, inputs: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray]
-    ) -> None:
-        requested, expected = set(inputs), set(sig.inputs)
-        if len(requested) > len(expected) or (len(requested) < len(expected) and not defaults):
-            raise ServingError.invalid_argument(
-                f"input size does not match signature: {len(requested)}!={len(expected)} "
-                f"len({{{','.join(sorted(requested))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(requested - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - requested))}}}."
-            )
-        for alias in sorted(expected):
-            if alias not in requested and alias not in defaults:
-                raise ServingError.invalid_argument(
-                    f"Signature input alias: {alias}(feed name: {sig.inputs[alias].tensor_name}) not "
-                    "found in request and no default value provided. Inputs expected to be in the "
-                    f"request {{{','.join(sorted(requested))}}}, or default input alias set: "
-                    f"{','.join(sorted(defaults))}"
-                )
-        if requested - expected:
-            raise ServingError.invalid_argument(
-                "Inputs contains invalid name. Used request inputs: "
-                f"{','.join(sorted(requested & expected))}, request input: {','.join(sorted(requested))}"
-            )
-
-    @staticmethod
-    def _output_aliases(sig: SignatureInfo, output_filter: Sequence[str]) -> tuple[str, ...]:
-        if not output_filter:
-            return tuple(sig.outputs)
-        seen: set[str] = set()
-        for alias in output_filter:
-            if alias not in sig.outputs:
-                raise ServingError.invalid_argument(
-                    f"output tensor alias not found in signature: {alias} Outputs expected to be in "
-                    f"the set {{{','.join(sorted(sig.outputs))}}}."
-                )
-            if alias in seen:
-                raise ServingError.invalid_argument(f"duplicate output tensor alias: {alias}")
-            seen.add(alias)
-        return tuple(output_filter)
 
     def _check_dtype(self, index: int, tensor_name: str, value: np.ndarray) -> np.ndarray:
         expected = self._feed_dtypes.get(tensor_name, -1)
@@ -283,34 +266,10 @@ class Servable:
             return self._runtime.run_tensors(feed_names, fetch_names, feeds)
         return None
 
-    def classify(
-        self, signature_name: str, input: input_pb2.Input, run: Runner | None = None
-    ) -> classification_pb2.ClassificationResult:
-        """TF Serving's Classify on this servable; ``run`` may route through a batcher."""
-        from serving.model_server import inference
-
-        return inference.classify(self, signature_name, input, run)
-
-    def regress(
-        self, signature_name: str, input: input_pb2.Input, run: Runner | None = None
-    ) -> regression_pb2.RegressionResult:
-        """TF Serving's Regress on this servable; ``run`` may route through a batcher."""
-        from serving.model_server import inference
-
-        return inference.regress(self, signature_name, input, run)
-
-    def multi_inference(
-        self, request: inference_pb2.MultiInferenceRequest
-    ) -> inference_pb2.MultiInferenceResponse:
-        """TF Serving's MultiInference (one Session run for every task) on this servable."""
-        from serving.model_server import inference
-
-        return inference.multi_inference(self, request)
-
     def close(self) -> None:
         """Release the Session or loaded functions (the unload step)."""
         self._closed = True
-        self._runtime.close()
+        self._finalizer()
 
     def __repr__(self) -> str:
         return f"Servable({self.name!r}, {self.version}, {str(self.path)!r})"
@@ -329,9 +288,11 @@ class DirectRunner:
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Same contract as :meth:`Servable.run`."""
-        return servable.run(signature_name, inputs, output_filter)
+        return servable.run(signature_name, inputs, output_filter, deadline=deadline)
 
     def stop(self) -> None:
         """Nothing to stop; present so a manager can stop any runner."""

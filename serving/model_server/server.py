@@ -15,6 +15,7 @@ from serving.model_server.config import (
     read_model_server_config,
     read_monitoring_config,
 )
+from serving.model_server.load_retry import RetryPolicy
 from serving.model_server.manager import ModelManager
 from serving.model_server.servable import DirectRunner
 
@@ -41,6 +42,13 @@ class ModelServer:
     def __init__(self, options: ServerOptions, *, enable_rest: bool | None = None) -> None:
         self.options = options
         self.enable_rest = options.rest_api_port > 0 if enable_rest is None else enable_rest
+        if self.enable_rest and options.rest_api_port == options.port and options.port != 0:
+            # server.cc logs this and serves gRPC only.
+            log.error(
+                "server_options.http_port cannot be same as grpc_port. Please use a different "
+                "port for HTTP/REST API. Skipped exporting HTTP/REST API."
+            )
+            self.enable_rest = False
         self.model_config = initial_model_config(options)
         self.batching = (
             BatchingOptions.from_proto(read_batching_parameters(options.batching_parameters_file))
@@ -72,6 +80,8 @@ class ModelServer:
             enable_warmup=options.enable_model_warmup,
             warmup_iterations=options.num_request_iterations_for_warmup,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
+            retry_policy=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros),
+            num_load_threads=options.num_load_threads,
             check_method_name=options.enable_signature_method_name_check,
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             session_config=options.session_config(),
@@ -99,7 +109,7 @@ class ModelServer:
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
             if self.enable_rest:
-                from serving.model_server.rest import RestServer
+                from serving.model_server.rest_server import RestServer
 
                 self._rest_server = RestServer(
                     self.manager,
@@ -118,16 +128,21 @@ class ModelServer:
             raise
         return self
 
-    def stop(self) -> None:
-        """Stop the faces first (no new requests), then unload models and stop the batcher."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the faces (no new requests), then the batcher, then unload the models.
+
+        Each step waits at most ``timeout`` seconds: in-flight gRPC calls get one second of
+        grace, then are cancelled.
+        """
         if self._rest_server is not None:
             self._rest_server.stop()
             self._rest_server = None
         if self._grpc_server is not None:
-            self._grpc_server.stop(grace=1.0).wait()
+            if not self._grpc_server.stop(grace=1.0).wait(timeout):
+                log.warning("gRPC server did not stop within %.0f s", timeout)
             self._grpc_server = None
         if self.manager is not None:
-            self.manager.stop()
+            self.manager.stop(timeout)
             self.manager = None
 
     def __enter__(self) -> ModelServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -61,8 +62,8 @@ def tensor_info(info: Any) -> TensorInfo:
     return TensorInfo(int(info.dtype), shape, info.name)
 
 
-def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
-    """The ``serve`` MetaGraphDef of the SavedModel in ``path``, with TF Serving's errors."""
+def read_meta_graph(path: Path, tags: Sequence[str] = (SERVING_TAG,)) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef with exactly ``tags`` (``--saved_model_tags``), with TF Serving's errors."""
     from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -77,10 +78,12 @@ def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}. "
             "Check that the directory exists and that you have the right permissions for accessing it."
         )
+    wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == {SERVING_TAG}:
+        if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
+    listed = " ".join(sorted(wanted))
     raise ServingError.not_found(
-        "Could not find meta graph def matching supplied tags: { serve }. To inspect available "
+        f"Could not find meta graph def matching supplied tags: {{ {listed} }}. To inspect available "
         "tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`"
     )

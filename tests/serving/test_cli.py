@@ -48,6 +48,109 @@ def test_flags_map_to_options() -> None:
         parse_options(["--model_base_path=/m", "--no_such_flag=1"])
 
 
+def test_every_flag_of_tensorflow_model_server_is_accepted() -> None:
+    """The flag list of model_servers/main.cc, each with a value that is not its default."""
+    argv = [
+        "--port=8500",
+        "--grpc_socket_path=/tmp/s.sock",
+        "--rest_api_port=8501",
+        "--rest_api_num_threads=3",
+        "--rest_api_timeout_in_ms=5000",
+        "--rest_api_enable_cors_support=true",
+        "--enable_batching=true",
+        "--allow_version_labels_for_unavailable_models=true",
+        "--batching_parameters_file=/b",
+        "--enable_per_model_batching_parameters=true",
+        "--model_config_file=/c",
+        "--model_config_file_poll_wait_seconds=2",
+        "--model_name=m",
+        "--model_base_path=/m",
+        "--num_load_threads=2",
+        "--num_unload_threads=2",
+        "--max_num_load_retries=1",
+        "--load_retry_interval_micros=10",
+        "--file_system_poll_wait_seconds=3",
+        "--flush_filesystem_caches=false",
+        "--tensorflow_session_parallelism=1",
+        "--tensorflow_session_config_file=/s",
+        "--tensorflow_intra_op_parallelism=0",
+        "--tensorflow_inter_op_parallelism=0",
+        "--use_alts_credentials=false",
+        "--ssl_config_file=/ssl",
+        "--platform_config_file=/p",
+        "--per_process_gpu_memory_fraction=0.5",
+        "--saved_model_tags=serve,gpu",
+        "--grpc_channel_arguments=grpc.so_reuseaddr=1",
+        "--grpc_max_threads=7",
+        "--enable_model_warmup=false",
+        "--num_request_iterations_for_warmup=3",
+        "--remove_unused_fields_from_bundle_metagraph=false",
+        "--prefer_tflite_model=true",
+        "--num_tflite_pools=2",
+        "--num_tflite_interpreters_per_pool=2",
+        "--enable_signature_method_name_check=true",
+        "--xla_cpu_compilation_enabled=true",
+        "--xla_gpu_compilation_enabled=true",
+        "--enable_profiler=false",
+        "--thread_pool_factory_config_file=/t",
+        "--mixed_precision=bfloat16",
+        "--skip_initialize_tpu=true",
+        "--enable_grpc_healthcheck_service=true",
+        "--enable_serialization_as_tensor_content=true",
+    ]
+    options = parse_options(argv)
+    assert options.grpc_socket_path == "/tmp/s.sock" and options.saved_model_tag_set == ("serve", "gpu")
+    assert (options.max_num_load_retries, options.load_retry_interval_micros) == (1, 10)
+    assert options.per_process_gpu_memory_fraction == 0.5 and options.prefer_tflite_model is True
+    # The inert ones are named for the start-up warning; implemented ones are not.
+    assert options.inert_flags_in_use() == [
+        "num_unload_threads",
+        "flush_filesystem_caches",
+        "enable_per_model_batching_parameters",
+        "ssl_config_file",
+        "platform_config_file",
+        "per_process_gpu_memory_fraction",
+        "remove_unused_fields_from_bundle_metagraph",
+        "xla_cpu_compilation_enabled",
+        "xla_gpu_compilation_enabled",
+        "thread_pool_factory_config_file",
+        "mixed_precision",
+        "skip_initialize_tpu",
+        "enable_grpc_healthcheck_service",
+        "enable_serialization_as_tensor_content",
+    ]
+
+
+def test_defaults_are_tensorflow_model_servers() -> None:
+    """server.h Options: 4 x CPUs threads, 5 load retries a minute apart, warmup iterations 0."""
+    from serving.model_server.config import schedulable_cpus
+
+    options = parse_options(["--model_base_path=/m"])
+    cpus = schedulable_cpus()
+    assert (options.grpc_max_threads, options.rest_api_num_threads, options.num_tflite_pools) == (
+        4 * cpus,
+        4 * cpus,
+        cpus,
+    )
+    assert (options.max_num_load_retries, options.load_retry_interval_micros) == (5, 60_000_000)
+    assert (options.num_request_iterations_for_warmup, options.saved_model_tags) == (0, "serve")
+    assert options.enable_profiler is True and options.flush_filesystem_caches is True
+    assert options.inert_flags_in_use() == []
+    # TF Serving ignores --model_base_path when --model_config_file is set.
+    both = parse_options(["--model_base_path=/m", "--model_config_file=/c"])
+    assert both.model_config_file == "/c"
+
+
+def test_help_marks_inert_flags_and_version_prints_both_versions(capsys) -> None:
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--ssl_config_file SSL_CONFIG_FILE [inert:" in text
+    assert "--max_num_load_retries MAX_NUM_LOAD_RETRIES Retries of a failed load" in text
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("TensorFlow ModelServer: ") and out[1].startswith("TensorFlow Library: 2.")
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "serving.model_server", *args],
@@ -66,21 +169,29 @@ def test_unknown_flag_exits_non_zero() -> None:
 
 
 def test_bad_config_file_and_bad_model_exit_non_zero(tfserving_testdata: Path, capsys) -> None:
-    code = main([f"--model_config_file={tfserving_testdata / 'bad_model_config.txt'}", "--port=0"])
+    port = f"--port={_free_port()}"
+    code = main([f"--model_config_file={tfserving_testdata / 'bad_model_config.txt'}", port])
     assert code == 1
     assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in capsys.readouterr().err
     code = main(
         [
             "--model_name=bad",
             f"--model_base_path={tfserving_testdata / 'bad_half_plus_two'}",
-            "--port=0",
+            port,
             "--bind_address=127.0.0.1",
+            "--max_num_load_retries=1",
+            "--load_retry_interval_micros=-1",
         ]
     )
     assert code == 1
     err = capsys.readouterr().err
-    assert "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available" in err
-    assert "{name: bad version: 123}" in err
+    assert "Failed to start server. Error: UNKNOWN: 1 model(s) did not become available" in err
+    assert "{{name: bad version: 123} due to error: NOT_FOUND: Could not find SavedModel" in err
+    # server.cc: gRPC needs a port or a Unix socket.
+    assert main(["--model_base_path=/m", "--port=0"]) == 1
+    assert "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set." in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_serves_until_stopped(tfserving_testdata: Path) -> None:

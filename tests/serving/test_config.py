@@ -55,10 +55,14 @@ def test_monitoring_and_batching_files(tfserving_testdata: Path) -> None:
 
 
 def test_server_options_validation() -> None:
-    with pytest.raises(ConfigError, match="--model_base_path and --model_config_file are empty"):
+    with pytest.raises(ConfigError, match="^Both server_options.model_base_path and server_options.model_config_file are empty!$"):
         ServerOptions()
-    with pytest.raises(ConfigError, match="not both"):
-        ServerOptions(model_base_path="/a", model_config_file="/b")
+    with pytest.raises(ConfigError, match="^server_options.batching_parameters_file is set without setting"):
+        ServerOptions(model_base_path="/a", batching_parameters_file="/b")
+    with pytest.raises(ConfigError, match="^Either use_alts_credentials must be false or ssl_config_file"):
+        ServerOptions(model_base_path="/a", use_alts_credentials=True, ssl_config_file="/s")
+    # TF Serving ignores the base path when a config file is given.
+    assert ServerOptions(model_base_path="/a", model_config_file="/b").model_config_file == "/b"
     with pytest.raises(ConfigError, match="--rest_api_port=70000 is not a port number"):
         ServerOptions(model_base_path="/a", rest_api_port=70000)
     config = initial_model_config(ServerOptions(model_name="ctr", model_base_path="/models/ctr"))
@@ -136,12 +140,12 @@ def test_session_threading_flags_follow_tensorflow_model_server() -> None:
         model_base_path="/a", tensorflow_intra_op_parallelism=2, tensorflow_inter_op_parallelism=1
     ).session_config()
     assert (split.intra_op_parallelism_threads, split.inter_op_parallelism_threads) == (2, 1)
-    # One of the pair alone is ignored, as in tensorflow_model_server: session_parallelism rules.
+    # server.cc: the pair applies when either is positive (the other stays 0: TensorFlow chooses).
     alone = ServerOptions(
         model_base_path="/a", tensorflow_intra_op_parallelism=2, tensorflow_session_parallelism=3
     ).session_config()
-    assert (alone.intra_op_parallelism_threads, alone.inter_op_parallelism_threads) == (3, 3)
-    with pytest.raises(ConfigError, match="Both configs can not be set at the same time"):
+    assert (alone.intra_op_parallelism_threads, alone.inter_op_parallelism_threads) == (2, 0)
+    with pytest.raises(ConfigError, match="separately. You cannot configure all.$"):
         ServerOptions(
             model_base_path="/a",
             tensorflow_session_parallelism=1,

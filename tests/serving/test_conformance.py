@@ -221,7 +221,21 @@ def test_two_versions_policies_and_labels(tfserving_testdata: Path, tmp_path: Pa
 }}
 """
     )
-    with serve(model_config_file=str(config), file_system_poll_wait_seconds=0) as c:
+    # ServerCore::ReloadConfig checks labels before loading: on a first config, no version is
+    # available yet, so TF Serving refuses labels unless allowed for unavailable models.
+    with pytest.raises(
+        ServingError,
+        match="^Request to assign label to version 124 of model saved_model_half_plus_two_2_versions, "
+        "which is not currently available for inference$",
+    ) as refused:
+        with serve(model_config_file=str(config), file_system_poll_wait_seconds=0):
+            pass
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with serve(
+        model_config_file=str(config),
+        file_system_poll_wait_seconds=0,
+        allow_version_labels_for_unavailable_models=True,
+    ) as c:
         name = "saved_model_half_plus_two_2_versions"
         assert c.status(name) == [(124, "AVAILABLE", 0, ""), (123, "AVAILABLE", 0, "")]
         assert c.status("latest") == [(124, "AVAILABLE", 0, "")]

@@ -35,11 +35,14 @@ def two_versions(tfserving_testdata: Path, tmp_path: Path) -> Path:
     return base
 
 
-def test_list_versions_ignores_non_numeric(tmp_path: Path) -> None:
-    for name in ("00000123", "7", "tmp-8", "abc"):
+def test_list_versions_reads_names_as_absl_simple_atoi(tmp_path: Path) -> None:
+    # FileSystemStoragePathSource: ParseVersionNumber = absl::SimpleAtoi on each child name,
+    # file or directory. Non-ASCII digits ('\u0663' is Arabic-Indic 3, '\u00b2' superscript 2)
+    # are not numbers to it; '\u00b2'.isdigit() is True but int() raises, which stopped the poll.
+    for name in ("00000123", "7", "tmp-8", "abc", "\u0663", "\u00b2", "+5", "1e3"):
         (tmp_path / name).mkdir()
-    (tmp_path / "9").write_text("a file, not a version")
-    assert list_versions(tmp_path) == [7, 123]
+    (tmp_path / "9").write_text("a file named like a version is a version to TF Serving")
+    assert list_versions(tmp_path) == [5, 7, 9, 123]
     assert list_versions(tmp_path / "missing") == []
 
 
@@ -69,18 +72,24 @@ def test_version_policies(two_versions: Path, policy: str, expected: set[int]) -
 
 
 def test_labels_and_lookup_errors(two_versions: Path) -> None:
-    extra = (
-        'model_version_policy { all {} } version_labels { key: "stable" value: 123 } '
-        'version_labels { key: "canary" value: 124 }'
+    labels = 'version_labels { key: "stable" value: 123 } version_labels { key: "canary" value: 124 }'
+    manager = ModelManager(
+        _config(("hp2", two_versions, "model_version_policy { all {} }")), poll_wait_seconds=0
     )
-    manager = ModelManager(_config(("hp2", two_versions, extra)), poll_wait_seconds=0)
     manager.start()
     try:
+        manager.reload_config(_config(("hp2", two_versions, f"model_version_policy {{ all {{}} }} {labels}")))
         assert manager.get_servable("hp2", label="stable").version == 123
         assert manager.get_servable("hp2", label="canary").version == 124
         assert manager.version_labels("hp2") == {"stable": 123, "canary": 124}
         with pytest.raises(ServingError, match="^Unrecognized servable version label: beta$") as info:
             manager.get_servable("hp2", label="beta")
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        # ServableRequestFromModelSpec: a set-but-empty label is looked up like any other.
+        with pytest.raises(ServingError, match="^Unrecognized servable version label: $"):
+            manager.get_servable("hp2", label="")
+        with pytest.raises(ServingError, match=r"^ModelSpec has no name specified\.$") as info:
+            manager.get_servable("")
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(
             ServingError, match=r"^Servable not found for request: Specific\(hp2, 7\)$"
@@ -100,6 +109,52 @@ def test_labels_and_lookup_errors(two_versions: Path) -> None:
         with pytest.raises(ServingError, match="Request to assign label to version 9 of model hp2") as info:
             manager.reload_config(bad)
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        manager.stop()
+
+
+def test_labels_are_checked_before_loading(two_versions: Path) -> None:
+    """ServerCore::ReloadConfig runs UpdateModelVersionLabelMap before adding models."""
+    labelled = _config(("hp2", two_versions, 'version_labels { key: "stable" value: 124 }'))
+    with pytest.raises(
+        ServingError,
+        match=r"^Request to assign label to version 124 of model hp2, which is not currently available "
+        r"for inference$",
+    ) as info:
+        ModelManager(labelled, poll_wait_seconds=0).start()
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    manager = ModelManager(labelled, poll_wait_seconds=0, allow_labels_for_unavailable=True)
+    manager.start()
+    try:
+        assert manager.get_servable("hp2", label="stable").version == 124
+        # With the flag, only a new label (or one already there) may name an unavailable version:
+        # moving "stable" from 124 to 999 is refused, adding "next" at 999 is not.
+        moved = _config(("hp2", two_versions, 'version_labels { key: "stable" value: 999 }'))
+        with pytest.raises(
+            ServingError, match="to version 999 of model hp2, which is not currently available"
+        ):
+            manager.reload_config(moved)
+        extra = 'version_labels { key: "stable" value: 124 } version_labels { key: "next" value: 999 }'
+        manager.reload_config(_config(("hp2", two_versions, extra)))
+        assert manager.version_labels("hp2") == {"stable": 124, "next": 999}
+        with pytest.raises(ServingError, match=r"^Servable not found for request: Specific\(hp2, 999\)$"):
+            manager.get_servable("hp2", label="next")
+    finally:
+        manager.stop()
+
+
+def test_empty_config_never_unloads(two_versions: Path) -> None:
+    """ServerCore::ReloadConfig: an empty first config is "no action"; after a ModelConfigList,
+    an empty one is an illegal transition, so a truncated config file unloads nothing."""
+    manager = ModelManager(parse_model_server_config(""), poll_wait_seconds=0)
+    manager.start()
+    try:
+        assert manager.model_names() == []
+        manager.reload_config(_config(("hp2", two_versions, "")))
+        with pytest.raises(ServingError, match="^Cannot transition to requested config") as info:
+            manager.reload_config(parse_model_server_config(""))
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert manager.available_versions("hp2") == [124]
     finally:
         manager.stop()
 
@@ -168,8 +223,8 @@ def test_start_fails_naming_the_unavailable_servable(tfserving_testdata: Path) -
     manager = ModelManager(config, poll_wait_seconds=0)
     with pytest.raises(
         ServingError,
-        match=r"^1 servable\(s\) did not become available: \{\{\{name: bad version: 123\} due to error: "
-        r"Could not find SavedModel",
+        match=r"^1 model\(s\) did not become available: \{\{\{name: bad version: 123\} due to error: "
+        r"NOT_FOUND: Could not find SavedModel",
     ) as info:
         manager.start()
     assert info.value.code == grpc.StatusCode.UNKNOWN
@@ -189,7 +244,7 @@ def test_reload_config_adds_and_removes_models(two_versions: Path, tfserving_tes
         with pytest.raises(ServingError, match=r"Latest\(hp2\)"):
             manager.get_servable("hp2")
         assert [s.state for s in manager.status("hp2")] == ["END"]
-        with pytest.raises(ServingError, match="Illegal to list model hp3 2 times in config list"):
+        with pytest.raises(ServingError, match="^Illegal to list model hp3 multiple times in config list$"):
             manager.reload_config(_config(("hp3", three, ""), ("hp3", three, "")))
         with pytest.raises(ServingError, match="Cannot transition to requested config"):
             manager.reload_config(parse_model_server_config("custom_model_config {}"))
@@ -219,13 +274,17 @@ def test_config_file_watch_applies_changes(
     from serving.model_server.config import read_model_server_config
 
     path = tmp_path / "models.config"
-    path.write_text(f'model_config_list {{ config {{ name: "hp2" base_path: "{two_versions}" }} }}')
+    path.write_text(
+        f'model_config_list {{ config {{ name: "hp2" base_path: "{two_versions}" model_platform: "tensorflow" }} }}'
+    )
     manager = ModelManager(read_model_server_config(path), poll_wait_seconds=0)
     manager.start()
     try:
         manager.watch_config_file(lambda: read_model_server_config(path), 0.1)
         three = tfserving_testdata / "saved_model_half_plus_three"
-        text = path.read_text().replace("} }", f'}} config {{ name: "hp3" base_path: "{three}" }} }}')
+        text = path.read_text().replace(
+            "} }", f'}} config {{ name: "hp3" base_path: "{three}" model_platform: "tensorflow" }} }}'
+        )
         tmp = tmp_path / "models.config.tmp"
         tmp.write_text(text)
         tmp.rename(path)

@@ -13,7 +13,7 @@ import pytest
 
 from serving.model_server.config import ServerOptions
 from serving.model_server.metrics import DEFAULT_PROMETHEUS_PATH
-from serving.model_server.rest import RestServer
+from serving.model_server.rest_server import RestServer
 from serving.model_server.server import ModelServer
 
 

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_log_pb2,
 )
 
+from serving.model_server import inference  # noqa: E402
 from serving.model_server.errors import ServingError  # noqa: E402
 from serving.model_server.servable import Servable  # noqa: E402
 from serving.model_server.warmup import replay_warmup, warmup_path  # noqa: E402
@@ -147,16 +148,16 @@ def test_scalar_input_is_accepted_like_tf_serving(half_plus_two: Servable) -> No
 
 
 def test_classify_and_regress_build_results(half_plus_two: Servable) -> None:
-    result = half_plus_two.classify("classify_x_to_y", _examples(2.0, 4.0))
+    result = inference.classify(half_plus_two, "classify_x_to_y", _examples(2.0, 4.0))
     assert [[c.score for c in row.classes] for row in result.classifications] == [[3.0], [4.0]]
     assert result.classifications[0].classes[0].label == ""
-    regression = half_plus_two.regress("regress_x_to_y2", _examples(2.0))
+    regression = inference.regress(half_plus_two, "regress_x_to_y2", _examples(2.0))
     assert [r.value for r in regression.regressions] == [4.0]  # 0.5 * 2 + 3
 
 
 def test_example_list_with_context_merges_context(half_plus_two: Servable) -> None:
     # The context carries only x2 (y ignores it); every example is still scored on its own x.
-    result = half_plus_two.regress("regress_x_to_y", _examples(1.0, 3.0, context_x2=7.0))
+    result = inference.regress(half_plus_two, "regress_x_to_y", _examples(1.0, 3.0, context_x2=7.0))
     assert [r.value for r in result.regressions] == [2.5, 3.5]
 
 
@@ -206,24 +207,24 @@ def test_multi_inference_runs_every_task(half_plus_two: Servable) -> None:
         task.model_spec.name = "half_plus_two"
         task.model_spec.signature_name = signature
         task.method_name = method
-    response = half_plus_two.multi_inference(request)
+    response = inference.multi_inference(half_plus_two, request)
     assert response.results[0].classification_result.classifications[0].classes[0].score == 3.0
     assert response.results[1].regression_result.regressions[0].value == 4.0
     assert response.results[1].model_spec.signature_name == "regress_x_to_y2"
     assert response.results[1].model_spec.version.value == 123
     request.tasks[1].model_spec.name = "other"
     with pytest.raises(ServingError, match="must access the same model name"):
-        half_plus_two.multi_inference(request)
+        inference.multi_inference(half_plus_two, request)
     request.tasks[1].model_spec.name = "half_plus_two"
     request.tasks[1].method_name = "tensorflow/serving/predict"
     with pytest.raises(ServingError, match="Unsupported signature method_name") as info:
-        half_plus_two.multi_inference(request)
+        inference.multi_inference(half_plus_two, request)
     assert info.value.code == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_half_plus_three_regress_feeds_examples_despite_recorded_float(tfserving_testdata: Path) -> None:
     servable = Servable("hp3", 123, tfserving_testdata / "saved_model_half_plus_three" / "00000123")
-    result = servable.regress("tensorflow/serving/regress", _examples(2.0, 4.0))
+    result = inference.regress(servable, "tensorflow/serving/regress", _examples(2.0, 4.0))
     assert [r.value for r in result.regressions] == [4.0, 5.0]
 
 
@@ -243,7 +244,7 @@ def test_tf2_model_uses_signature_defaults(tfserving_testdata: Path) -> None:
     # x is declared [1]; as in TF Serving a longer batch is not rejected by a shape check.
     assert servable.run("", {"x": np.array([1.0, 3.0], np.float32)})["y"].tolist() == [2.5, 3.5]
     # TF2 classify signatures have method predict; TF Serving accepts them without the method check.
-    result = servable.classify("classify_x_to_y", _examples(6.0))
+    result = inference.classify(servable, "classify_x_to_y", _examples(6.0))
     assert result.classifications[0].classes[0].score == 5.0
 
 

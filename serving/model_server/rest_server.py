@@ -1,0 +1,117 @@
+"""TF Serving's REST API on a socket: worker pool, request timeout, bounded queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+from serving.model_server.http_transport import JSON, HttpServer
+from serving.model_server.json_text import error_body
+from serving.model_server.metrics import Metrics
+from serving.model_server.rest import RestApi
+
+
+class RestServer:
+    """TF Serving's REST API on `bind_address:port`, served from a background thread.
+
+    Args:
+        manager: the ModelManager.
+        bind_address: interface to bind ("0.0.0.0", "127.0.0.1", "::").
+        port: TCP port; 0 picks a free one (see `.port` after `start`).
+        metrics: request metrics, also served at `prometheus_path`.
+        prometheus_path: metrics page path; None disables it (TF Serving's default).
+        timeout_ms: `--rest_api_timeout_in_ms`; a request still running after it answers
+            504 (DEADLINE_EXCEEDED). 0 or less waits forever.
+        max_body_bytes: larger request bodies answer 413 without being read.
+        num_threads: `--rest_api_num_threads`, requests processed at once (when a timeout is
+            set; without one each connection's thread processes its own requests).
+        max_queued: requests waiting for a worker beyond which new ones answer 503 at once
+            (default 4 per worker): a burst can never queue unbounded work behind the timeout.
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        *,
+        bind_address: str,
+        port: int,
+        metrics: Metrics | None = None,
+        prometheus_path: str | None = None,
+        timeout_ms: int = 30000,
+        max_body_bytes: int = 256 * 1024 * 1024,
+        num_threads: int = 64,
+        thread_init: Callable[[], None] | None = None,
+        max_queued: int | None = None,
+    ) -> None:
+        """``thread_init`` runs first in the accept thread and every worker thread."""
+        self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
+        self._thread_init = thread_init
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.max_pending = max(1, num_threads) + (
+            4 * max(1, num_threads) if max_queued is None else max_queued
+        )
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=max(1, num_threads), thread_name_prefix="rest-worker", initializer=thread_init
+        )
+        try:
+            self._http = HttpServer((bind_address, port), self._answer)
+        except OSError as exc:
+            self._pool.shutdown(wait=False)
+            raise RuntimeError(f"could not bind REST server to {bind_address}:{port}: {exc}") from None
+        self._http.max_body_bytes = max_body_bytes
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return int(self._http.server_address[1])
+
+    def _answer(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
+        if self.timeout_s is None:
+            return self.api.handle(method, target, body)
+        with self._pending_lock:
+            if self._pending >= self.max_pending:
+                return 503, JSON, error_body("The REST request queue is full; retry later")
+            self._pending += 1
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            future = self._pool.submit(self.api.handle, method, target, body, deadline)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())
+        try:
+            return future.result(timeout=self.timeout_s)
+        except futures.TimeoutError:
+            future.cancel()  # still queued: never runs; running: its Session run has the deadline
+            return 504, JSON, error_body("Deadline Exceeded")
+
+    def _release(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def start(self) -> int:
+        """Start serving in a daemon thread; returns the bound port."""
+        self._thread = threading.Thread(target=self._serve, name="rest-server", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def _serve(self) -> None:
+        if self._thread_init is not None:
+            self._thread_init()
+        self._http.serve_forever()
+
+    def stop(self) -> None:
+        """Stop accepting, close the socket and release the worker threads."""
+        self._http.stopping.set()
+        if self._thread is not None:
+            self._http.shutdown()
+            self._thread.join(timeout=5)
+        self._http.server_close()
+        self._http.close_connections()
+        self._pool.shutdown(wait=False, cancel_futures=True)
