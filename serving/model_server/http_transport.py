@@ -10,7 +10,7 @@ import socket
 import socketserver
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from serving.model_server.json_text import error_body
 
@@ -122,13 +122,14 @@ class _Connection(socketserver.StreamRequestHandler):
                     400, JSON, error_body("Failed to uncompress the gzip request body"), close=not keep_alive
                 )
                 return keep_alive
-        status, content_type, payload = self.server.answer(method, target, body)
+        status, content_type, payload = self.server.answer(method, target, body, headers)
         self._send(status, content_type, payload, close=not keep_alive)
         return keep_alive
 
     def _send(self, status: int, content_type: str, payload: bytes, *, close: bool) -> None:
         reason = _REASONS.get(status, "Error")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
+        head += self.server.extra_headers
         if close:
             head += "Connection: close\r\n"
         self.wfile.write(head.encode("latin-1") + b"\r\n" + payload)
@@ -169,10 +170,16 @@ class HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], answer: Callable[[str, str, bytes], tuple[int, str, bytes]]
+        self,
+        address: tuple[str, int],
+        answer: Callable[[str, str, bytes, dict[str, str]], tuple[int, str, bytes]],
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """``answer(method, target, body, headers)`` (header names lower-cased); every response
+        carries ``extra_headers`` (the CORS headers when enabled)."""
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.answer = answer
+        self.extra_headers = "".join(f"{key}: {value}\r\n" for key, value in extra_headers)
         self.max_body_bytes = 0
         self.stopping = threading.Event()
         self.lock = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,24 @@ from serving.model_server.http_transport import JSON, HttpServer
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
 from serving.model_server.rest import RestApi
+
+# http_rest_api_util.cc, AddCORSHeaders.
+CORS_HEADERS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, GET"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+)
+
+
+def cors_preflight(origin: str) -> tuple[int, str, bytes]:
+    """An OPTIONS request, as http_server.cc answers it whether or not CORS is enabled.
+
+    200 when the Origin header holds an http(s) URL, else FAILED_PRECONDITION ("Origin header
+    is missing in CORS preflight", logged there; the body stays empty as TF Serving's does).
+    """
+    if re.search(r"https?://", origin):
+        return 200, JSON, b""
+    return 400, JSON, b""
 
 
 class RestServer:
@@ -30,6 +49,8 @@ class RestServer:
             set; without one each connection's thread processes its own requests).
         max_queued: requests waiting for a worker beyond which new ones answer 503 at once
             (default 4 per worker): a burst can never queue unbounded work behind the timeout.
+        enable_cors: ``--rest_api_enable_cors_support``: every response carries TF Serving's
+            CORS headers (http_rest_api_util.cc, AddCORSHeaders).
     """
 
     def __init__(
@@ -45,6 +66,7 @@ class RestServer:
         num_threads: int = 64,
         thread_init: Callable[[], None] | None = None,
         max_queued: int | None = None,
+        enable_cors: bool = False,
     ) -> None:
         """``thread_init`` runs first in the accept thread and every worker thread."""
         self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
@@ -59,7 +81,7 @@ class RestServer:
             max_workers=max(1, num_threads), thread_name_prefix="rest-worker", initializer=thread_init
         )
         try:
-            self._http = HttpServer((bind_address, port), self._answer)
+            self._http = HttpServer((bind_address, port), self._answer, CORS_HEADERS if enable_cors else ())
         except OSError as exc:
             self._pool.shutdown(wait=False)
             raise RuntimeError(f"could not bind REST server to {bind_address}:{port}: {exc}") from None
@@ -71,7 +93,11 @@ class RestServer:
         """The bound TCP port."""
         return int(self._http.server_address[1])
 
-    def _answer(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
+    def _answer(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        if method == "OPTIONS":
+            return cors_preflight(headers.get("origin", ""))
         if self.timeout_s is None:
             return self.api.handle(method, target, body)
         with self._pending_lock:

@@ -119,6 +119,7 @@ class ModelServer:
                     prometheus_path=self.prometheus_path,
                     timeout_ms=options.rest_api_timeout_in_ms,
                     num_threads=options.rest_api_num_threads,
+                    enable_cors=options.rest_api_enable_cors_support,
                     thread_init=pin,
                 )
                 self.rest_port = self._rest_server.start()

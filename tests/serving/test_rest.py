@@ -281,6 +281,38 @@ def test_rest_api_timeout_answers_504(server: ModelServer) -> None:
         impatient.stop()
 
 
+def test_cors_headers_and_preflight_as_http_server_cc(server: ModelServer) -> None:
+    """--rest_api_enable_cors_support adds AddCORSHeaders' three headers to every answer; an
+    OPTIONS preflight is 200 with an http(s) Origin, else FAILED_PRECONDITION (400)."""
+    cors = RestServer(server.manager, bind_address="127.0.0.1", port=0, enable_cors=True)
+    port = cors.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/models/half_plus_two:predict", body=b'{"instances": [1.0]}')
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())) == (200, {"predictions": [2.5]})
+        assert resp.getheader("Access-Control-Allow-Origin") == "*"
+        assert resp.getheader("Access-Control-Allow-Methods") == "POST, GET"
+        assert resp.getheader("Access-Control-Allow-Headers") == "Content-Type"
+        conn.request("OPTIONS", "/v1/models/half_plus_two:predict", headers={"Origin": "https://app.example"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"")
+        conn.request("OPTIONS", "/v1/models/half_plus_two:predict")
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (400, b"")
+        conn.close()
+    finally:
+        cors.stop()
+    # Off by default: no CORS headers.
+    status, _, _ = request(server, "POST", "/v1/models/half_plus_two:predict", b'{"instances": [1.0]}')
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    conn.request("GET", "/v1/models/half_plus_two")
+    resp = conn.getresponse()
+    resp.read()
+    assert status == 200 and resp.getheader("Access-Control-Allow-Origin") is None
+    conn.close()
+
+
 def test_busy_port_is_a_clear_error(server: ModelServer) -> None:
     with pytest.raises(RuntimeError, match=f"could not bind REST server to 127.0.0.1:{server.rest_port}"):
         RestServer(server.manager, bind_address="127.0.0.1", port=server.rest_port)
