@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.model_server.errors import ServingError
-from serving.model_server.grpc_inline import InlineGrpcServer, inline_server
+from serving.model_server.grpc_face import GrpcFace, Recipe
 from serving.model_server.handlers import (
     handle_classify,
     handle_metadata,
@@ -197,20 +196,34 @@ def create_grpc_server(
     max_workers: int = 16,
     batching: bool = False,
     thread_init: Callable[[], None] | None = None,
-) -> tuple[grpc.Server | InlineGrpcServer, int]:
-    """Build (not start) a gRPC server with both services; returns it and the bound port.
+    socket_path: str = "",
+    tcp: bool = True,
+    face: str = "auto",
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    self_test_timeout: float = 2.0,
+) -> tuple[GrpcFace, int]:
+    """Build and bind (not start) a gRPC server with both services; returns it and the TCP port.
 
-    The server is the InlineGrpcServer (handlers run in the thread that polled their
-    message), or grpc.server where grpc lacks the core API that needs; either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
-    With ``batching`` (the manager's runner is a Batcher) on the InlineGrpcServer, a Predict
+    ``face`` picks the server (grpc_face.py): "inline" (handlers run in the thread that
+    polled their message), "stock" (grpc.server), or "auto" (inline where grpc has its core
+    API and it answers its start-up self-test within ``self_test_timeout`` seconds, else
+    stock). Either runs at most ``max_workers`` (``--grpc_max_threads``) handlers at once.
+    With ``batching`` (the manager's runner is a Batcher) on the inline server, a Predict
     waiting for its batch holds no thread: the batch's thread answers it. On grpc.server it
     holds its handler thread until the batch is done, as TF Serving's sync handlers do.
+
+    It listens on ``bind_address:port`` (port 0: a free one) unless ``tcp`` is False, and
+    also on ``unix:<socket_path>`` when a path is given (``--grpc_socket_path``; a stale
+    socket file there is removed first). The returned port is 0 without TCP.
+    ``extra_handlers`` (e.g. a ProfilerService) are served by either face.
 
     TF Serving sets the maximum message size to INT32_MAX; user channel arguments follow and
     may override it. ``thread_init`` runs first in every server thread.
 
     Raises:
-        RuntimeError: the address could not be bound.
+        ValueError: an unknown face, or neither TCP nor a socket path.
+        RuntimeError: an address could not be bound; ``face="inline"`` where grpc lacks the
+            inline server's core API.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 2**31 - 1),
@@ -219,28 +232,22 @@ def create_grpc_server(
     ]
     options += parse_channel_arguments(channel_arguments)
 
-    def stock() -> grpc.Server:
-        pool = futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="grpc-handler", initializer=thread_init
-        )
-        return grpc.server(pool, options=options)
-
-    quick = (_BATCHED_PREDICT,) if batching else ()
-    server = inline_server(options, max_workers, stock, quick, thread_init)
-    deferred = batching and isinstance(server, InlineGrpcServer)
-    try:
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(manager, metrics, deferred), server
-        )
+    def register(server: Any, inline: bool) -> None:
+        prediction = PredictionServicer(manager, metrics, deferred=batching and inline)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), server)
-        host = f"[{bind_address}]" if ":" in bind_address else bind_address
-        try:
-            bound = server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError as exc:
-            raise RuntimeError(f"could not bind gRPC server to {host}:{port}: {exc}") from None
-        if bound == 0:
-            raise RuntimeError(f"could not bind gRPC server to {host}:{port}")
-    except BaseException:
-        server.stop(None)
-        raise
-    return server, bound
+        if extra_handlers:
+            server.add_generic_rpc_handlers(tuple(extra_handlers))
+
+    host = f"[{bind_address}]" if ":" in bind_address and not bind_address.startswith("[") else bind_address
+    recipe = Recipe(
+        options=tuple(options),
+        max_workers=max_workers,
+        thread_init=thread_init,
+        quick_methods=(_BATCHED_PREDICT,) if batching else (),
+        register=register,
+        tcp_host=host if tcp else "",
+        socket_path=socket_path,
+    )
+    server = GrpcFace(recipe, port=port if tcp else 0, face=face, self_test_timeout=self_test_timeout)
+    return server, server.port

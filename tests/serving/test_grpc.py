@@ -49,7 +49,7 @@ def server(tfserving_testdata: Path, request: pytest.FixtureRequest) -> Iterator
         if stock:
             patch.setattr(grpc_inline, "available", lambda: False)
         with ModelServer(options) as running:
-            assert type(running._grpc_server).__name__ == ("_Server" if stock else "InlineGrpcServer")
+            assert running._grpc_server.face == ("stock" if stock else "inline")
             yield running
 
 
