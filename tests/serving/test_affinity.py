@@ -19,19 +19,48 @@ from tensorflow_serving.apis import (
 
 from serving.model_server.affinity import on_cpus, python_threads_cpu, thread_pinner, unpinned_loads
 from serving.model_server.config import ServerOptions
+from serving.model_server.process_defaults import POLLER_EXPERIMENTS, grpc_experiments_default
 from serving.model_server.server import ModelServer
 from serving.model_server.tensors import from_ndarray
 
-pytestmark = pytest.mark.skipif(
+needs_two_cpus = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs Linux CPU affinity and at least 2 CPUs",
 )
 
 
+@pytest.mark.parametrize(
+    ("cpus", "mode", "expected"),
+    [
+        ({3, 5}, "auto", 3),  # 2 vCPUs, where pinning was measured: the first CPU of the set
+        ({4, 5, 6, 7}, "auto", 4),  # still small
+        (set(range(8)), "auto", None),  # a big machine: not unless asked
+        (set(range(8)), "true", 0),
+        ({3, 5}, "false", None),
+        ({2}, "true", None),  # one CPU: nothing to gain
+    ],
+)
+def test_pin_mode_rules(monkeypatch, cpus: set[int], mode: str, expected: int | None) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus, raising=False)
+    assert python_threads_cpu(mode) == expected
+
+
+def test_pin_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="--pin_python_threads=yes must be one of auto, true, false"):
+        python_threads_cpu("yes")
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, POLLER_EXPERIMENTS), (4, POLLER_EXPERIMENTS), (5, None)])
+def test_grpc_experiments_only_on_small_machines(cpus: int, expected: str | None) -> None:
+    assert grpc_experiments_default(cpus) == expected
+    assert POLLER_EXPERIMENTS == "-event_engine_listener,-event_engine_for_all_other_endpoints"
+
+
+@needs_two_cpus
 def test_choice_and_pinning_of_one_thread() -> None:
     allowed = os.sched_getaffinity(0)
-    assert python_threads_cpu(False) is None
-    cpu = python_threads_cpu(True)
+    assert python_threads_cpu("false") is None
+    cpu = python_threads_cpu("true")
     assert cpu == min(allowed)
     seen: list[set[int]] = []
 
@@ -59,6 +88,7 @@ def _threads_by_name() -> dict[str, list[set[int]]]:
     return out
 
 
+@needs_two_cpus
 @pytest.mark.parametrize("pin", [True, False])
 def test_running_server_pins_its_python_threads_only(tfserving_testdata: Path, pin: bool) -> None:
     allowed = os.sched_getaffinity(0)
@@ -69,7 +99,7 @@ def test_running_server_pins_its_python_threads_only(tfserving_testdata: Path, p
         model_name="half_plus_two",
         model_base_path=str(tfserving_testdata / "saved_model_half_plus_two_cpu"),
         file_system_poll_wait_seconds=0,
-        pin_python_threads=pin,
+        pin_python_threads="true" if pin else "false",
     )
     with ModelServer(options) as server:
         request = predict_pb2.PredictRequest()
@@ -96,6 +126,7 @@ def test_running_server_pins_its_python_threads_only(tfserving_testdata: Path, p
     assert os.sched_getaffinity(0) == allowed
 
 
+@needs_two_cpus
 def test_on_cpus_restores_the_threads_set() -> None:
     allowed = os.sched_getaffinity(0)
     one = {min(allowed)}
@@ -110,6 +141,7 @@ def test_on_cpus_restores_the_threads_set() -> None:
         assert os.sched_getaffinity(0) == allowed
 
 
+@needs_two_cpus
 def test_reload_through_the_api_loads_on_every_cpu(tfserving_testdata: Path, monkeypatch) -> None:
     """HandleReloadConfigRequest loads models in a pinned gRPC thread; TensorFlow's pools, which
     start from the thread of the first load, must still get every CPU: the load runs unpinned."""
@@ -121,17 +153,17 @@ def test_reload_through_the_api_loads_on_every_cpu(tfserving_testdata: Path, mon
         model_name="half_plus_two",
         model_base_path=base,
         file_system_poll_wait_seconds=0,
-        pin_python_threads=True,
+        pin_python_threads="true",
     )
     with ModelServer(options) as server:
         seen: list[tuple[str, set[int]]] = []
-        load = server.manager._factory
+        load = server.manager.loader.factory
 
         def factory(name: str, version: int, path: Path) -> Any:  # where TensorFlow's pools start
             seen.append((threading.current_thread().name, os.sched_getaffinity(0)))
             return load(name, version, path)
 
-        monkeypatch.setattr(server.manager, "_factory", factory)
+        monkeypatch.setattr(server.manager.loader, "factory", factory)
         request = model_management_pb2.ReloadConfigRequest()
         for name in ("half_plus_two", "half_plus_two_again"):  # the second is a new load
             entry = request.config.model_config_list.config.add()
