@@ -15,6 +15,7 @@
 # runs each; the medians and the median of the per-round on/off ratios are reported.
 #
 #     .venv/bin/python benchmarks/bench_model_server.py [--rounds 400] [--seconds 4] [--throughput-rounds 5]
+#         [--grpc-face inline|stock]
 
 from __future__ import annotations
 
@@ -134,6 +135,33 @@ def pin_process(pid: int, cpus: set[int]) -> None:
             pass  # the thread ended meanwhile
 
 
+# Applies --grpc_face inside the server process as well as passing the flag: it selects the
+# face only where the model server hands options.grpc_face to create_grpc_server, and this
+# keeps the benchmark's choice honest either way. GRPC_EXPERIMENTS is set first, as the
+# command line sets it, since importing grpc_service imports grpc (which reads it once).
+_FACE_BOOTSTRAP = """
+import functools, os, sys
+face = sys.argv.pop(1)
+from serving.model_server.process_defaults import grpc_experiments_default
+experiments = grpc_experiments_default(len(os.sched_getaffinity(0)))
+if experiments:
+    os.environ.setdefault("GRPC_EXPERIMENTS", experiments)
+from serving.model_server import grpc_service
+grpc_service.create_grpc_server = functools.partial(grpc_service.create_grpc_server, face=face)
+from serving.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def server_command(flags: tuple[str, ...]) -> list[str]:
+    """How to start the model server: ``-m serving.model_server``, or the bootstrap above when
+    the flags choose a gRPC face."""
+    faces = [flag.split("=", 1)[1] for flag in flags if flag.startswith("--grpc_face=")]
+    if not faces:
+        return [sys.executable, "-m", "serving.model_server"]
+    return [sys.executable, "-c", _FACE_BOOTSTRAP, faces[-1]]
+
+
 @contextmanager
 def model_server(
     base: Path,
@@ -148,9 +176,7 @@ def model_server(
 
     grpc_port, rest_port = free_port(), free_port()
     cmd = [
-        sys.executable,
-        "-m",
-        "serving.model_server",
+        *server_command(extra_flags),
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
         "--bind_address=127.0.0.1",
@@ -452,9 +478,16 @@ def main(argv: list[str] | None = None) -> int:
         help="gRPC channels (connections) the clients share (default: one per client, as separate "
         "clients would have)",
     )
+    parser.add_argument(
+        "--grpc-face",
+        choices=("auto", "inline", "stock"),
+        help="the model server's gRPC face (its --grpc_face; default: the server's own, auto)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     server_flags = tuple(args.server_flag)
+    if args.grpc_face:
+        server_flags += (f"--grpc_face={args.grpc_face}",)
     if server_flags:
         print(f"model server flags: {' '.join(server_flags)}")
 
