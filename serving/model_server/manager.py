@@ -17,6 +17,7 @@ from serving.model_server import config_rules
 from serving.model_server.config_watcher import watch_config
 from serving.model_server.errors import ServingError
 from serving.model_server.load_retry import RetryPolicy
+from serving.model_server.loader import load_servable
 from serving.model_server.servable import DirectRunner, Servable
 from serving.model_server.served_model import ServedModel
 from serving.model_server.serving_state import ServingState
@@ -331,6 +332,6 @@ class ModelManager(ServingState):
         return None
 
     def _default_factory(self, name: str, version: int, path: Path) -> Servable:
-        return Servable(
+        return load_servable(
             name, version, path, check_method_name=self.check_method_name, session_config=self.session_config
         )

@@ -29,7 +29,7 @@ from serving.model_server.signatures import (
     SignatureInfo,
     dtype_enum,
     read_meta_graph,
-    tensor_info,
+    signature_infos,
 )
 from serving.model_server.tensors import DT, TensorConversionError, dtype_name, numpy_dtype
 
@@ -91,14 +91,7 @@ class Servable:
         except Exception as exc:  # TF raises many types here; all mean "did not load".
             message = getattr(exc, "message", None) or str(exc)
             raise ServingError.unknown(f"Failed to load SavedModel at {self.path}: {message}") from exc
-        self.signatures: dict[str, SignatureInfo] = {
-            key: SignatureInfo(
-                sig.method_name,
-                {alias: tensor_info(info) for alias, info in sig.inputs.items()},
-                {alias: tensor_info(info) for alias, info in sig.outputs.items()},
-            )
-            for key, sig in self.meta_graph.signature_def.items()
-        }
+        self.signatures: dict[str, SignatureInfo] = signature_infos(self.meta_graph)
         self._defaults: dict[str, dict[str, np.ndarray]] = {
             key: {alias: tf.make_ndarray(proto) for alias, proto in sig.defaults.items()}
             for key, sig in self.meta_graph.signature_def.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from serving.model_server.config import (
     read_monitoring_config,
 )
 from serving.model_server.load_retry import RetryPolicy
+from serving.model_server.loader import load_servable
 from serving.model_server.manager import ModelManager
 from serving.model_server.servable import DirectRunner
 
@@ -74,6 +76,7 @@ class ModelServer:
         cpu = python_threads_cpu(options.pin_python_threads)
         pin = thread_pinner(cpu)
         runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()
+        session_config = options.session_config()
         self.manager = ModelManager(
             self.model_config,
             runner=runner,
@@ -84,7 +87,15 @@ class ModelServer:
             num_load_threads=options.num_load_threads,
             check_method_name=options.enable_signature_method_name_check,
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
-            session_config=options.session_config(),
+            session_config=session_config,
+            servable_factory=functools.partial(
+                load_servable,
+                prefer_tflite=options.prefer_tflite_model,
+                saved_model_tags=options.saved_model_tag_set,
+                check_method_name=options.enable_signature_method_name_check,
+                session_config=session_config,
+                num_tflite_pools=options.num_tflite_pools,
+            ),
             load_context=unpinned_loads(cpu),
         )
         try:

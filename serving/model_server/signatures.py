@@ -62,6 +62,18 @@ def tensor_info(info: Any) -> TensorInfo:
     return TensorInfo(int(info.dtype), shape, info.name)
 
 
+def signature_infos(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, SignatureInfo]:
+    """Every SignatureDef of a MetaGraphDef as the request path reads it (name -> info)."""
+    return {
+        key: SignatureInfo(
+            sig.method_name,
+            {alias: tensor_info(info) for alias, info in sig.inputs.items()},
+            {alias: tensor_info(info) for alias, info in sig.outputs.items()},
+        )
+        for key, sig in meta_graph.signature_def.items()
+    }
+
+
 def read_meta_graph(path: Path, tags: Sequence[str] = (SERVING_TAG,)) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef with exactly ``tags`` (``--saved_model_tags``), with TF Serving's errors."""
     from google.protobuf import text_format

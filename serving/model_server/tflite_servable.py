@@ -14,7 +14,7 @@ import numpy as np
 
 from serving.model_server.errors import ServingError
 from serving.model_server.servable import Servable
-from serving.model_server.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, SignatureInfo, tensor_info
+from serving.model_server.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, signature_infos
 from serving.model_server.tensors import DT, TensorConversionError, tf_dtype
 
 if TYPE_CHECKING:
@@ -316,14 +316,7 @@ class TfLiteServable(Servable):
         for key, signature in signature_defs(content, runtime.inputs, runtime.outputs).items():
             self.meta_graph.signature_def[key].CopyFrom(signature)
         self._runtime = runtime  # type: ignore[assignment]
-        self.signatures = {
-            key: SignatureInfo(
-                sig.method_name,
-                {alias: tensor_info(info) for alias, info in sig.inputs.items()},
-                {alias: tensor_info(info) for alias, info in sig.outputs.items()},
-            )
-            for key, sig in self.meta_graph.signature_def.items()
-        }
+        self.signatures = signature_infos(self.meta_graph)
         self._defaults = {key: {} for key in self.signatures}  # TF Lite SignatureDefs have none
         self._feed_dtypes = {
             info.tensor_name: runtime.feed_dtype(info.tensor_name, info.dtype)

@@ -328,10 +328,14 @@ def test_handle_reload_config_request(tfserving_testdata: Path) -> None:
 # --------------------------------------------------------------------------- bad models
 def test_bad_model_refuses_to_start(tfserving_testdata: Path) -> None:
     with pytest.raises(
-        ServingError, match=r"1 servable\(s\) did not become available: \{\{\{name: default version: 123\}"
+        ServingError,
+        match=r"^1 model\(s\) did not become available: \{\{\{name: default version: 123\} due to error: NOT_FOUND: ",
     ):
         with serve(
-            model_base_path=str(tfserving_testdata / "bad_half_plus_two"), file_system_poll_wait_seconds=0
+            model_base_path=str(tfserving_testdata / "bad_half_plus_two"),
+            file_system_poll_wait_seconds=0,
+            max_num_load_retries=1,
+            load_retry_interval_micros=-1,
         ):
             pass
 
@@ -339,11 +343,15 @@ def test_bad_model_refuses_to_start(tfserving_testdata: Path) -> None:
 def test_bad_new_version_keeps_the_old_one_serving(tfserving_testdata: Path, tmp_path: Path) -> None:
     base = tmp_path / "hpt"
     shutil.copytree(tfserving_testdata / "saved_model_half_plus_two_cpu" / "00000123", base / "123")
-    with serve(model_name="hpt", model_base_path=str(base), file_system_poll_wait_seconds=1) as c:
+    with serve(
+        model_name="hpt", model_base_path=str(base), file_system_poll_wait_seconds=1, max_num_load_retries=0
+    ) as c:
         staging = tmp_path / "staging"
         shutil.copytree(tfserving_testdata / "bad_half_plus_two" / "00000123", staging)
         staging.rename(base / "124")
-        wait_for(lambda: any(v == 124 for v, *_ in c.status("hpt")), "the bad version to be reported")
+        wait_for(
+            lambda: any(v == 124 and s == "END" for v, s, *_ in c.status("hpt")), "the bad version to fail"
+        )
         states = c.status("hpt")
         assert states[0][:2] == (124, "END") and states[0][2] != 0 and states[0][3]
         assert states[1] == (123, "AVAILABLE", 0, "")

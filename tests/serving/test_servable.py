@@ -192,7 +192,7 @@ def test_classify_regress_errors(
     half_plus_two: Servable, method, signature, request_input, code, match
 ) -> None:
     with pytest.raises(ServingError, match=match) as info:
-        getattr(half_plus_two, method)(signature, request_input)
+        getattr(inference, method)(half_plus_two, signature, request_input)
     assert info.value.code == code
 
 

@@ -321,3 +321,23 @@ def test_grpc_and_rest_faces_serve_tflite(manager: ModelManager) -> None:
         "POST", "/v1/models/default:predict", b'{"instances": [1.0, 2.0, 5.0]}'
     )
     assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0, 4.5]})
+
+
+def test_the_server_serves_model_tflite_with_prefer_tflite_model(tfserving_testdata: Path) -> None:
+    """--prefer_tflite_model through ModelServer: TF Serving's testPredictOnTfLite request."""
+    from serving.model_server.config import ServerOptions
+    from serving.model_server.server import ModelServer
+
+    options = ServerOptions(
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="default",
+        model_base_path=str(tfserving_testdata / "saved_model_half_plus_two_tflite"),
+        prefer_tflite_model=True,
+        file_system_poll_wait_seconds=0,
+    )
+    with ModelServer(options) as server:
+        servable = server.manager.get_servable("default")
+        assert type(servable).__name__ == "TfLiteServable"
+        outputs = server.manager.runner.run(servable, "", {"x": np.array([[2.0]], np.float32)})
+        assert outputs["y"].tolist() == [[3.0]]
