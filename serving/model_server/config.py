@@ -126,7 +126,12 @@ class ServerOptions:
                     f"--{name}={getattr(self, name)} must be >= 0 (a negative value only makes "
                     "sense for --tensorflow_inter_op_parallelism)"
                 )
-        for name in ("rest_api_num_threads", "grpc_max_threads", "num_tflite_pools", "num_tflite_interpreters_per_pool"):
+        for name in (
+            "rest_api_num_threads",
+            "grpc_max_threads",
+            "num_tflite_pools",
+            "num_tflite_interpreters_per_pool",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name}={getattr(self, name)} must be positive")
         for name in ("num_load_threads", "num_unload_threads", "max_num_load_retries"):
@@ -135,14 +140,20 @@ class ServerOptions:
         if self.grpc_face not in ("auto", "inline", "stock"):
             raise ConfigError(f"--grpc_face={self.grpc_face} must be one of auto, inline, stock")
         if self.pin_python_threads not in ("auto", "true", "false"):
-            raise ConfigError(f"--pin_python_threads={self.pin_python_threads} must be one of auto, true, false")
+            raise ConfigError(
+                f"--pin_python_threads={self.pin_python_threads} must be one of auto, true, false"
+            )
 
     def inert_flags_in_use(self) -> list[str]:
         """The accepted-but-inert flags (``flags.INERT``) set to a value other than TF's default."""
         from serving.model_server.flags import INERT
 
         defaults = ServerOptions(model_base_path="/")
-        return [f.name for f in fields(self) if f.name in INERT and getattr(self, f.name) != getattr(defaults, f.name)]
+        return [
+            f.name
+            for f in fields(self)
+            if f.name in INERT and getattr(self, f.name) != getattr(defaults, f.name)
+        ]
 
     @property
     def saved_model_tag_set(self) -> tuple[str, ...]:
@@ -223,21 +234,13 @@ def parse_batching_parameters(text: str, source: str = "<text>") -> Any:
     """
     from serving.model_server.protos import server_configs_pb2
 
+    from serving.model_server.batching_options import BatchingOptions
+
     params = _parse(text, server_configs_pb2.BatchingParameters(), source)
-    sizes = list(params.allowed_batch_sizes)
-    if sizes:
-        if sizes != sorted(set(sizes)) or sizes[0] <= 0:
-            raise ConfigError(f"allowed_batch_sizes must be positive and increasing, got {sizes} ({source})")
-        if params.HasField("max_batch_size") and sizes[-1] != params.max_batch_size.value:
-            raise ConfigError(
-                f"The last entry in allowed_batch_sizes must match max_batch_size; last entry was "
-                f"{sizes[-1]}; expected {params.max_batch_size.value} ({source})"
-            )
-    for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
-        if params.HasField(name) and getattr(params, name).value <= 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(params, name).value} ({source})")
-    if params.HasField("batch_timeout_micros") and params.batch_timeout_micros.value < 0:
-        raise ConfigError(f"batch_timeout_micros must be >= 0 ({source})")
+    try:
+        BatchingOptions.from_proto(params)  # the model server's checks, with TF Serving's texts
+    except ValueError as exc:
+        raise ConfigError(f"{exc} ({source})") from None
     return params
 
 

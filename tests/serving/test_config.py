@@ -46,7 +46,9 @@ def test_monitoring_and_batching_files(tfserving_testdata: Path) -> None:
     monitoring = read_monitoring_config(tfserving_testdata / "monitoring_config.txt")
     assert prometheus_path(monitoring) == "/monitoring/prometheus/metrics"
     assert prometheus_path(None) is None
-    with pytest.raises(ConfigError, match="last entry in allowed_batch_sizes must match max_batch_size"):
+    with pytest.raises(
+        ConfigError, match="^Last entry in allowed_batch_sizes must match max_batch_size; last entry"
+    ):
         parse_batching_parameters("max_batch_size { value: 8 } allowed_batch_sizes: 2 allowed_batch_sizes: 4")
     with pytest.raises(
         ConfigError, match=r"Error parsing text-format tensorflow\.serving\.BatchingParameters"
@@ -55,7 +57,10 @@ def test_monitoring_and_batching_files(tfserving_testdata: Path) -> None:
 
 
 def test_server_options_validation() -> None:
-    with pytest.raises(ConfigError, match="^Both server_options.model_base_path and server_options.model_config_file are empty!$"):
+    with pytest.raises(
+        ConfigError,
+        match="^Both server_options.model_base_path and server_options.model_config_file are empty!$",
+    ):
         ServerOptions()
     with pytest.raises(ConfigError, match="^server_options.batching_parameters_file is set without setting"):
         ServerOptions(model_base_path="/a", batching_parameters_file="/b")

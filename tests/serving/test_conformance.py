@@ -413,10 +413,12 @@ def test_matrix_half_plus_two_through_the_batcher(tfserving_testdata: Path, tmp_
             t.join()
         for x, y in zip(inputs, results, strict=True):
             np.testing.assert_array_equal(y, 0.5 * x + 2)
-        big = rng.normal(size=(20, 3, 3)).astype(np.float32)  # > max_batch_size: runs on its own
-        np.testing.assert_array_equal(
-            to_ndarray(c.predict("matrix_half_plus_two", big).outputs["y"]), 0.5 * big + 2
-        )
+        # More rows than max_batch_size: TF Serving refuses the task (shared_batch_scheduler.h).
+        big = rng.normal(size=(20, 3, 3)).astype(np.float32)
+        with pytest.raises(grpc.RpcError) as refused:
+            c.predict("matrix_half_plus_two", big)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "Task size 20 is larger than maximum input batch size 16"
         # TF Serving's own example request over REST.
         status, body = c.rest(
             "POST",
@@ -424,6 +426,26 @@ def test_matrix_half_plus_two_through_the_batcher(tfserving_testdata: Path, tmp_
             {"instances": [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]},
         )
         assert (status, body) == (200, {"predictions": [[[2.5, 3.0, 3.5], [4.0, 4.5, 5.0], [5.5, 6.0, 6.5]]]})
+
+
+def test_large_batch_splitting_answers_a_large_task_whole(tfserving_testdata: Path, tmp_path: Path) -> None:
+    """enable_large_batch_splitting: a 20-row task runs as pieces of max_execution_batch_size 8."""
+    params = tmp_path / "batching.config"
+    params.write_text(
+        "max_batch_size { value: 32 }\nmax_execution_batch_size { value: 8 }\n"
+        "enable_large_batch_splitting { value: true }\nbatch_timeout_micros { value: 1000 }\n"
+    )
+    with serve(
+        model_name="matrix_half_plus_two",
+        model_base_path=str(tfserving_testdata / "matrix_half_plus_two"),
+        enable_batching=True,
+        batching_parameters_file=str(params),
+        file_system_poll_wait_seconds=0,
+    ) as c:
+        big = np.random.default_rng(1).normal(size=(20, 3, 3)).astype(np.float32)
+        np.testing.assert_array_equal(
+            to_ndarray(c.predict("matrix_half_plus_two", big).outputs["y"]), 0.5 * big + 2
+        )
 
 
 # --------------------------------------------------------------------------- the project's CTR model
