@@ -12,20 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from serving.model_server.config import ConfigError, ServerOptions
+from serving.model_server.process_defaults import POLLER_EXPERIMENTS, SMALL_MACHINE_CPUS
 
 # grpc's core reads GRPC_EXPERIMENTS once, when grpc is first imported, so this module
-# imports nothing that imports grpc, and main() sets it first. Without it, grpc's event
-# engine threads read and write the sockets and hand each event over to the thread polling
-# the completion queue; with it, that polling thread (the inline server's, which then runs
-# the handler) does the socket I/O itself: no thread hop. Measured with
-# benchmarks/bench_model_server.py (32 clients x 16 rows): batching on 5,610-5,750 ->
-# 5,870-5,970 req/s, off 2,890-2,970 -> 3,000-3,010; gRPC latency unchanged (1.45-1.48x).
-# A GRPC_EXPERIMENTS already set is left as it is.
-POLLER_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
-
+# imports nothing that imports grpc, and main() sets it first, on small machines only
+# (process_defaults.py says why and what was measured). A value already set is left as it is.
 EPILOG = (
-    f"Environment: GRPC_EXPERIMENTS, when unset, is set to {POLLER_EXPERIMENTS} so that the "
-    "gRPC serving threads read and write the sockets themselves (docs/ARCHITECTURE.md)."
+    f"Environment: GRPC_EXPERIMENTS, when unset and the process may use at most {SMALL_MACHINE_CPUS} CPUs, "
+    f"is set to {POLLER_EXPERIMENTS} so that the gRPC serving threads read and write the sockets "
+    "themselves (docs/ARCHITECTURE.md)."
 )
 
 
@@ -80,8 +75,12 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     Exit status 1 with a message on stderr for bad flags, bad config files, and models that do
     not become available (TF Serving's "Failed to start server. Error: ..." text).
     """
-    if "grpc" not in sys.modules:  # else grpc's core has read its settings already
-        os.environ.setdefault("GRPC_EXPERIMENTS", POLLER_EXPERIMENTS)
+    from serving.model_server.config import schedulable_cpus
+    from serving.model_server.process_defaults import grpc_experiments_default
+
+    experiments = grpc_experiments_default(schedulable_cpus())
+    if experiments is not None and "grpc" not in sys.modules:  # else grpc has read it already
+        os.environ.setdefault("GRPC_EXPERIMENTS", experiments)
     from serving.model_server.errors import ServingError
     from serving.model_server.server import ModelServer
 
@@ -116,7 +115,7 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
             INERT[name],
         )
     try:
-        server = ModelServer(options).start()
+        server = ModelServer(options, serve_tcp=options.port != 0).start()
     except ConfigError as exc:
         print(f"Failed to start server. Error: {exc}", file=sys.stderr)
         return 1
@@ -130,8 +129,10 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     if stop_event is None and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: event.set())
+    where = [f"{options.bind_address}:{server.grpc_port}"] if options.port != 0 else []
+    where += [f"unix:{options.grpc_socket_path}"] if options.grpc_socket_path else []
     print(
-        f"Serving gRPC on {options.bind_address}:{server.grpc_port}"
+        f"Serving gRPC on {' and '.join(where)}"
         + (f", REST on {options.bind_address}:{server.rest_port}" if server.rest_port else ""),
         flush=True,
     )

@@ -43,10 +43,22 @@ def grpc_message(message: str) -> str:
 _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
 
 
-def _check_deadline(context: Any) -> None:
-    """A call whose deadline already passed is answered DEADLINE_EXCEEDED without running."""
-    if context.time_remaining() <= 0:
+def _check_deadline(context: Any) -> float | None:
+    """The call's deadline as a ``time.monotonic()`` value (None without one).
+
+    A call whose deadline already passed is answered DEADLINE_EXCEEDED without running; the
+    others pass the deadline into the run, as TF Serving passes it into RunOptions.
+    """
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
         raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    return time.monotonic() + remaining
+
+
+# The APIs whose handlers run the model and take the call's deadline.
+_TIMED_APIS = ("Predict", "Classify", "Regress")
 
 
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -72,12 +84,15 @@ def _call(
 ) -> Callable[[Any, Any], Any]:
     """A servicer method: ServingError -> context.abort(code, message); metrics per request."""
     counted = metrics is not None and api in _COUNTED_APIS
+    timed = api in _TIMED_APIS
 
     def method(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            _check_deadline(context)
+            deadline = _check_deadline(context)
+            if timed:
+                return handler(manager, request, deadline)
             return handler(manager, request)
         except Exception as exc:
             code, message = _status_of(exc)
@@ -95,9 +110,10 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
 
     The handler checks the request and enqueues it with a deliver callback, then returns;
     the thread that processes the batch (a batch thread, or the handler whose request filled
-    it) builds and sends each response (``context.defer()``). A request the
-    batcher does not take (too many rows) runs in the handler's thread, as TF Serving runs
-    such a task on its own.
+    it) builds and sends each response (``context.defer()``). A request the batcher does not
+    take (no inputs or no rows) runs in the handler's thread; one with more rows than
+    ``max_batch_size`` is refused by the batcher, as TF Serving refuses it. The call's
+    deadline goes with the task.
     """
 
     def Predict(request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
@@ -117,11 +133,13 @@ def _deferred_predict(manager: Any, metrics: Metrics | None) -> Callable[[Any, A
             _record(metrics, request.model_spec.name, "Predict", code, start)
 
         try:
-            _check_deadline(context)
+            deadline = _check_deadline(context)
             servable, signature_name, inputs = predict_inputs(manager, request)
             output_filter = tuple(request.output_filter)
-            if not manager.runner.enqueue(servable, signature_name, inputs, output_filter, deliver):
-                deliver(servable.run(signature_name, inputs, output_filter), None)
+            if not manager.runner.enqueue(
+                servable, signature_name, inputs, output_filter, deliver, deadline=deadline
+            ):
+                deliver(servable.run(signature_name, inputs, output_filter, deadline=deadline), None)
         except Exception as exc:
             deliver(None, exc)
         return None

@@ -36,13 +36,18 @@ class ModelServer:
         options: the parsed flags.
         enable_rest: force REST on (with ``rest_api_port=0`` it binds a free port) or off;
             None follows TF Serving (REST only when ``rest_api_port > 0``).
+        serve_tcp: False serves gRPC on ``--grpc_socket_path`` only (the command line's
+            ``--port=0``; in Python, port 0 otherwise binds a free port).
 
     Raises:
         ConfigError: from the constructor, for unreadable or unparsable config files.
     """
 
-    def __init__(self, options: ServerOptions, *, enable_rest: bool | None = None) -> None:
+    def __init__(
+        self, options: ServerOptions, *, enable_rest: bool | None = None, serve_tcp: bool = True
+    ) -> None:
         self.options = options
+        self.serve_tcp = serve_tcp
         self.enable_rest = options.rest_api_port > 0 if enable_rest is None else enable_rest
         if self.enable_rest and options.rest_api_port == options.port and options.port != 0:
             # server.cc logs this and serves gRPC only.
@@ -66,6 +71,7 @@ class ModelServer:
         self.rest_port: int | None = None
         self._grpc_server: Any = None
         self._rest_server: Any = None
+        self._profiler: Any = None
 
     def start(self) -> ModelServer:
         """Load models, then serve; on any failure everything started so far is stopped."""
@@ -73,6 +79,10 @@ class ModelServer:
         from serving.model_server.metrics import Metrics
 
         options = self.options
+        if options.enable_profiler:
+            from serving.model_server.profiler import ProfilerForwarder
+
+            self._profiler = ProfilerForwarder()
         cpu = python_threads_cpu(options.pin_python_threads)
         pin = thread_pinner(cpu)
         runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()
@@ -116,9 +126,16 @@ class ModelServer:
                 max_workers=options.grpc_max_threads,
                 batching=self.batching is not None,
                 thread_init=pin,
+                socket_path=options.grpc_socket_path,
+                tcp=self.serve_tcp,
+                face=options.grpc_face,
+                extra_handlers=(self._profiler,) if self._profiler is not None else (),
             )
             self._grpc_server.start()
-            log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
+            if self.serve_tcp:
+                log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
+            if options.grpc_socket_path:
+                log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
             if self.enable_rest:
                 from serving.model_server.rest_server import RestServer
 
@@ -156,6 +173,9 @@ class ModelServer:
         if self.manager is not None:
             self.manager.stop(timeout)
             self.manager = None
+        if self._profiler is not None:
+            self._profiler.close()
+            self._profiler = None
 
     def __enter__(self) -> ModelServer:
         return self.start()

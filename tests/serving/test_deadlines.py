@@ -120,3 +120,35 @@ def test_the_rest_queue_is_bounded(rest_server: ModelServer) -> None:
     for thread in threads:
         thread.join()
     assert answers.count(503) >= 3 and set(answers) <= {503, 504}
+
+
+@pytest.mark.parametrize("face", ["inline", "stock"])
+def test_a_grpc_deadline_stops_the_run(slow_model: Path, face: str) -> None:
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.model_server.tensors import from_ndarray
+
+    options = ServerOptions(
+        port=0,
+        bind_address="127.0.0.1",
+        model_name="slow",
+        model_base_path=str(slow_model),
+        file_system_poll_wait_seconds=0,
+        grpc_max_threads=1,
+        grpc_face=face,
+    )
+
+    def request(n: int) -> predict_pb2.PredictRequest:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = "slow"
+        message.inputs["n"].CopyFrom(from_ndarray(np.array([n], np.int64)))
+        return message
+
+    with ModelServer(options) as server, grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request(ENDLESS), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The server's only handler thread is free again: the run stopped at the deadline.
+        response = stub.Predict(request(7), timeout=10)
+        assert list(response.outputs["y"].float_val) == [7.0]
