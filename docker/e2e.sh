@@ -6,7 +6,8 @@
 # 2. builds a local base image: debootstrap of Debian bookworm from the mirror apt already uses,
 #    with python3, python3-venv and pip, then `docker import` (no registry pull anywhere)
 # 3. builds the ranker and embedded model-server images FROM that base (pip installs from PyPI)
-# 4. trains and exports a tiny model on the host (.venv), builds the recall artefacts
+# 4. trains and exports a tiny model on the host (.venv), builds the recall artefacts; starts the
+#    model-server image alone with `recsys-serving-config up` (Docker SDK), checks it, `down`
 # 5. starts docker/compose.yaml on 127.0.0.1 with the embedded model server, checks health,
 #    publishes version 2 into the mounted model folder and waits for it to be AVAILABLE,
 #    requests recommendations and checks them
@@ -64,6 +65,9 @@ cleanup() {
     fi
     log "teardown: compose down --volumes"
     "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 10 2>&1 | sed 's/^/  /'
+  fi
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    docker ps -aq --filter label=org.tfserving-recsys.launcher=recsys-e2e-sdk | xargs -r docker rm -f >/dev/null 2>&1
   fi
   if [[ "${E2E_REMOVE_IMAGES:-0}" == 1 ]] && docker info >/dev/null 2>&1; then
     docker image rm -f "$RANKER_IMAGE" "$SERVER_IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
@@ -232,8 +236,33 @@ log "host pipeline done in $((SECONDS - start))s"
 user_id="$("$PY" -c 'import sys; from recommender_client.recall.artifacts import load_artifacts; print(load_artifacts(sys.argv[1]).user_ids[0])' "$ranker_dir/artifacts")"
 ok "exported $models/$MODEL_NAME/1, artefacts for user $user_id"
 
-# ---------------------------------------------------------------- 5. the stack
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# ---------------------------------------------------------------- 4b. Python launcher (Docker SDK)
+# recsys-serving-config up/down starts the model-server image alone with generated configs (a
+# version label included, so --allow_version_labels_for_unavailable_models is on its command
+# line), waits for AVAILABLE through the Docker SDK, and removes it.
+"$PY" -c 'import docker' 2>/dev/null || quiet "$PY" -m pip install 'docker>=7.1,<8'
+sdk_config="$WORK/sdk-config"
+sdk_rest="$(free_port)"
+quiet "$PY" -m serving.config_cli write --out "$sdk_config" --model "$MODEL_NAME=/models/$MODEL_NAME,label=stable:1"
+chmod -R a+rX "$sdk_config"
+log "recsys-serving-config up: $SERVER_IMAGE on REST 127.0.0.1:$sdk_rest (log: $WORK/sdk-up.log)"
+"$PY" -m serving.config_cli up --config-dir "$sdk_config" --models-dir "$models" --image "$SERVER_IMAGE" \
+  --name recsys-e2e-sdk --grpc-port "$(free_port)" --rest-port "$sdk_rest" --timeout 300 \
+  --log-file "$WORK/sdk-server.log" >"$WORK/sdk-up.log" 2>&1 || { cat "$WORK/sdk-up.log"; die "recsys-serving-config up failed"; }
+grep -q -- "--allow_version_labels_for_unavailable_models=true" "$WORK/sdk-up.log" ||
+  die "up did not pass --allow_version_labels_for_unavailable_models for a labelled config"
+label_state="$(curl -fsS --max-time 5 "http://127.0.0.1:$sdk_rest/v1/models/$MODEL_NAME/labels/stable")" ||
+  die "GET /v1/models/$MODEL_NAME/labels/stable failed on the launched container"
+[[ "$label_state" == *'"AVAILABLE"'* ]] || die "label stable is not AVAILABLE: $label_state"
+"$PY" -m serving.config_cli down --name recsys-e2e-sdk --log-file "$WORK/sdk-server.log" >>"$WORK/sdk-up.log" 2>&1 ||
+  { cat "$WORK/sdk-up.log"; die "recsys-serving-config down failed"; }
+[[ -z "$(docker ps -aq --filter label=org.tfserving-recsys.launcher=recsys-e2e-sdk)" ]] || die "down left the container"
+ok "recsys-serving-config up/down (Docker SDK): label stable AVAILABLE, container removed"
+
+# ---------------------------------------------------------------- 5. the stack
+ { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export MODEL_SERVER_IMAGE="$SERVER_IMAGE" RANKER_IMAGE="$RANKER_IMAGE"
 export RECSYS_MODELS_DIR="$models" RECSYS_RANKER_DIR="$ranker_dir"
 export RECSYS_GRPC_PORT="$(free_port)" RECSYS_REST_PORT="$(free_port)" RECSYS_RANKER_PORT="$(free_port)"

@@ -9,7 +9,8 @@ The same three files drive the official image and ``python -m serving.model_serv
       --enable_batching=true --batching_parameters_file=/config/batching.config \\
       --monitoring_config_file=/config/monitoring.config
 
-(``docker_command`` builds this line from the settings.)
+(``docker_command`` builds this line from the settings; ``serving.docker_launcher`` starts it
+through the Docker SDK.) ``BatchingSettings`` defaults accept the ranker's largest Predict.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recommender_client.service.settings import DEFAULT_PREDICT_CHUNK_SIZE
 from serving.model_server.config import DEFAULT_PROMETHEUS_PATH, parse_batching_parameters
 from training.features import atomic_write_text
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"
+DEFAULT_EXECUTION_BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,54 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class BatchingSettings:
-    """Server-side batching (BatchingParameters)."""
+    """Server-side batching (BatchingParameters), sized for the ranker's largest Predict.
 
-    max_batch_size: int = 128
+    TF Serving refuses a task above ``max_batch_size`` ("Task size N is larger than maximum
+    input batch size M"), with or without splitting. **Decision:** large-batch splitting is on,
+    with ``max_batch_size`` the ranker's default ``predict_chunk_size`` (1000, so a default
+    ranker is accepted whatever its ``max_candidates``) and batches executed at most
+    ``max_execution_batch_size`` (128) rows. Raising ``max_batch_size`` alone would let one
+    batch grow to 1000 rows, so many small Predicts would wait behind a big one and be run
+    together at its cost; splitting keeps the executed batches as small as before and cuts a
+    500-row Predict into pieces that fill the open batch first.
+
+    ``allowed_batch_sizes`` stays empty (no padding; our signatures take ``[None]``). When given,
+    the model server's rule holds with or without splitting: the last entry equals
+    ``max_batch_size`` (``WrapSessionForBatching``, checked by :func:`batching_parameters`).
+
+    Attributes:
+        max_execution_batch_size: only with splitting; None means 128, or ``max_batch_size``
+            when that is smaller (TF requires max_batch_size >= max_execution_batch_size).
+    """
+
+    max_batch_size: int = DEFAULT_PREDICT_CHUNK_SIZE
     batch_timeout_micros: int = 2000
     num_batch_threads: int = 2
     max_enqueued_batches: int = 100
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = True
+    max_execution_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.enable_large_batch_splitting:
+            if self.max_execution_batch_size is not None:
+                raise ValueError("max_execution_batch_size only applies with enable_large_batch_splitting")
+            return
+        if self.max_execution_batch_size is None:
+            object.__setattr__(
+                self, "max_execution_batch_size", min(DEFAULT_EXECUTION_BATCH_SIZE, self.max_batch_size)
+            )
+        assert self.max_execution_batch_size is not None
+        if not 0 < self.max_execution_batch_size <= self.max_batch_size:
+            raise ValueError(
+                f"max_execution_batch_size={self.max_execution_batch_size} must be in "
+                f"1..max_batch_size ({self.max_batch_size})"
+            )
+
+    def refuses(self, rows: int) -> bool:
+        """Whether the server answers a Predict of ``rows`` rows with INVALID_ARGUMENT."""
+        return rows > self.max_batch_size
 
 
 @dataclass(frozen=True)
@@ -118,6 +161,10 @@ def batching_parameters(settings: BatchingSettings) -> str:
     params.max_enqueued_batches.value = settings.max_enqueued_batches
     params.allowed_batch_sizes.extend(settings.allowed_batch_sizes)
     params.pad_variable_length_inputs = settings.pad_variable_length_inputs
+    if settings.enable_large_batch_splitting:
+        assert settings.max_execution_batch_size is not None
+        params.enable_large_batch_splitting.value = True
+        params.max_execution_batch_size.value = settings.max_execution_batch_size
     text = text_format.MessageToString(params)
     parse_batching_parameters(text, "generated batching parameters")  # same checks as the server
     return text
@@ -158,10 +205,30 @@ def write_configs(
     return written
 
 
+def has_version_labels(models: Sequence[ModelSettings]) -> bool:
+    """Whether any model of the config assigns version labels."""
+    return any(model.labels for model in models)
+
+
 def server_flags(
-    config_dir: str, *, batching: bool, monitoring: bool, config_poll_seconds: int = 60
+    config_dir: str,
+    *,
+    batching: bool,
+    monitoring: bool,
+    version_labels: bool = False,
+    config_poll_seconds: int = 60,
 ) -> list[str]:
-    """tensorflow_model_server flags for the files in ``config_dir`` (a path inside the container)."""
+    """tensorflow_model_server flags for the files in ``config_dir`` (a path inside the container).
+
+    Args:
+        version_labels: the models config assigns labels; adds
+            ``--allow_version_labels_for_unavailable_models=true``. ServerCore checks labels
+            before loading, so a first config with labels makes tensorflow_model_server exit
+            FAILED_PRECONDITION without it: nothing is loaded yet. **Decision:** pass the flag
+            rather than generate labels only for versions that will be available, which the
+            generator cannot know (versions appear on disk at run time). The flag keeps TF's
+            safety rule: a label in use still only moves to a loaded version.
+    """
     flags = [
         f"--model_config_file={config_dir}/{MODELS_CONFIG}",
         f"--model_config_file_poll_wait_seconds={config_poll_seconds}",
@@ -170,6 +237,8 @@ def server_flags(
         flags += ["--enable_batching=true", f"--batching_parameters_file={config_dir}/{BATCHING_CONFIG}"]
     if monitoring:
         flags.append(f"--monitoring_config_file={config_dir}/{MONITORING_CONFIG}")
+    if version_labels:
+        flags.append("--allow_version_labels_for_unavailable_models=true")
     return flags
 
 
@@ -180,6 +249,7 @@ def docker_command(
     image: str = "tensorflow/serving:2.21.0",
     batching: bool = True,
     monitoring: bool = True,
+    version_labels: bool = False,
 ) -> list[str]:
     """The ``docker run`` argv serving ``models_dir`` (mounted at /models) with the generated configs."""
     return [
@@ -195,5 +265,5 @@ def docker_command(
         "-v",
         f"{config_dir}:/config:ro",
         image,
-        *server_flags("/config", batching=batching, monitoring=monitoring),
+        *server_flags("/config", batching=batching, monitoring=monitoring, version_labels=version_labels),
     ]

@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Rows per Predict call by default. serving.tfserving_config sizes the model server's
+# max_batch_size from it, so a ranker left at its defaults fits the server's batching config.
+DEFAULT_PREDICT_CHUNK_SIZE = 1000
+
 
 class Settings(BaseSettings):
     """Every knob of the service; env vars ``RANKER_<FIELD>`` override a dotenv file's values.
@@ -32,7 +36,15 @@ class Settings(BaseSettings):
     model_name: str = "ctr"
     signature_name: str = "serving_default"
     predict_timeout_s: float = Field(default=0.25, gt=0, description="upper bound on one Predict call")
-    predict_chunk_size: int = Field(default=1000, ge=1, description="rows per Predict call")
+    predict_chunk_size: int = Field(
+        default=DEFAULT_PREDICT_CHUNK_SIZE, ge=1, description="rows per Predict call"
+    )
+    serving_max_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="the model server's batching max_batch_size; a larger Predict is refused "
+        "there, so start-up fails if the ranker could send one. None: unknown, not checked",
+    )
     status_timeout_s: float = Field(default=1.0, gt=0)
 
     # request handling
@@ -73,6 +85,34 @@ class Settings(BaseSettings):
         if self.contract_path is None:
             object.__setattr__(self, "contract_path", self.artifacts_dir / "feature_contract.json")
         return self
+
+    @model_validator(mode="after")
+    def _predicts_fit_the_server(self) -> Settings:
+        """Refuse settings whose Predicts the model server's batching would refuse.
+
+        TF Serving answers a task above ``max_batch_size`` with INVALID_ARGUMENT ("Task size N is
+        larger than maximum input batch size M"), so every /recommend would degrade to recall
+        order; failing at start-up names the two settings instead.
+        """
+        limit = self.serving_max_batch_size
+        if limit is not None and self.largest_predict_rows > limit:
+            raise ValueError(
+                f"predict_chunk_size={self.predict_chunk_size} with max_candidates={self.max_candidates} "
+                f"sends Predicts of up to {self.largest_predict_rows} rows, more than "
+                f"serving_max_batch_size={limit} (the model server refuses larger batches): set "
+                f"RANKER_PREDICT_CHUNK_SIZE <= {limit}, or raise the server's max_batch_size "
+                "and RANKER_SERVING_MAX_BATCH_SIZE with it"
+            )
+        return self
+
+    @property
+    def largest_predict_rows(self) -> int:
+        """The most rows one Predict call carries.
+
+        Every request is cut to ``max_candidates`` items (recall, or the request's own list) and
+        scored in chunks of ``predict_chunk_size``.
+        """
+        return min(self.predict_chunk_size, self.max_candidates)
 
     def quotas(self) -> dict[str, int]:
         return {

@@ -232,9 +232,8 @@ def parse_batching_parameters(text: str, source: str = "<text>") -> Any:
     Raises:
         ConfigError: the text does not parse, or its values are out of range.
     """
-    from serving.model_server.protos import server_configs_pb2
-
     from serving.model_server.batching_options import BatchingOptions
+    from serving.model_server.protos import server_configs_pb2
 
     params = _parse(text, server_configs_pb2.BatchingParameters(), source)
     try:

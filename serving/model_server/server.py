@@ -83,6 +83,8 @@ class ModelServer:
             from serving.model_server.profiler import ProfilerForwarder
 
             self._profiler = ProfilerForwarder()
+            if not self._profiler.start():
+                log.warning("TensorFlow's profiler server did not start; ProfilerService calls will retry it")
         cpu = python_threads_cpu(options.pin_python_threads)
         pin = thread_pinner(cpu)
         runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()

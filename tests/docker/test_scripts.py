@@ -10,6 +10,8 @@ from types import ModuleType
 
 import pytest
 
+from recommender_client.service.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 
@@ -87,7 +89,13 @@ def test_committed_config_parses_as_the_server_reads_it() -> None:
     (entry,) = models.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == ("ctr", "/models/ctr", "tensorflow")
     batching = read_batching_parameters(DOCKER / "config" / "batching.config")
-    assert (batching.max_batch_size.value, batching.batch_timeout_micros.value) == (128, 2000)
+    assert (batching.max_batch_size.value, batching.batch_timeout_micros.value) == (1000, 2000)
+    assert batching.enable_large_batch_splitting.value and batching.max_execution_batch_size.value == 128
+    fields = Settings.model_fields  # the ranker's default Predict: chunk size, cut to max_candidates
+    assert (
+        min(fields["predict_chunk_size"].default, fields["max_candidates"].default)
+        <= batching.max_batch_size.value
+    )
     monitoring = read_monitoring_config(DOCKER / "config" / "monitoring.config")
     assert prometheus_path(monitoring) == "/monitoring/prometheus/metrics"
 

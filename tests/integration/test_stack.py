@@ -9,6 +9,7 @@ same scores as one call, and that stopping the model server under requests degra
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from training.data.synthetic import load_synthetic, write_synthetic  # noqa: E40
 from training.data.synthetic_world import SyntheticConfig  # noqa: E402
 from training.train import train  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 CONTEXT = {"hour": 20, "device": "mobile", "position": 1}
 
 
@@ -175,3 +177,56 @@ def test_model_server_down_degrades_then_recovers(stack: dict, protocol: str) ->
             assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in first["items"]]
         finally:
             server.stop()
+
+
+def _server_with_batching(stack: dict, params_file: Path) -> ModelServer:
+    options = ServerOptions(
+        port=0,
+        rest_api_port=0,
+        bind_address="127.0.0.1",
+        model_name="ctr",
+        model_base_path=str(stack["root"] / "models" / "ctr"),
+        enable_batching=True,
+        batching_parameters_file=str(params_file),
+    )
+    return ModelServer(options, enable_rest=True).start()
+
+
+def test_the_shipped_batching_config_accepts_the_rankers_predicts(stack: dict, tmp_path: Path) -> None:
+    """docker/config/batching.config (what both images serve with) against the ranker's own
+    Predicts, here 400 candidates in one call; the config shipped before (max_batch_size 128,
+    no splitting) is refused by the server exactly as TF Serving refuses it, so the ranker
+    degrades, and a ranker told that limit refuses to start."""
+    from serving.model_server.config import read_batching_parameters
+
+    shipped = REPO / "docker" / "config" / "batching.config"
+    limit = read_batching_parameters(shipped).max_batch_size.value
+    items = pd.read_parquet(stack["data"] / "items.parquet")["item_id"].tolist()
+    user = pd.read_parquet(stack["data"] / "users.parquet")["user_id"].iloc[1]
+    body = {"user_id": user, "k": 10, "context": CONTEXT, "candidates": items}
+    assert len(items) == 400
+
+    server = _server_with_batching(stack, shipped)
+    try:
+        settings = _settings(stack, server, serving_max_batch_size=limit)
+        fields = Settings.model_fields  # the ranker's defaults
+        assert settings.largest_predict_rows == min(
+            fields["predict_chunk_size"].default, fields["max_candidates"].default
+        )
+        with TestClient(create_app(settings)) as client:
+            answer = _until_not_degraded(client, body)
+        assert len(answer["items"]) == 10
+    finally:
+        server.stop()
+
+    old = tmp_path / "batching.config"
+    old.write_text("max_batch_size { value: 128 }\nbatch_timeout_micros { value: 2000 }\n")
+    server = _server_with_batching(stack, old)
+    try:
+        with TestClient(create_app(_settings(stack, server))) as client:
+            answer = client.post("/recommend", json=body).json()
+        assert answer["degraded"] is True
+        with pytest.raises(ValueError, match="serving_max_batch_size=128"):
+            _settings(stack, server, serving_max_batch_size=128)
+    finally:
+        server.stop()

@@ -40,6 +40,29 @@ def test_writes_parsable_configs_and_prints_docker_line(
         f"-v {out}:/config:ro tensorflow/serving:2.21.0 --model_config_file=/config/models.config" in printed
     )
     assert "--monitoring_config_file=/config/monitoring.config" in printed
+    # ServerCore checks labels before loading: without it TF Serving exits FAILED_PRECONDITION
+    assert printed.rstrip().endswith("--allow_version_labels_for_unavailable_models=true")
+    batching = read_batching_parameters(str(out / "batching.config"))
+    assert batching.enable_large_batch_splitting.value and batching.max_execution_batch_size.value == 64
+
+
+def test_write_is_the_default_command_and_labels_alone_add_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["write", "--out", str(tmp_path), "--model", "ctr=/models/ctr", "--no-large-batch-splitting"]) == 0
+    printed = capsys.readouterr().out
+    assert "--allow_version_labels_for_unavailable_models" not in printed
+    batching = read_batching_parameters(str(tmp_path / "batching.config"))
+    assert batching.max_batch_size.value == 1000 and not batching.HasField("enable_large_batch_splitting")
+
+
+def test_an_execution_batch_over_max_batch_size_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--out", str(tmp_path), "--model", "ctr=/models/ctr", "--max-batch-size", "100"]
+    assert main([*argv, "--max-execution-batch-size", "200"]) == 2
+    assert "max_execution_batch_size=200 must be in 1..max_batch_size (100)" in capsys.readouterr().err
+    assert not (tmp_path / "batching.config").exists()
 
 
 def test_bad_model_argument_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

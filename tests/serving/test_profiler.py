@@ -183,3 +183,28 @@ def test_close_refuses_later_calls(served: tuple[int, ProfilerForwarder]) -> Non
         grpc.StatusCode.UNAVAILABLE,
         "The profiler service is shut down",
     )
+
+
+def test_start_starts_the_profiler_server_once_and_reports_a_failure() -> None:
+    """start() resolves the target at once (TF Serving's service is live from start-up); a
+    failed start is reported, and retried by the next call."""
+    asked: list[int] = []
+
+    def target() -> int:
+        asked.append(1)
+        return process_profiler_port()
+
+    forwarder = ProfilerForwarder(target)
+    try:
+        assert forwarder.start() and forwarder.start()
+        assert asked == [1]
+    finally:
+        forwarder.close()
+
+    def broken() -> int:
+        raise RuntimeError("TensorFlow's profiler server did not start")
+
+    failing = ProfilerForwarder(broken)
+    assert failing.start() is False
+    assert failing.start() is False  # tried again, not remembered as started
+    failing.close()
