@@ -1,138 +1,31 @@
-"""A minimal threaded keep-alive HTTP/1.1 server: the transport under the REST face."""
+"""The REST face's HTTP/1.1 server: uvicorn on its own event loop thread, bounded bodies."""
 
-# `http.server` parses headers through the email package and costs far more per request;
-# this reads the request line and headers directly, supports Content-Length, chunked and gzip
-# bodies, `Expect: 100-continue`, and refuses oversized bodies before reading them.
+# Like TF Serving's evhttp server (one libevent loop buffers each request, a thread pool runs
+# it, the answer goes back through the loop), one uvicorn loop (httptools, uvloop when
+# installed) reads requests and writes answers; the handler runs in the caller's pool. The
+# hand-written server this replaces kept a thread per connection for up to 600 s and read a
+# chunk size of -1 to the end of the stream; see http_protocol.py for the connection limits.
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import socketserver
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+import uvicorn
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+
+from serving.model_server.http_protocol import HttpLimits, LimitedConfig, LimitedHttpToolsProtocol
 from serving.model_server.json_text import error_body
 
 JSON = "application/json"
-MAX_HEADER_BYTES = 65536
+Answer = Callable[[str, str, bytes, dict[str, str]], Awaitable[tuple[int, str, bytes]]]
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-class _Connection(socketserver.StreamRequestHandler):
-    """One keep-alive HTTP/1.1 connection: read requests, answer them in order."""
-
-    server: HttpServer
-    disable_nagle_algorithm = True
-    timeout = 600  # seconds a keep-alive connection may sit idle (or stall mid-request)
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.lock:
-            self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def handle(self) -> None:
-        while not self.server.stopping.is_set():
-            try:
-                if not self._one_request():
-                    return
-            except (ConnectionError, TimeoutError, OSError):
-                return
-
-    def _read_body(self, headers: dict[str, str]) -> bytes:
-        limit = self.server.max_body_bytes
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts, total = [], 0
-            while True:
-                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(MAX_HEADER_BYTES).strip():
-                        pass
-                    return b"".join(parts)
-                total += size
-                if total > limit:
-                    raise BodyTooLarge(total)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(8)
-        length = int(headers.get("content-length", "0") or "0")
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        if length > limit:
-            raise BodyTooLarge(length)
-        return self.rfile.read(length) if length else b""
-
-    def _one_request(self) -> bool:
-        line = self.rfile.readline(MAX_HEADER_BYTES + 1)
-        if not line:
-            return False
-        if not line.strip():
-            return True  # stray CRLF between requests
-        try:
-            method, target, version = line.decode("latin-1").split()
-        except ValueError:
-            self._send(400, "text/plain", b"Bad request line", close=True)
-            return False
-        headers: dict[str, str] = {}
-        size = len(line)
-        while True:
-            raw = self.rfile.readline(MAX_HEADER_BYTES + 1)
-            size += len(raw)
-            if size > MAX_HEADER_BYTES:
-                self._send(431, "text/plain", b"Request header fields too large", close=True)
-                return False
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            key, _, value = raw.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = self._read_body(headers)
-        except BodyTooLarge as exc:
-            message = (
-                f"Request body of {exc.args[0]} bytes exceeds the limit of {self.server.max_body_bytes} bytes"
-            )
-            self._send(413, JSON, error_body(message), close=True)
-            return False
-        except ValueError:
-            self._send(400, JSON, error_body("Malformed Content-Length or chunked body"), close=True)
-            return False
-        if headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                body = gunzip(body, self.server.max_body_bytes)
-            except BodyTooLarge:
-                message = f"Uncompressed request body exceeds the limit of {self.server.max_body_bytes} bytes"
-                self._send(413, JSON, error_body(message), close=True)
-                return False
-            except (OSError, EOFError, zlib.error):
-                self._send(
-                    400, JSON, error_body("Failed to uncompress the gzip request body"), close=not keep_alive
-                )
-                return keep_alive
-        status, content_type, payload = self.server.answer(method, target, body, headers)
-        self._send(status, content_type, payload, close=not keep_alive)
-        return keep_alive
-
-    def _send(self, status: int, content_type: str, payload: bytes, *, close: bool) -> None:
-        reason = _REASONS.get(status, "Error")
-        head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-        head += self.server.extra_headers
-        if close:
-            head += "Connection: close\r\n"
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + payload)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
@@ -146,52 +39,136 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    499: "Client Closed Request",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+class HttpServer:
+    """HTTP/1.1 on ``address``: ``await answer(method, target, body, headers)`` per request.
 
-
-class HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+    Args:
+        address: (host, port); port 0 picks a free one.
+        answer: gets the raw target (path and query, still percent-encoded), the whole body
+            (gzip already inflated) and the headers (names lower-cased); returns
+            (status, content type, payload). It runs on the loop, so it must not block.
+        extra_headers: added to every answer (the CORS headers when enabled).
+        max_body_bytes: larger bodies, by Content-Length or as chunks arrive (or inflated),
+            answer 413 and the connection closes, as libevent's evhttp_set_max_body_size does.
+        limits: connection, head size and timeout bounds (default: HttpLimits()).
+    """
 
     def __init__(
         self,
         address: tuple[str, int],
-        answer: Callable[[str, str, bytes, dict[str, str]], tuple[int, str, bytes]],
+        answer: Answer,
+        *,
         extra_headers: Sequence[tuple[str, str]] = (),
+        max_body_bytes: int = 256 * 1024 * 1024,
+        limits: HttpLimits | None = None,
     ) -> None:
-        """``answer(method, target, body, headers)`` (header names lower-cased); every response
-        carries ``extra_headers`` (the CORS headers when enabled)."""
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.answer = answer
-        self.extra_headers = "".join(f"{key}: {value}\r\n" for key, value in extra_headers)
-        self.max_body_bytes = 0
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.connections: set[socket.socket] = set()
-        super().__init__(address, _Connection)
+        self._answer = answer
+        self._extra_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers]
+        self.max_body_bytes = max_body_bytes
+        self._socket = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(address)
+            self._socket.listen(128)
+        except OSError:
+            self._socket.close()
+            raise
+        self.port: int = self._socket.getsockname()[1]  # uvloop may take over the socket object
+        config = LimitedConfig(
+            self._app,
+            limits=limits or HttpLimits(),
+            http=LimitedHttpToolsProtocol,
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            server_header=False,  # evhttp sends no Server header; it does send Date
+            proxy_headers=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
 
-    def close_connections(self) -> None:
-        """Shut down open keep-alive connections so their threads end."""
-        with self.lock:
-            open_sockets = list(self.connections)
-        for sock in open_sockets:
+    def start(self, thread_init: Callable[[], None] | None = None) -> None:
+        """Serve from a daemon thread; ``thread_init`` runs first in it (CPU pinning)."""
+
+        def serve() -> None:
+            if thread_init is not None:
+                thread_init()
+            with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+                runner.run(self._serve())
+
+        self._thread = threading.Thread(target=serve, name="rest-http", daemon=True)
+        self._thread.start()
+
+    async def _serve(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+        for connection in list(self._server.server_state.connections):
+            connection.transport.abort()  # still mid-request after the graceful second
+
+    def stop(self) -> None:
+        """Stop accepting, finish or drop open requests within a second, close every connection."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._socket.close()
+
+    async def _app(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """One request: bounded body, the answer, then TF Serving's headers."""
+        if scope["type"] != "http":
+            return
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        try:
+            body = await self._read_body(receive, int(headers.get("content-length", "0")))
+        except BodyTooLarge as exc:
+            message = f"Request body of {exc.args[0]} bytes exceeds the limit of {self.max_body_bytes} bytes"
+            return await self._send(send, 413, JSON, error_body(message), close=True)
+        except ConnectionError:
+            return  # the client left; nobody to answer
+        if "gzip" in headers.get("content-encoding", "").lower():
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                body = gunzip(body, self.max_body_bytes)
+            except BodyTooLarge:
+                message = f"Uncompressed request body exceeds the limit of {self.max_body_bytes} bytes"
+                return await self._send(send, 413, JSON, error_body(message), close=True)
+            except (OSError, EOFError, zlib.error):
+                message = "Failed to uncompress the gzip request body"
+                return await self._send(send, 400, JSON, error_body(message))
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        status, content_type, payload = await self._answer(scope["method"], target, body, headers)
+        await self._send(send, status, content_type, payload)
+
+    async def _read_body(self, receive: ASGIReceiveCallable, length: int) -> bytes:
+        """The whole body, refused once it is known to exceed the limit (before reading it
+        when Content-Length says so; the parser has already checked that header's syntax)."""
+        if length > self.max_body_bytes:
+            raise BodyTooLarge(length)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ConnectionError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge(size)
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _send(
+        self, send: ASGISendCallable, status: int, content_type: str, payload: bytes, *, close: bool = False
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(payload)),
+        ]
+        headers += self._extra_headers
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})

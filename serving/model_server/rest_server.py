@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
+from serving.model_server.http_protocol import HttpLimits
 from serving.model_server.http_transport import JSON, HttpServer
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
@@ -44,13 +46,16 @@ class RestServer:
         prometheus_path: metrics page path; None disables it (TF Serving's default).
         timeout_ms: `--rest_api_timeout_in_ms`; a request still running after it answers
             504 (DEADLINE_EXCEEDED). 0 or less waits forever.
-        max_body_bytes: larger request bodies answer 413 without being read.
-        num_threads: `--rest_api_num_threads`, requests processed at once (when a timeout is
-            set; without one each connection's thread processes its own requests).
+        max_body_bytes: larger request bodies answer 413 (by Content-Length before reading,
+            chunked ones as soon as they pass it).
+        num_threads: `--rest_api_num_threads`, requests processed at once: with the one HTTP
+            loop thread, every thread the REST face has, whatever the number of connections.
         max_queued: requests waiting for a worker beyond which new ones answer 503 at once
             (default 4 per worker): a burst can never queue unbounded work behind the timeout.
         enable_cors: ``--rest_api_enable_cors_support``: every response carries TF Serving's
             CORS headers (http_rest_api_util.cc, AddCORSHeaders).
+        limits: open connections, head size and the idle and slow-request timeouts
+            (default: HttpLimits()).
     """
 
     def __init__(
@@ -67,8 +72,9 @@ class RestServer:
         thread_init: Callable[[], None] | None = None,
         max_queued: int | None = None,
         enable_cors: bool = False,
+        limits: HttpLimits | None = None,
     ) -> None:
-        """``thread_init`` runs first in the accept thread and every worker thread."""
+        """``thread_init`` runs first in the HTTP loop thread and every worker thread."""
         self.api = RestApi(manager, metrics=metrics, prometheus_path=prometheus_path)
         self._thread_init = thread_init
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
@@ -81,30 +87,33 @@ class RestServer:
             max_workers=max(1, num_threads), thread_name_prefix="rest-worker", initializer=thread_init
         )
         try:
-            self._http = HttpServer((bind_address, port), self._answer, CORS_HEADERS if enable_cors else ())
+            self._http = HttpServer(
+                (bind_address, port),
+                self._answer,
+                extra_headers=CORS_HEADERS if enable_cors else (),
+                max_body_bytes=max_body_bytes,
+                limits=limits,
+            )
         except OSError as exc:
             self._pool.shutdown(wait=False)
             raise RuntimeError(f"could not bind REST server to {bind_address}:{port}: {exc}") from None
-        self._http.max_body_bytes = max_body_bytes
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound TCP port."""
-        return int(self._http.server_address[1])
+        return self._http.port
 
-    def _answer(
+    async def _answer(
         self, method: str, target: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, str, bytes]:
+        """Run the request in the pool; the HTTP loop waits without holding a thread."""
         if method == "OPTIONS":
             return cors_preflight(headers.get("origin", ""))
-        if self.timeout_s is None:
-            return self.api.handle(method, target, body)
         with self._pending_lock:
             if self._pending >= self.max_pending:
                 return 503, JSON, error_body("The REST request queue is full; retry later")
             self._pending += 1
-        deadline = time.monotonic() + self.timeout_s
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         try:
             future = self._pool.submit(self.api.handle, method, target, body, deadline)
         except BaseException:
@@ -112,9 +121,10 @@ class RestServer:
             raise
         future.add_done_callback(lambda _: self._release())
         try:
-            return future.result(timeout=self.timeout_s)
-        except futures.TimeoutError:
-            future.cancel()  # still queued: never runs; running: its Session run has the deadline
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            # wait_for cancelled `future`: still queued, it never runs; running, its Session
+            # run has the deadline.
             return 504, JSON, error_body("Deadline Exceeded")
 
     def _release(self) -> None:
@@ -123,21 +133,10 @@ class RestServer:
 
     def start(self) -> int:
         """Start serving in a daemon thread; returns the bound port."""
-        self._thread = threading.Thread(target=self._serve, name="rest-server", daemon=True)
-        self._thread.start()
+        self._http.start(self._thread_init)
         return self.port
 
-    def _serve(self) -> None:
-        if self._thread_init is not None:
-            self._thread_init()
-        self._http.serve_forever()
-
     def stop(self) -> None:
-        """Stop accepting, close the socket and release the worker threads."""
-        self._http.stopping.set()
-        if self._thread is not None:
-            self._http.shutdown()
-            self._thread.join(timeout=5)
-        self._http.server_close()
-        self._http.close_connections()
+        """Stop accepting, close the connections and release the worker threads."""
+        self._http.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
