@@ -51,6 +51,10 @@ class LimitedConfig(uvicorn.Config):
         self.limits = limits
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limit."""
+
+
 async def _too_many_connections(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """The answer on a connection beyond ``max_connections``."""
     body = error_body("Too many open connections to the REST port; retry later")
@@ -75,6 +79,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = cast(LimitedConfig, config).limits
         self._in_head = True  # waiting for, or reading, a request line and headers
         self._head_bytes = 0
+        self._heads = 0  # heads parsed on this connection
         self._request_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -93,18 +98,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """Feed the parser (as uvicorn does), answering its errors and oversized heads in JSON."""
         self._unset_keepalive_if_required()
-        was_in_head = self._in_head
+        was_in_head, heads = self._in_head, self._heads
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             return  # no upgrades (TF Serving has none): the request was answered as plain HTTP
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"Malformed HTTP request: {exc}")
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse_large_head()
+            else:
+                self._refuse(400, f"Malformed HTTP request: {exc}")
             return
-        if was_in_head and self._in_head:  # every byte of `data` belongs to one head
-            self._head_bytes += len(data)
+        if was_in_head and self._in_head and heads == self._heads:  # all of `data` is one head
+            self._head_bytes += len(data)  # (a head still growing: the parser buffers it)
             if self._head_bytes > self.limits.max_header_bytes:
-                self._refuse(431, f"Request line and headers exceed {self.limits.max_header_bytes} bytes")
+                self._refuse_large_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -113,6 +121,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
+        if len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > self.limits.max_header_bytes:
+            raise _HeadTooLarge  # feed_data raises HttpParserCallbackError from it
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -136,6 +147,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(431, f"Request line and headers exceed {self.limits.max_header_bytes} bytes")
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request the parser refused, then close (uvicorn's own answer is plain text)."""

@@ -181,6 +181,25 @@ def test_keep_alive_reuses_one_connection(rest: RestServer) -> None:
         conn.close()
 
 
+def test_only_request_heads_count_against_the_head_limit(start: Callable[..., RestServer]) -> None:
+    # Whole requests (head and a body larger than the head limit) arriving in one read, on one
+    # keep-alive connection: the body bytes are not head bytes.
+    rest = start(max_header_bytes=300)
+    body = json.dumps({"instances": [1.0] * 150}).encode()
+    message = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    with socket.create_connection(("127.0.0.1", rest.port), timeout=10) as sock:
+        for _ in range(4):
+            sock.sendall(message)
+            reply = b""
+            while not reply.endswith(b"]\n}"):
+                reply += sock.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 200 OK")
+    reply = exchange(
+        rest.port, f"GET /v1/models/half_plus_two HTTP/1.1\r\nX-Pad: {'p' * 300}\r\n\r\n".encode()
+    )
+    assert reply.startswith(b"HTTP/1.1 431 ")
+
+
 def test_connections_beyond_the_limit_answer_503(start: Callable[..., RestServer]) -> None:
     rest = start(max_connections=3)
     held = [socket.create_connection(("127.0.0.1", rest.port), timeout=10) for _ in range(3)]
@@ -199,10 +218,23 @@ def test_connections_beyond_the_limit_answer_503(start: Callable[..., RestServer
 
 
 def test_oversized_head_is_431(rest: RestServer) -> None:
+    # Whole (parsed, then measured) and still growing (counted as it arrives, never finished).
     reply = exchange(
         rest.port, b"GET /v1/models/half_plus_two HTTP/1.1\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n"
     )
     status, _, body = split(reply)
     assert status == "HTTP/1.1 431 Request Header Fields Too Large"
     assert json.loads(body) == {"error": "Request line and headers exceed 65536 bytes"}
+    with socket.create_connection(("127.0.0.1", rest.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/models/half_plus_two HTTP/1.1\r\nX-Big: ")
+        reply = b""
+        for _ in range(20):
+            time.sleep(0.01)
+            try:
+                sock.sendall(b"b" * 10000)
+            except OSError:
+                break  # refused and closed
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 431 ")
     assert predict_ok(rest.port)
