@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from recommender_client.excerpt import clip
 from recommender_client.rerank.rules import RulesError, RuleSet, load_rules
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ class RuleBook:
 
     :meth:`current` looks at the file's ``(mtime_ns, size, inode)`` at most once every
     ``min_interval_s``; when that changed it re-parses. An invalid or missing file keeps the
-    previous rules, logs why and is not retried until it changes again. The first load must
-    succeed (a service must not start with rules it cannot read).
+    previous rules, counts it in ``failures``, logs why once and is not retried until it
+    changes again; no failure of the file ever reaches the caller. The first load must succeed
+    (a service must not start with rules it cannot read).
     """
 
     def __init__(
@@ -65,10 +67,15 @@ class RuleBook:
             self._signature = signature
             try:
                 rules = load_rules(self.path)
-            except RulesError as exc:
+            except Exception as exc:
+                # Any failure, even one load_rules does not foresee, keeps the rules in force:
+                # this runs inside a request, which must not fail because of the file.
+                problem = (
+                    str(exc) if isinstance(exc, RulesError) else f"{type(exc).__name__}: {clip(str(exc))}"
+                )
                 self.failures += 1
-                self.last_error = str(exc)
-                log.warning("rules reload failed, keeping rules %s: %s", self._rules.digest, exc)
+                self.last_error = problem
+                log.warning("rules reload failed, keeping rules %s: %s", self._rules.digest, problem)
                 return self._rules
             self._rules = rules
             self.reloads += 1

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recommender_client.excerpt import clip, excerpt
 from recommender_client.pipeline import Operator
 from recommender_client.recall.artifacts import Catalog
 from recommender_client.rerank.exposure import ExposureLog
@@ -28,111 +28,12 @@ from recommender_client.rerank.operators import (
     ScaleScores,
     SeenLookup,
 )
+from recommender_client.rerank.schema import COMMON, SCHEMA, to_epoch
 from recommender_client.stages import OrderByScore
 
 
 class RulesError(ValueError):
     """A rules file is unreadable or breaks the schema (the message names the rule and field)."""
-
-
-def _num(
-    positive: bool = False, below_one: bool = False, above_one: bool = False
-) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return f"must be a number, got {v!r}"
-        if positive and not v > 0:
-            return f"must be > 0, got {v!r}"
-        if below_one and not 0 < v < 1:
-            return f"must be between 0 and 1 (exclusive) to bury, got {v!r}"
-        if above_one and not v > 1:
-            return f"must be > 1 to boost, got {v!r}"
-        return None
-
-    return check
-
-
-def _int(minimum: int) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, int):
-            return f"must be an integer, got {v!r}"
-        return None if v >= minimum else f"must be >= {minimum}, got {v!r}"
-
-    return check
-
-
-def _strings(v: Any) -> str | None:
-    if not isinstance(v, list) or not all(isinstance(s, (str, int)) and not isinstance(s, bool) for s in v):
-        return f"must be a list of strings, got {v!r}"
-    return None
-
-
-def _ints(v: Any) -> str | None:
-    if (
-        not isinstance(v, list)
-        or not v
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v)
-    ):
-        return f"must be a non-empty list of positions >= 0, got {v!r}"
-    return None if len(set(v)) == len(v) else f"has duplicate positions {v!r}"
-
-
-def _string(v: Any) -> str | None:
-    return (
-        None
-        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v)
-        else f"must be a string, got {v!r}"
-    )
-
-
-def _time(v: Any) -> str | None:
-    try:
-        to_epoch(v)
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
-
-
-MATCH = {"items": (_strings, False), "categories": (_strings, False), "tags": (_strings, False)}
-# rule type -> field -> (check, required)
-SCHEMA: dict[str, dict[str, tuple[Callable[[Any], str | None], bool]]] = {
-    "blacklist": {"items": (_strings, False), "categories": (_strings, False)},
-    "filter_seen": {"ttl_hours": (_num(positive=True), True)},
-    "filter_unpublished": {},
-    "frequency_cap": {"max_impressions": (_int(1), True), "period_hours": (_num(positive=True), True)},
-    "boost": {"multiplier": (_num(above_one=True), True), **MATCH},
-    "bury": {"multiplier": (_num(below_one=True), True), **MATCH},
-    "freshness": {"max_boost": (_num(positive=True), True), "half_life_hours": (_num(positive=True), True)},
-    "category_diversity": {"max_per_window": (_int(1), True), "window": (_int(2), True)},
-    "exploration": {"slots": (_ints, True)},
-    "pin": {
-        "item": (_string, True),
-        "position": (_int(0), True),
-        "start": (_time, False),
-        "end": (_time, False),
-    },
-}
-COMMON = {"name", "type", "enabled"}
-
-
-def to_epoch(value: Any) -> float:
-    """Epoch seconds from a number, an ISO 8601 string or a datetime (naive means UTC)."""
-    if isinstance(value, bool):
-        raise TypeError(f"must be a time, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"must be an ISO 8601 time, got {value!r}") from exc
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime(value.year, value.month, value.day)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.timestamp()
-    raise TypeError(f"must be a time, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -153,28 +54,60 @@ class RuleSet:
     source: str = "<memory>"
 
 
+# The deepest a valid file nests is 4 (file mapping, rules list, rule mapping, items list); PyYAML
+# builds nodes recursively, so ~1,000 levels raise RecursionError instead of a YAML error.
+MAX_DEPTH = 20
+# ~10,000 rules. A reload runs inside the request that notices the change and PyYAML parses about
+# 1 MB/s, so a larger file would stall requests rather than configure them.
+MAX_RULES_BYTES = 1 << 20
+CLEAR_ALL = "rules: []"
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` before composing (PyYAML's event parser is iterative)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RulesError(f"{source}: nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
     """Parse and validate rules YAML.
+
+    An empty document (a 0-byte file, only comments, ``null``) and a mapping without a
+    ``rules`` list are errors, not "no rules": an editor that truncates the file must not
+    switch off every filter and cap. Clearing every rule takes the explicit ``rules: []``.
 
     Raises:
         RulesError: naming the file, the rule (name or index) and the field at fault.
     """
     try:
+        _check_depth(text, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not valid YAML: {exc}") from exc
+        raise RulesError(f"{source}: not valid YAML: {clip(str(exc), 500)}") from exc
+    except ValueError as exc:  # the SafeLoader's own constructors, e.g. a timestamp 2024-02-30
+        raise RulesError(f"{source}: not valid YAML: {clip(str(exc), 500)}") from exc
     if data is None:
-        data = {"rules": []}
+        raise RulesError(f"{source}: the file is empty; to clear every rule write {CLEAR_ALL!r}")
     if not isinstance(data, dict):
-        raise RulesError(f"{source}: expected a mapping with a 'rules' list at the top")
-    extra = sorted(set(data) - {"version", "rules"})
+        raise RulesError(
+            f"{source}: expected a mapping with a 'rules' list at the top, got {type(data).__name__}"
+        )
+    extra = sorted(map(str, set(data) - {"version", "rules"}))
     if extra:
-        raise RulesError(f"{source}: unknown top-level keys {extra} (expected 'version', 'rules')")
+        raise RulesError(f"{source}: unknown top-level keys {excerpt(extra)} (expected 'version', 'rules')")
     if data.get("version", 1) != 1:
-        raise RulesError(f"{source}: unsupported rules version {data.get('version')!r} (expected 1)")
-    raw = data.get("rules") or []
+        raise RulesError(f"{source}: unsupported rules version {excerpt(data.get('version'))} (expected 1)")
+    raw = data.get("rules")
     if not isinstance(raw, list):
-        raise RulesError(f"{source}: 'rules' must be a list")
+        raise RulesError(
+            f"{source}: 'rules' must be a list, got {excerpt(raw)}; to clear every rule write {CLEAR_ALL!r}"
+        )
     rules: list[Rule] = []
     names: set[str] = set()
     for index, entry in enumerate(raw):
@@ -185,25 +118,27 @@ def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
         if entry.get("enabled", True):
             rules.append(rule)
     _check_together(rules, source)
-    return RuleSet(tuple(rules), hashlib.sha256(text.encode()).hexdigest()[:12], source)
+    return RuleSet(
+        tuple(rules), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12], source
+    )
 
 
 def _parse_rule(entry: Any, index: int, source: str) -> Rule:
     where = f"{source}: rule #{index}"
     if not isinstance(entry, dict):
-        raise RulesError(f"{where}: must be a mapping, got {entry!r}")
+        raise RulesError(f"{where}: must be a mapping, got {excerpt(entry)}")
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(name, bool) else ""
-        raise RulesError(f"{where}: field 'name' must be a non-empty string, got {name!r}{hint}")
-    where = f"{source}: rule {name!r}"
+        raise RulesError(f"{where}: field 'name' must be a non-empty string, got {excerpt(name)}{hint}")
+    where = f"{source}: rule {excerpt(name)}"
     kind = entry.get("type")
-    if kind not in SCHEMA:
-        raise RulesError(f"{where}: field 'type' must be one of {sorted(SCHEMA)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in SCHEMA:
+        raise RulesError(f"{where}: field 'type' must be one of {sorted(SCHEMA)}, got {excerpt(kind)}")
     fields = SCHEMA[kind]
-    unknown = sorted(set(entry) - COMMON - set(fields))
+    unknown = sorted(map(str, set(entry) - COMMON - set(fields)))
     if unknown:
-        raise RulesError(f"{where} ({kind}): unknown fields {unknown} (allowed: {sorted(fields)})")
+        raise RulesError(f"{where} ({kind}): unknown fields {excerpt(unknown)} (allowed: {sorted(fields)})")
     if not isinstance(entry.get("enabled", True), bool):
         raise RulesError(f"{where}: field 'enabled' must be true or false")
     for field_name, (check, required) in fields.items():
@@ -254,12 +189,21 @@ def _check_together(rules: Sequence[Rule], source: str) -> None:
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    """Read and validate a rules file."""
+    """Read and validate a rules file (UTF-8, at most ``MAX_RULES_BYTES``)."""
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        with source.open("rb") as f:
+            raw = f.read(MAX_RULES_BYTES + 1)
     except OSError as exc:
         raise RulesError(f"cannot read rules file {source}: {exc}") from exc
+    if len(raw) > MAX_RULES_BYTES:
+        raise RulesError(f"{source}: larger than {MAX_RULES_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError(
+            f"{source}: not UTF-8: byte {raw[exc.start]:#04x} at offset {exc.start} ({exc.reason})"
+        ) from exc
     return parse_rules(text, source=str(source))
 
 

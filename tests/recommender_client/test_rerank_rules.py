@@ -11,7 +11,14 @@ import pytest
 from recommender_client.recall.artifacts import RecallArtifacts
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
-from recommender_client.rerank.rules import RulesError, build_operators, load_rules, parse_rules, to_epoch
+from recommender_client.rerank.rules import (
+    MAX_RULES_BYTES,
+    RulesError,
+    build_operators,
+    load_rules,
+    parse_rules,
+    to_epoch,
+)
 
 FULL = """
 version: 1
@@ -71,7 +78,6 @@ def test_full_file_builds_operators_in_phase_order(artifacts: RecallArtifacts) -
         "PinItems",
     ]
     assert ops_for("rules: []", artifacts) == []
-    assert parse_rules("").rules == ()
 
 
 @pytest.mark.parametrize(
@@ -139,6 +145,25 @@ def test_full_file_builds_operators_in_phase_order(artifacts: RecallArtifacts) -
         ("rules: {name: a}", r"'rules' must be a list"),
         ("rulez: []", r"unknown top-level keys \['rulez'\]"),
         ("rules: [a: b: c]", r"not valid YAML"),
+        # an empty document is an invalid edit, never "no rules"; clearing takes rules: []
+        ("", r"ops.yaml: the file is empty; to clear every rule write 'rules: \[\]'"),
+        ("# all rules commented out\n", r"the file is empty; to clear every rule write 'rules: \[\]'"),
+        ("null", r"the file is empty"),
+        ("version: 1", r"'rules' must be a list, got None; to clear every rule write 'rules: \[\]'"),
+        ("rules:", r"'rules' must be a list, got None"),
+        ("[1, 2]", r"expected a mapping with a 'rules' list at the top, got list"),
+        ("just words", r"expected a mapping with a 'rules' list at the top, got str"),
+        ("rules: " + "[" * 21 + "]" * 21, r"nested deeper than 20 levels"),
+        ("rules: " + "[" * 5000 + "]" * 5000, r"nested deeper than 20 levels"),  # no RecursionError
+        ("rules: [{name: x, type: [boost]}]", r"rule 'x': field 'type' must be one of"),
+        ("rules: [{name: x, type: boost, multiplier: .inf, items: [a]}]", r"'multiplier' must be a finite"),
+        ("rules: [{name: x, type: boost, multiplier: 1" + "0" * 400 + ", items: [a]}]", r"must be a finite"),
+        (
+            "rules: [{name: x, type: pin, item: a, position: 0, start: .nan}]",
+            r"'start' must be a finite time",
+        ),
+        ("rules: [{name: x, type: pin, item: a, position: 0, start: 2024-02-30}]", r"not valid YAML: day is"),
+        ("rules: [{name: x, type: boost, multiplier: 2, items: [a], 1: 2}]", r"unknown fields \['1'\]"),
     ],
 )
 def test_invalid_rules_name_rule_and_field(text: str, message: str) -> None:
@@ -152,6 +177,21 @@ def test_load_rules_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("rules: [{name: x, type: nope}]")
     with pytest.raises(RulesError, match=r"bad.yaml: rule 'x'"):
         load_rules(tmp_path / "bad.yaml")
+
+
+def test_load_rules_refuses_bytes_that_are_not_utf8_and_oversized_files(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"rules: [{name: caf\xe9, type: filter_unpublished}]")
+    with pytest.raises(
+        RulesError, match=r"r.yaml: not UTF-8: byte 0xe9 at offset 18 \(invalid continuation byte\)"
+    ):
+        load_rules(path)
+    path.write_bytes(b"# " + b"x" * MAX_RULES_BYTES + b"\nrules: []\n")
+    with pytest.raises(RulesError, match=rf"larger than {MAX_RULES_BYTES} bytes"):
+        load_rules(path)
+    path.write_bytes(b"")
+    with pytest.raises(RulesError, match="the file is empty"):
+        load_rules(path)
 
 
 def test_to_epoch_accepts_numbers_iso_and_naive_utc() -> None:
@@ -207,6 +247,47 @@ def test_hot_reload_polls_and_keeps_last_good_rules(tmp_path: Path, caplog: pyte
     write(path, "rules: [{name: d, type: filter_unpublished}]", 4_000_000_000)
     clock.now = 30.0
     assert [r.name for r in book.current().rules] == ["d"] and book.last_error is None
+
+
+def test_every_reload_failure_is_counted_logged_once_and_keeps_the_rules(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rules.yaml"
+    write(path, "rules: [{name: a, type: filter_unpublished}]", 1_000_000_000)
+    clock = FakeClock()
+    book = RuleBook(path, min_interval_s=1, clock=clock)
+    good = book.current()
+    bad_edits = [
+        b"",  # an editor truncated the file
+        b"- not a mapping",
+        b"rules: [{name: caf\xe9, type: filter_unpublished}]",
+        b"rules: " + b"[" * 3000 + b"]" * 3000,
+    ]
+    with caplog.at_level("WARNING", logger="recommender_client.rerank.reload"):
+        for n, edit in enumerate(bad_edits, start=1):
+            path.write_bytes(edit)
+            os.utime(path, ns=((n + 1) * 10**9,) * 2)
+            for _ in range(3):  # looked at three times, parsed and logged once
+                clock.now += 2
+                assert book.current() is good
+            assert book.failures == n
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4 and all(m.startswith("rules reload failed, keeping rules ") for m in messages)
+    assert "the file is empty" in messages[0] and "got list" in messages[1]
+    assert "not UTF-8: byte 0xe9" in messages[2] and "nested deeper than 20" in messages[3]
+
+    def explode(path: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("recommender_client.rerank.reload.load_rules", explode)
+    write(path, "rules: []", 9 * 10**9)
+    clock.now += 2
+    assert book.current() is good and book.failures == 5 and book.last_error == "RuntimeError: disk on fire"
+    monkeypatch.undo()
+    write(path, "rules: []", 10 * 10**9)
+    clock.now += 2
+    cleared = book.current()
+    assert cleared.rules == () and book.failures == 5 and book.last_error is None
 
 
 def test_first_load_must_succeed(tmp_path: Path) -> None:

@@ -129,6 +129,20 @@ def test_rules_hot_reload_without_restart(local_client: TestClient, tmp_path: Pa
     assert "ranker_rules_reload_failures 1.0" in local_client.get("/metrics").text
 
 
+def test_rules_reload_failures_never_fail_a_request(local_client: TestClient, tmp_path: Path) -> None:
+    """Bytes that are not UTF-8, deep nesting and an empty file: each a counted failed reload, no 500."""
+    rules = tmp_path / "rules.yaml"
+    before = local_client.post("/recommend", json={"user_id": "u2", "k": 2}).json()
+    edits = [b"rules: [{name: caf\xe9, type: filter_unpublished}]", b"rules: " + b"[" * 2000, b""]
+    for n, edit in enumerate(edits, start=1):
+        rules.write_bytes(edit)
+        os.utime(rules, ns=(time.time_ns() + n * 10**9,) * 2)
+        response = local_client.post("/recommend", json={"user_id": "u2", "k": 2})
+        assert response.status_code == 200 and response.json()["rules_version"] == before["rules_version"]
+        assert f"ranker_rules_reload_failures {n}.0" in local_client.get("/metrics").text
+    assert [i["item_id"] for i in response.json()["items"]] == ["i3", "i2"]  # boost-b still applies
+
+
 def test_model_server_down_degrades_and_is_not_ready(artifacts_dir: Path) -> None:
     settings = settings_for(
         artifacts_dir,
