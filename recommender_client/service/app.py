@@ -84,7 +84,10 @@ def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
         ),
         fallback=fallback,
         exposures=InMemoryExposureLog(
-            max_users=settings.exposure_max_users, max_events_per_user=settings.exposure_max_events_per_user
+            max_bytes=settings.exposure_max_bytes,
+            ttl_s=settings.exposure_ttl_s,
+            max_users=settings.exposure_max_users,
+            max_events_per_user=settings.exposure_max_events_per_user,
         ),
         skew=skew,
         predict_timeout_s=settings.predict_timeout_s,
@@ -120,6 +123,7 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
             app.state.recommender = build_recommender(settings, active)
+            app.state.metrics.watch(app.state.recommender)
             log.info(
                 "ranker ready: model %r over %s, artefacts %s",
                 settings.model_name,

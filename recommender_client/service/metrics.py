@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from recommender_client.recommender import Recommender
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -44,7 +50,9 @@ class ServiceMetrics:
             "ranker_breaker_open", "1 while the circuit breaker refuses calls.", registry=self.registry
         )
         self.rules_reload_failures = Gauge(
-            "ranker_rules_reload_failures", "Rules reloads rejected so far.", registry=self.registry
+            "ranker_rules_reload_failures",
+            "Rules reloads rejected so far (read at scrape time).",
+            registry=self.registry,
         )
         self.candidates = Histogram(
             "ranker_candidates",
@@ -62,3 +70,43 @@ class ServiceMetrics:
         if child is None:
             child = self._stage_children[stage] = self.stage_seconds.labels(stage=stage)
         child.observe(seconds)
+
+    def watch(self, recommender: Recommender) -> None:
+        """Report the recommender's rules failures and per-user state, read at each scrape."""
+        rules = recommender.rules
+        self.rules_reload_failures.set_function(lambda: rules.failures if rules is not None else 0)
+        self.registry.register(UserStateCollector(recommender))
+
+
+class UserStateCollector(Collector):
+    """Size of the per-user state: the exposure log (grows with traffic, bounded by its budget) and
+    the artefacts' user histories (fixed at load; listed so the two can be compared)."""
+
+    def __init__(self, recommender: Recommender) -> None:
+        self._exposures = recommender.exposures
+        a = recommender.artifacts
+        self._history_bytes = sum(
+            x.nbytes for x in (a.history_offsets, a.history_items, a.history_times, a.history_clicked)
+        )
+        self._history_users = len(a.user_ids)
+
+    def collect(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily(
+            "ranker_user_state_bytes", "Bytes held per user state, by store.", labels=["store"]
+        )
+        users = GaugeMetricFamily("ranker_user_state_users", "Users held, by store.", labels=["store"])
+        evictions = CounterMetricFamily(
+            "ranker_user_state_evictions", "Users forgotten, by store and reason.", labels=["store", "reason"]
+        )
+        size.add_metric(["history"], self._history_bytes)
+        users.add_metric(["history"], self._history_users)
+        exposures = self._exposures
+        accounted = getattr(exposures, "accounted_bytes", None)
+        if accounted is not None:  # an external store (Redis...) reports its own size
+            size.add_metric(["exposures"], accounted)
+            users.add_metric(["exposures"], len(exposures))  # type: ignore[arg-type]
+            for reason, count in getattr(exposures, "evictions", {}).items():
+                evictions.add_metric(["exposures", reason], count)
+        yield size
+        yield users
+        yield evictions

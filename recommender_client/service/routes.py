@@ -101,8 +101,6 @@ async def recommend(body: RecommendRequest, request: Request) -> Response:
     breaker = state.recommender.breaker
     if breaker is not None:
         metrics.breaker_open.set(1.0 if breaker.state is BreakerState.OPEN else 0.0)
-    if state.recommender.rules is not None:
-        metrics.rules_reload_failures.set(state.recommender.rules.failures)
     metrics.candidates.observe(len(batch.values.get("model_items", ())))
     took = time.monotonic() - started
     metrics.request_seconds.labels(degraded=str(degraded).lower()).observe(took)

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recommender_client.rerank.exposure import DEFAULT_MAX_BYTES as DEFAULT_EXPOSURE_BYTES
+from recommender_client.rerank.exposure import DEFAULT_TTL_S as DEFAULT_EXPOSURE_TTL_S
+
 # Rows per Predict call by default. serving.tfserving_config sizes the model server's
 # max_batch_size from it, so a ranker left at its defaults fits the server's batching config.
 DEFAULT_PREDICT_CHUNK_SIZE = 1000
@@ -69,9 +72,24 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=5.0, gt=0)
 
-    # exposures (frequency caps)
-    exposure_max_users: int = Field(default=100_000, ge=1)
-    exposure_max_events_per_user: int = Field(default=500, ge=1)
+    # exposures (frequency caps): in process, so bounded in bytes and in time
+    exposure_max_bytes: int = Field(
+        default=DEFAULT_EXPOSURE_BYTES,
+        ge=1 << 16,
+        description="memory budget of the exposure log; least recently served users are forgotten "
+        "beyond it. 64 MiB: ~30,000 users with 100 impressions (2.2 KB each, measured) or ~7,400 "
+        "at the 500-event cap; it bounds what made-up user ids can take (toward 3.4 GB before)",
+    )
+    exposure_ttl_s: float = Field(
+        default=DEFAULT_EXPOSURE_TTL_S,
+        gt=0,
+        description="a user not served for this long is forgotten; one day, the default rules' "
+        "longest frequency_cap period. Keep it at least the longest period_hours in the rules",
+    )
+    exposure_max_users: int = Field(default=100_000, ge=1, description="users kept, whatever their size")
+    exposure_max_events_per_user: int = Field(
+        default=500, ge=1, description="newest impressions kept per user (16 bytes each)"
+    )
 
     # skew logging
     skew_log_path: Path | None = None
