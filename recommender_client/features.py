@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from recommender_client.client.json_tensors import all_str
+from recommender_client.excerpt import excerpt
 from recommender_client.recall.artifacts import RecallArtifacts
 from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureContract, FeatureKind
 
@@ -17,6 +18,8 @@ from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureCon
 ENTITY_KEYS = {Entity.USER: "user_id", Entity.ITEM: "item_id"}
 
 NUMPY_DTYPE = {"string": object, "int64": np.int64, "float32": np.float32}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeatureError(ValueError):
@@ -104,22 +107,34 @@ def coerce_value(feature: Feature, value: Any, *, where: str) -> Any:
     kind = feature.kind
     if kind is FeatureKind.NUMERIC:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise FeatureError(f"{where}: feature {feature.name!r} is numeric, got {value!r}")
-        return float(value)
+            raise FeatureError(f"{where}: feature {feature.name!r} is numeric, got {excerpt(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        if abs(number) > FLOAT32_MAX:  # NaN passes: a stored value may be missing
+            raise FeatureError(
+                f"{where}: feature {feature.name!r} is float32, got {excerpt(value)} (beyond +-{FLOAT32_MAX:.4g})"
+            )
+        return number
     if kind is FeatureKind.CATEGORICAL_INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FeatureError(f"{where}: feature {feature.name!r} takes an int64, got {value!r}")
+            raise FeatureError(f"{where}: feature {feature.name!r} takes an int64, got {excerpt(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise FeatureError(
+                f"{where}: feature {feature.name!r} takes an int64, got {excerpt(value)} (outside -2**63..2**63-1)"
+            )
         return value
     if kind is FeatureKind.MULTI_CATEGORICAL and isinstance(value, (list, tuple)):
         bad = [v for v in value if not isinstance(v, str) or MULTI_VALUE_SEPARATOR in v]
         if bad:
             raise FeatureError(
                 f"{where}: feature {feature.name!r} takes strings without "
-                f"{MULTI_VALUE_SEPARATOR!r}, got {bad[:3]!r}"
+                f"{MULTI_VALUE_SEPARATOR!r}, got {excerpt(bad[:3])}"
             )
         return MULTI_VALUE_SEPARATOR.join(value)
     if not isinstance(value, str):
-        raise FeatureError(f"{where}: feature {feature.name!r} takes a string, got {value!r}")
+        raise FeatureError(f"{where}: feature {feature.name!r} takes a string, got {excerpt(value)}")
     return value
 
 
@@ -147,6 +162,7 @@ class FeatureJoiner:
         self._user = contract.by_entity(Entity.USER)
         self._item = contract.by_entity(Entity.ITEM)
         self._context = contract.by_entity(Entity.CONTEXT)
+        self._context_names = frozenset(f.name for f in self._context)
         self._table = self._precompute(store)
         self._check_users(store)
 
@@ -197,11 +213,21 @@ class FeatureJoiner:
         return out, known
 
     def check_context(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        """The request context coerced to wire types (unknown keys ignored, missing -> default).
+        """The request context coerced to wire types (missing -> default).
+
+        A key the contract does not know is refused rather than ignored: it is a client's typo
+        (``"hours"``) that would silently score with the default, or a way to make requests
+        carry data no model reads.
 
         Raises:
-            ContextError: naming the context field that does not fit.
+            ContextError: naming the unknown keys, or the context field that does not fit.
         """
+        unknown = [key for key in context if key not in self._context_names]
+        if unknown:
+            raise ContextError(
+                f"context has keys the feature contract does not know: {excerpt(unknown)} "
+                f"(context features: {excerpt(sorted(self._context_names), 400)})"
+            )
         try:
             return {
                 f.name: coerce_value(f, context.get(f.name), where=f"context[{f.name!r}]")

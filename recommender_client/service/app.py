@@ -15,11 +15,12 @@ from recommender_client.recall.artifacts import load_artifacts
 from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
+from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.routes import router
 from recommender_client.service.settings import Settings
 from recommender_client.skew import SkewLogger
-from training.features import FeatureContract
+from training.features import Entity, FeatureContract
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
     """Load the contract, artefacts and rules and wire the pipeline around ``scorer``."""
     assert settings.contract_path is not None
     contract = FeatureContract.load(settings.contract_path)
+    context = contract.by_entity(Entity.CONTEXT)
+    if len(context) > settings.max_context_keys:
+        raise ValueError(
+            f"the feature contract has {len(context)} context features, more than max_context_keys="
+            f"{settings.max_context_keys}: raise RANKER_MAX_CONTEXT_KEYS to at least {len(context)}"
+        )
     artifacts = load_artifacts(settings.artifacts_dir)
     rules = (
         RuleBook(settings.rules_path, min_interval_s=settings.rules_reload_interval_s)
@@ -122,6 +129,7 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
+            app.state.intake = Intake(settings)
             app.state.recommender = build_recommender(settings, active)
             app.state.metrics.watch(app.state.recommender)
             log.info(

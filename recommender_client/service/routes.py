@@ -7,16 +7,36 @@ import time
 import zlib
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recommender_client.breaker import BreakerState
 from recommender_client.features import ContextError
 from recommender_client.pipeline import Batch, RankRequest
-from recommender_client.service.schemas import RankedItem, RecommendRequest, RecommendResponse
+from recommender_client.service.errors import ClientError
+from recommender_client.service.metrics import ServiceMetrics
+from recommender_client.service.schemas import RankedItem, RecommendResponse, request_model
+from recommender_client.service.settings import Settings
 
 router = APIRouter()
+# The body as the default settings limit it (the app's Intake builds the model from its own settings).
+DOCUMENTED_REQUEST = request_model(
+    **{
+        name: Settings.model_fields[field].default
+        for name, field in (
+            ("max_string_length", "max_string_length"),
+            ("max_context_keys", "max_context_keys"),
+            ("max_candidates", "max_request_candidates"),
+        )
+    }
+)
+
+
+def _refused(metrics: ServiceMetrics, exc: ClientError) -> Response:
+    metrics.requests.labels(status=str(exc.status)).inc()
+    metrics.errors.labels(kind=exc.kind).inc()
+    return exc.response()
 
 
 def _float(value: float) -> float | None:
@@ -42,10 +62,21 @@ def _items(batch: Batch) -> list[RankedItem]:
     return out
 
 
-@router.post("/recommend", response_model=RecommendResponse)
-async def recommend(body: RecommendRequest, request: Request) -> Response:
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DOCUMENTED_REQUEST.model_json_schema()}},
+        }
+    },
+)
+async def recommend(request: Request) -> Response:
     """Recall, score and rerank for one user.
 
+    The body is read and checked by the app's :class:`Intake` (not by FastAPI), so a client's
+    mistake is a 4xx with a bounded JSON error and its cost is bounded before any work starts.
     With an async model client (the service always makes one) the request stays on the event
     loop and only the Predict call is awaited: the CPU stages take ~1 ms, less than the thread
     hand-off they would need. A scorer without one (e.g. a LocalScorer given to create_app)
@@ -54,15 +85,10 @@ async def recommend(body: RecommendRequest, request: Request) -> Response:
     state = request.app.state
     settings, metrics = state.settings, state.metrics
     started = time.monotonic()
-    if not 1 <= body.k <= settings.max_k:
-        metrics.requests.labels(status="400").inc()
-        raise HTTPException(status_code=400, detail=f"k must be between 1 and {settings.max_k}, got {body.k}")
-    if body.candidates is not None and not 1 <= len(body.candidates) <= settings.max_request_candidates:
-        metrics.requests.labels(status="400").inc()
-        raise HTTPException(
-            status_code=400,
-            detail=f"candidates must hold 1 to {settings.max_request_candidates} ids, got {len(body.candidates)}",
-        )
+    try:
+        body = state.intake.parse(await state.intake.read(request))
+    except ClientError as exc:
+        return _refused(metrics, exc)
     now = (
         body.now
         if body.now is not None
@@ -88,9 +114,7 @@ async def recommend(body: RecommendRequest, request: Request) -> Response:
                 recommender.recommend, rank_request, observe=metrics.observe_stage
             )
     except ContextError as exc:
-        metrics.requests.labels(status="400").inc()
-        metrics.errors.labels(kind="bad_context").inc()
-        raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return _refused(metrics, ClientError(400, str(exc), kind="bad_context"))
     except Exception:
         metrics.requests.labels(status="500").inc()
         metrics.errors.labels(kind="internal").inc()

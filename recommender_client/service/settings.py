@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender_client.rerank.exposure import DEFAULT_MAX_BYTES as DEFAULT_EXPOSURE_BYTES
 from recommender_client.rerank.exposure import DEFAULT_TTL_S as DEFAULT_EXPOSURE_TTL_S
+from recommender_client.service.schemas import MAX_EPOCH_S
 
 # Rows per Predict call by default. serving.tfserving_config sizes the model server's
 # max_batch_size from it, so a ranker left at its defaults fits the server's batching config.
@@ -55,13 +56,53 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="answer within this, degraded if need be"
     )
     max_k: int = Field(default=100, ge=1)
-    max_request_candidates: int = Field(default=2000, ge=1)
+    max_request_candidates: int = Field(
+        default=2000,
+        ge=1,
+        description="longest candidates list a request may give (400 beyond); duplicates count here, "
+        "distinct ids count against max_candidates",
+    )
     fallback: Literal["recall", "popularity"] = "recall"
-    fixed_now: float | None = Field(default=None, description="pin the clock (replays and demos)")
+    fixed_now: float | None = Field(
+        default=None, ge=0, le=MAX_EPOCH_S, description="pin the clock (replays and demos)"
+    )
     seed: int = Field(default=0, description="seeds exploration together with the user id")
 
+    # request limits: what one client's request may cost (checked before any work is done)
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="413 beyond, from Content-Length before reading or as the body arrives. 1 MiB "
+        "holds the largest valid request (2,000 candidate ids of 256 characters are ~0.52 MB); "
+        "300 MiB bodies were read whole before, taking the process from 181 to 738 MB",
+    )
+    max_string_length: int = Field(
+        default=256,
+        ge=16,
+        description="characters in any string of a request: user id, candidate ids, context keys and "
+        "values (422 beyond). Ids and categorical values are short; a 1 MiB context string made "
+        "each request a ~500 MiB Predict",
+    )
+    max_context_keys: int = Field(
+        default=64,
+        ge=1,
+        description="keys in a request's context (422 beyond; unknown keys are a 400 anyway). The "
+        "Criteo contract has 39 context features; start-up fails if the contract has more than this",
+    )
+    max_context_bytes: int = Field(
+        default=4096,
+        ge=64,
+        description="UTF-8 bytes of all context strings together (400 beyond): the context is repeated "
+        "on each of up to max_candidates rows, so this bounds its share of a Predict (2 MiB at 500 rows)",
+    )
+
     # recall
-    max_candidates: int = Field(default=500, ge=1)
+    max_candidates: int = Field(
+        default=500,
+        ge=1,
+        description="most items scored per request: recall stops there, and a request's own list "
+        "with more distinct ids is a 400 (never cut silently)",
+    )
     quota_itemcf: int = Field(default=250, ge=0)
     quota_category_popularity: int = Field(default=100, ge=0)
     quota_new: int = Field(default=50, ge=0)

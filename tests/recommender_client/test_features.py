@@ -10,6 +10,7 @@ from recommender_client.features import (
     FeatureError,
     FeatureJoiner,
     InMemoryFeatureStore,
+    coerce_value,
     validate_inputs,
 )
 from recommender_client.recall.artifacts import RecallArtifacts
@@ -76,7 +77,22 @@ def test_bad_context_values_name_the_field(contract, loaded) -> None:
         j.join("u1", ["i1"], {"hour": "7"})
     with pytest.raises(FeatureError, match=r"context\['device'\]: feature 'device' takes a string, got 3"):
         j.join("u1", ["i1"], {"device": 3})
-    assert j.check_context({"hour": 5, "extra": "ignored"}) == {"device": "", "hour": 5}
+    assert j.check_context({"hour": 5}) == {"device": "", "hour": 5}
+    with pytest.raises(
+        ContextError,
+        match=r"context has keys the feature contract does not know: \['extra', 'hours'\] "
+        r"\(context features: \['device', 'hour'\]\)",
+    ):
+        j.check_context({"hour": 5, "extra": "x", "hours": 5})
+    for too_big in (2**63, -(2**63) - 1, 10**400):
+        with pytest.raises(ContextError, match=r"takes an int64, got .* \(outside -2\*\*63..2\*\*63-1\)"):
+            j.check_context({"hour": too_big})
+    assert j.check_context({"hour": 2**63 - 1})["hour"] == 2**63 - 1
+    age = next(f for f in contract.features if f.name == "age")
+    for too_big in (1e39, -(10**400)):
+        with pytest.raises(FeatureError, match=r"feature 'age' is float32, got .* \(beyond \+-3.403e\+38\)"):
+            coerce_value(age, too_big, where="user 'u1'")
+    assert coerce_value(age, 3.4e38, where="user 'u1'") == 3.4e38
 
 
 def test_store_values_are_validated_and_lists_joined() -> None:

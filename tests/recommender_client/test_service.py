@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -206,6 +208,41 @@ def test_service_never_imports_tensorflow(artifacts_dir: Path) -> None:
     assert result == {"tensorflow": False, "degraded": True, "reason": "unavailable", "grpc": True}
 
 
+@contextlib.contextmanager
+def running_ranker(artifacts_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m recommender_client.service`` on a free port, polled until it answers, then stopped.
+
+    No model server listens at its gRPC target, so its answers are degraded (recall order).
+    """
+    port = free_port()
+    argv = [
+        "--port",
+        str(port),
+        "--artifacts-dir",
+        str(artifacts_dir),
+        "--grpc-target",
+        f"127.0.0.1:{free_port()}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recommender_client.service", *argv, "--log-level", "warning"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_cli_serves_over_http(artifacts_dir: Path, tmp_path: Path) -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "recommender_client.service", "--help"],
@@ -216,39 +253,10 @@ def test_cli_serves_over_http(artifacts_dir: Path, tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "--artifacts-dir" in help_text and "RANKER_" in help_text
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recommender_client.service",
-            "--port",
-            str(port),
-            "--artifacts-dir",
-            str(artifacts_dir),
-            "--grpc-target",
-            f"127.0.0.1:{free_port()}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+    with running_ranker(artifacts_dir) as (base, _):
         body = httpx.post(f"{base}/recommend", json={"user_id": "u1", "k": 2}, timeout=5).json()
         assert body["degraded"] is True and len(body["items"]) == 2
         assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     bad = subprocess.run(
         [sys.executable, "-m", "recommender_client.service"],
         cwd=REPO,
