@@ -119,13 +119,32 @@ class RestServer:
         except BaseException:
             self._release()
             raise
-        future.add_done_callback(lambda _: self._release())
+        # One future settled from the worker or by the timer: asyncio.wait_for over wrap_future
+        # costs two more loop turns per request (measured 10-15 us of the REST face's latency).
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
+        future.add_done_callback(lambda done: self._finished(loop, answer, done))
+        timer = None if self.timeout_s is None else loop.call_later(self.timeout_s, _expire, answer, future)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
-        except TimeoutError:
-            # wait_for cancelled `future`: still queued, it never runs; running, its Session
-            # run has the deadline.
-            return 504, JSON, error_body("Deadline Exceeded")
+            return await answer
+        finally:
+            if timer is not None:
+                timer.cancel()
+            future.cancel()  # the client left or the server stops: a queued request never runs
+
+    def _finished(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        answer: asyncio.Future[tuple[int, str, bytes]],
+        done: futures.Future[tuple[int, str, bytes]],
+    ) -> None:
+        """In the worker (or the cancelling) thread: free the queue slot, hand the answer over."""
+        self._release()
+        if not done.cancelled():
+            try:
+                loop.call_soon_threadsafe(_settle, answer, done)
+            except RuntimeError:
+                pass  # the loop has closed: the server stopped
 
     def _release(self) -> None:
         with self._pending_lock:
@@ -140,3 +159,24 @@ class RestServer:
         """Stop accepting, close the connections and release the worker threads."""
         self._http.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(
+    answer: asyncio.Future[tuple[int, str, bytes]], done: futures.Future[tuple[int, str, bytes]]
+) -> None:
+    if not answer.done():
+        exc = done.exception()
+        if exc is None:
+            answer.set_result(done.result())
+        else:
+            answer.set_exception(exc)
+
+
+def _expire(
+    answer: asyncio.Future[tuple[int, str, bytes]], future: futures.Future[tuple[int, str, bytes]]
+) -> None:
+    """--rest_api_timeout_in_ms passed: 504; still queued, the request never runs; running, its
+    Session run has the deadline."""
+    if not answer.done():
+        future.cancel()
+        answer.set_result((504, JSON, error_body("Deadline Exceeded")))
