@@ -11,6 +11,7 @@ import numpy as np
 from recommender_client.client.json_tensors import all_str
 from recommender_client.excerpt import excerpt
 from recommender_client.recall.artifacts import RecallArtifacts
+from training.context_features import TIME_DERIVED, derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureContract, FeatureKind
 
 # A feature with one of these names is the entity's own id: unknown users and items still send
@@ -163,6 +164,12 @@ class FeatureJoiner:
         self._item = contract.by_entity(Entity.ITEM)
         self._context = contract.by_entity(Entity.CONTEXT)
         self._context_names = frozenset(f.name for f in self._context)
+        # training writes these as int64 columns; a contract typing them otherwise keeps its default
+        self._derived = tuple(
+            f.name
+            for f in self._context
+            if f.name in TIME_DERIVED and f.kind in (FeatureKind.CATEGORICAL_INT, FeatureKind.NUMERIC)
+        )
         self._table = self._precompute(store)
         self._check_users(store)
 
@@ -212,8 +219,13 @@ class FeatureJoiner:
             out[f.name] = column
         return out, known
 
-    def check_context(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        """The request context coerced to wire types (missing -> default).
+    def check_context(self, context: Mapping[str, Any], *, now: float | None = None) -> dict[str, Any]:
+        """The request context coerced to wire types (missing -> derived from ``now``, else default).
+
+        A context feature that training derives from the event time (``hour``) and the caller
+        omits is computed from ``now`` by the function training uses
+        (:func:`training.context_features.derive_time_context`), so it is never the default (-1)
+        the model did not see. A value the caller gives is kept (a replay may state its own hour).
 
         A key the contract does not know is refused rather than ignored: it is a client's typo
         (``"hours"``) that would silently score with the default, or a way to make requests
@@ -229,19 +241,31 @@ class FeatureJoiner:
                 f"(context features: {excerpt(sorted(self._context_names), 400)})"
             )
         try:
-            return {
+            values = {
                 f.name: coerce_value(f, context.get(f.name), where=f"context[{f.name!r}]")
                 for f in self._context
             }
         except FeatureError as exc:
             raise ContextError(str(exc)) from None
+        if now is not None:
+            omitted = [name for name in self._derived if context.get(name) is None]
+            values.update({k: v.item() for k, v in derive_time_context(now, omitted).items()})
+        return values
 
     def join(
-        self, user_id: str, item_ids: Sequence[str], context: Mapping[str, Any]
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        context: Mapping[str, Any],
+        *,
+        now: float | None = None,
     ) -> tuple[dict[str, np.ndarray], bool, np.ndarray]:
-        """Returns ``(inputs, user_known, item_known)``; ``inputs`` maps every feature to shape [N]."""
+        """Returns ``(inputs, user_known, item_known)``; ``inputs`` maps every feature to shape [N].
+
+        ``now`` (the request's epoch seconds) fills the time-derived context the caller omits.
+        """
         n = len(item_ids)
-        ctx = self.check_context(context)
+        ctx = self.check_context(context, now=now)
         user_row = self.store.get_user(user_id)
         if self._table is not None:
             item_columns, known = self._item_columns(item_ids)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.context_features import derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, FeatureContract
 
 from .base import DEFAULT_FRACTIONS, DataError, Splits, parse_numeric, time_split
@@ -228,7 +229,7 @@ def read_movielens(path: str | os.PathLike[str], *, rating_threshold: float = 4.
             "occupation": frame["occupation"].astype(str),
             "genres": frame["genres"].astype(str),
             "release_year": frame["release_year"].astype(np.float32),
-            "hour": (timestamp // 3600) % 24,
+            **derive_time_context(timestamp, ["hour"]),
         }
     )
     # numeric ids sort naturally; the secondary keys make the order independent of file order

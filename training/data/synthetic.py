@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from training.context_features import derive_time_context
 from training.features import Entity, FeatureContract, atomic_path, atomic_write_text
 
 from .base import (
@@ -99,7 +100,7 @@ def generate_block(world: World, block: int) -> pa.Table:
     n = stop - start
     rows = np.arange(start, stop, dtype=np.int64)
     timestamp = config.start_time + (rows * config.span_seconds) // config.num_rows
-    hour = (timestamp // 3600) % 24
+    hour = derive_time_context(timestamp, ["hour"])["hour"]
     user = np.minimum(
         np.searchsorted(world.user_cum, rng.random(n) * world.user_cum[-1], side="right"),
         config.num_users - 1,
