@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,27 @@ class CircuitBreaker:
                 return False
             self._trial_in_flight = True
             return True
+
+    def record(self, outcome: BaseException | None) -> None:
+        """Count one call's outcome: ``None`` is a success; an exception is a failure unless it
+        says the server is not to blame (``server_fault = False``: a call we never sent, a
+        timeout our own request deadline caused) or we cancelled the call ourselves.
+
+        Those neutral outcomes change no count, so a healthy server under our own overload
+        (requests arriving with little time left) does not open the breaker; they only free
+        a half-open trial slot, so the next caller can make the trial call.
+        """
+        if outcome is None:
+            self.record_success()
+        elif isinstance(outcome, asyncio.CancelledError) or not getattr(outcome, "server_fault", True):
+            self.release()
+        else:
+            self.record_failure()
+
+    def release(self) -> None:
+        """Forget a call that told nothing about the server (frees the half-open trial)."""
+        with self._lock:
+            self._trial_in_flight = False
 
     def record_success(self) -> None:
         with self._lock:

@@ -167,13 +167,9 @@ class ScoreCandidates(Operator):
         return timeout, None
 
     def _record(self, exc: BaseException | None) -> None:
-        """Tell the breaker how the call went (our own invalid request is not the server's fault)."""
-        if self.breaker is None:
-            return
-        if exc is None or (isinstance(exc, ScoringError) and exc.reason == "invalid_request"):
-            self.breaker.record_success()
-        else:
-            self.breaker.record_failure()
+        """Tell the breaker how the call went; it decides what counts (``CircuitBreaker.record``)."""
+        if self.breaker is not None:
+            self.breaker.record(exc)
 
     def _model_scores(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
         timeout, reason = self._admit(batch)

@@ -13,7 +13,13 @@ from recommender_client.client.errors import (
     TFServingError,
 )
 from recommender_client.client.grpc_client import GrpcClient
-from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus, SignatureSpec, TensorSpec
+from recommender_client.client.metadata import (
+    ModelMetadata,
+    ModelVersionStatus,
+    Outputs,
+    SignatureSpec,
+    TensorSpec,
+)
 from recommender_client.client.requests import build_request_columns, validate_outputs
 from recommender_client.client.rest_client import RestClient
 
@@ -24,6 +30,7 @@ __all__ = [
     "ModelMetadata",
     "ModelNotFound",
     "ModelVersionStatus",
+    "Outputs",
     "RestClient",
     "RetryPolicy",
     "ServingTimeout",

@@ -25,12 +25,14 @@ from recommender_client.client.grpc_client import (
     error_from_rpc,
 )
 from recommender_client.client.messages import (
+    build_metadata_request,
     build_predict_request,
+    metadata_from_response,
     model_spec,
-    outputs_to_arrays,
+    prediction_from_response,
     status_list,
 )
-from recommender_client.client.metadata import ModelVersionStatus
+from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus, Outputs
 from recommender_client.protos import get_model_status_pb2
 from recommender_client.protos.services import ModelServiceStub, PredictionServiceStub
 
@@ -93,7 +95,7 @@ class AsyncGrpcClient:
         version_label: str | None = None,
         output_filter: Iterable[str] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> Outputs:
         """``GrpcClient.predict`` as a coroutine."""
         wanted = None if output_filter is None else list(output_filter)
         request = build_predict_request(
@@ -105,7 +107,7 @@ class AsyncGrpcClient:
             output_filter=wanted,
         )
         response = await self._call(self._predictions.Predict, request, timeout, f"Predict on {model_name!r}")
-        return outputs_to_arrays(response.outputs, output_filter=wanted)
+        return prediction_from_response(response, model_name=model_name, output_filter=wanted)
 
     async def model_status(
         self, model_name: str, *, version: int | None = None, timeout: float | None = None
@@ -117,6 +119,21 @@ class AsyncGrpcClient:
             self._models.GetModelStatus, request, timeout, f"GetModelStatus of {model_name!r}"
         )
         return status_list(response)
+
+    async def model_metadata(
+        self,
+        model_name: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        """``GrpcClient.model_metadata`` as a coroutine (the served signatures, for the model check)."""
+        request = build_metadata_request(model_name, version=version, version_label=version_label)
+        response = await self._call(
+            self._predictions.GetModelMetadata, request, timeout, f"GetModelMetadata of {model_name!r}"
+        )
+        return metadata_from_response(response)
 
     async def close(self) -> None:
         """Close the channel; calling it twice is harmless."""

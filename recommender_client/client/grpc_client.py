@@ -24,14 +24,15 @@ from recommender_client.client.errors import (
     TFServingError,
 )
 from recommender_client.client.messages import (
+    build_metadata_request,
     build_predict_request,
     metadata_from_response,
     model_spec,
-    outputs_to_arrays,
+    prediction_from_response,
     status_list,
 )
-from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
-from recommender_client.protos import get_model_metadata_pb2, get_model_status_pb2
+from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus, Outputs
+from recommender_client.protos import get_model_status_pb2
 from recommender_client.protos.services import ModelServiceStub, PredictionServiceStub
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -154,7 +155,8 @@ class GrpcClient(TFServingClient):
         version_label: str | None = None,
         output_filter: Iterable[str] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> Outputs:
+        """Run the signature; the answer is an ``Outputs`` dict naming the version that answered."""
         wanted = None if output_filter is None else list(output_filter)
         request = build_predict_request(
             inputs,
@@ -165,7 +167,7 @@ class GrpcClient(TFServingClient):
             output_filter=wanted,
         )
         response = self._call(self._predictions.Predict, request, timeout, f"Predict on {model_name!r}")
-        return outputs_to_arrays(response.outputs, output_filter=wanted)
+        return prediction_from_response(response, model_name=model_name, output_filter=wanted)
 
     def model_status(
         self, model_name: str, *, version: int | None = None, timeout: float | None = None
@@ -185,9 +187,7 @@ class GrpcClient(TFServingClient):
         version_label: str | None = None,
         timeout: float | None = None,
     ) -> ModelMetadata:
-        request = get_model_metadata_pb2.GetModelMetadataRequest()
-        model_spec(request.model_spec, model_name, version=version, version_label=version_label)
-        request.metadata_field.append("signature_def")
+        request = build_metadata_request(model_name, version=version, version_label=version_label)
         response = self._call(
             self._predictions.GetModelMetadata, request, timeout, f"GetModelMetadata of {model_name!r}"
         )

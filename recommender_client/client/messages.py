@@ -8,7 +8,13 @@ import numpy as np
 from google.protobuf import any_pb2
 
 from recommender_client.client.errors import BadResponse, InvalidRequest
-from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus, SignatureSpec, TensorSpec
+from recommender_client.client.metadata import (
+    ModelMetadata,
+    ModelVersionStatus,
+    Outputs,
+    SignatureSpec,
+    TensorSpec,
+)
 from recommender_client.client.tensors import decode_tensor, dtype_name, fill_tensor
 from recommender_client.protos import (
     get_model_metadata_pb2,
@@ -60,6 +66,16 @@ def check_model_spec(
     return int(version)
 
 
+def build_metadata_request(
+    model_name: str, *, version: int | None = None, version_label: str | None = None
+) -> get_model_metadata_pb2.GetModelMetadataRequest:
+    """A GetModelMetadataRequest for the signatures (the only metadata field TF Serving serves)."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    model_spec(request.model_spec, model_name, version=version, version_label=version_label)
+    request.metadata_field.append("signature_def")
+    return request
+
+
 def build_predict_request(
     inputs: Mapping[str, np.ndarray],
     *,
@@ -93,6 +109,18 @@ def outputs_to_arrays(
     """Decode a PredictResponse's outputs map; every name in ``output_filter`` must be present."""
     decoded = {name: decode_tensor(tensor, name=name) for name, tensor in outputs.items()}  # type: ignore[arg-type]
     return select_outputs(decoded, output_filter)
+
+
+def prediction_from_response(
+    response: predict_pb2.PredictResponse, *, model_name: str, output_filter: Iterable[str] | None = None
+) -> Outputs:
+    """Decode a PredictResponse, keeping the ``model_spec`` the server says answered it."""
+    spec = response.model_spec
+    return Outputs(
+        outputs_to_arrays(response.outputs, output_filter=output_filter),
+        model_name=spec.name or model_name,
+        version=spec.version.value if spec.HasField("version") else None,
+    )
 
 
 def select_outputs(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class ModelVersionStatus:
@@ -67,3 +69,23 @@ class ModelMetadata:
             raise KeyError(
                 f"model {self.model_name!r} has no signature {name!r} (has {sorted(self.signatures)})"
             ) from None
+
+
+class Outputs(dict[str, np.ndarray]):
+    """A Predict answer's outputs by name, plus the model that answered.
+
+    A dict, so every caller of ``predict`` keeps working; the two attributes say who answered:
+
+    Attributes:
+        model_name: the model the server says answered (the requested name when it does not say).
+        version: gRPC's ``PredictResponse.model_spec.version``; ``None`` where the server does
+            not say (TF Serving's REST predict answer has no model_spec), so callers learn the
+            version from GetModelStatus instead.
+    """
+
+    def __init__(
+        self, outputs: Mapping[str, np.ndarray], *, model_name: str = "", version: int | None = None
+    ) -> None:
+        super().__init__(outputs)
+        self.model_name = model_name
+        self.version = version
