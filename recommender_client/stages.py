@@ -11,11 +11,12 @@ import numpy as np
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.features import FeatureJoiner
 from recommender_client.pipeline import Batch, Operator
-from recommender_client.ranking import Scorer, ScoringError
+from recommender_client.ranking import Scorer, ScoringError, ScoringResult
 from recommender_client.recall.artifacts import Catalog
 from recommender_client.recall.sources import RecallSource, merge_recall
 
 ITEM_META = frozenset({"category", "tags", "publish_time"})
+EMPTY_RESULT = ScoringResult(np.zeros(0, np.float32), None)
 
 
 def catalog_columns(catalog: Catalog, items: Sequence[str]) -> dict[str, np.ndarray]:
@@ -127,11 +128,14 @@ class ScoreCandidates(Operator):
     the request's deadline minus ``reserve_s`` (kept for the rest of the pipeline).
 
     Produces ``model_score`` (float32, NaN when degraded), ``rank_score`` (what rerank adjusts)
-    and the values ``degraded``, ``degraded_reason`` and ``scores`` (in model-input row order).
+    and the values ``degraded``, ``degraded_reason``, ``scores`` (in model-input row order) and
+    ``served_by`` (the model name and version that answered; None when degraded or not reported).
     """
 
     requires = frozenset({"model_inputs", "recall_position"})
-    produces = frozenset({"model_score", "rank_score", "degraded", "degraded_reason", "scores"})
+    produces = frozenset(
+        {"model_score", "rank_score", "degraded", "degraded_reason", "scores", "served_by"}
+    )
 
     def __init__(
         self,
@@ -171,28 +175,17 @@ class ScoreCandidates(Operator):
         if self.breaker is not None:
             self.breaker.record(exc)
 
-    def _model_scores(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
+    def _model_scores(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
         timeout, reason = self._admit(batch)
         if reason is not None:
             return None, reason
+        inputs, items = batch.values["model_inputs"], batch.items
         try:
-            scores = self.scorer.score(batch.values["model_inputs"], batch.items, timeout=timeout)
-        except ScoringError as exc:
-            self._record(exc)
-            return None, exc.reason
-        except BaseException as exc:
-            self._record(exc)
-            raise
-        self._record(None)
-        return scores, None
-
-    async def _model_scores_async(self, batch: Batch) -> tuple[np.ndarray | None, str | None]:
-        timeout, reason = self._admit(batch)
-        if reason is not None:
-            return None, reason
-        try:
-            scores = await self.scorer.score_async(  # type: ignore[attr-defined]
-                batch.values["model_inputs"], batch.items, timeout=timeout
+            score_result = getattr(self.scorer, "score_result", None)
+            result = (
+                score_result(inputs, items, timeout=timeout)
+                if score_result is not None
+                else ScoringResult(self.scorer.score(inputs, items, timeout=timeout), None)
             )
         except ScoringError as exc:
             self._record(exc)
@@ -201,34 +194,56 @@ class ScoreCandidates(Operator):
             self._record(exc)
             raise
         self._record(None)
-        return scores, None
+        return result, None
+
+    async def _model_scores_async(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
+        timeout, reason = self._admit(batch)
+        if reason is not None:
+            return None, reason
+        inputs, items = batch.values["model_inputs"], batch.items
+        try:
+            score_result = getattr(self.scorer, "score_result_async", None)
+            result = (
+                await score_result(inputs, items, timeout=timeout)
+                if score_result is not None
+                else ScoringResult(
+                    await self.scorer.score_async(inputs, items, timeout=timeout),  # type: ignore[attr-defined]
+                    None,
+                )
+            )
+        except ScoringError as exc:
+            self._record(exc)
+            return None, exc.reason
+        except BaseException as exc:
+            self._record(exc)
+            raise
+        self._record(None)
+        return result, None
 
     def transform(self, batch: Batch) -> Batch:
-        scores, reason = self._model_scores(batch) if len(batch) else (np.zeros(0, np.float32), None)
-        return self._finish(batch, scores, reason)
+        result, reason = self._model_scores(batch) if len(batch) else (EMPTY_RESULT, None)
+        return self._finish(batch, result, reason)
 
     async def transform_async(self, batch: Batch) -> Batch:
         """:meth:`transform` awaiting the scorer (used when it has ``score_async``)."""
         if not getattr(self.scorer, "supports_async", False):
             return self.transform(batch)
-        scores, reason = (
-            await self._model_scores_async(batch) if len(batch) else (np.zeros(0, np.float32), None)
-        )
-        return self._finish(batch, scores, reason)
+        result, reason = await self._model_scores_async(batch) if len(batch) else (EMPTY_RESULT, None)
+        return self._finish(batch, result, reason)
 
-    def _finish(self, batch: Batch, scores: np.ndarray | None, reason: str | None) -> Batch:
+    def _finish(self, batch: Batch, result: ScoringResult | None, reason: str | None) -> Batch:
         n = len(batch)
-        if scores is not None:
-            model = np.asarray(scores, dtype=np.float32)
+        if result is not None:
+            model = np.asarray(result.scores, dtype=np.float32)
             return batch.with_columns(model_score=model, rank_score=model.astype(np.float64)).with_values(
-                degraded=False, degraded_reason=None, scores=model
+                degraded=False, degraded_reason=None, scores=model, served_by=result.served_by
             )
         if self.fallback is not None:
             rank = self.fallback.score(batch.values["model_inputs"], batch.items).astype(np.float64)
         else:  # recall order: earlier recalled ranks higher
             rank = 1.0 / (1.0 + batch.columns["recall_position"].astype(np.float64))
         return batch.with_columns(model_score=np.full(n, np.nan, np.float32), rank_score=rank).with_values(
-            degraded=True, degraded_reason=reason, scores=None
+            degraded=True, degraded_reason=reason, scores=None, served_by=None
         )
 
 
