@@ -34,9 +34,12 @@ class ServerOptions:
     server (GPU, TPU, XLA, ALTS, filesystem caches, ...) are accepted and kept here so that a
     TF Serving command line runs unchanged; :meth:`inert_flags_in_use` names those set to a
     non-default value, which the command line warns about once at start-up (see
-    ``serving.model_server.flags``). ``bind_address``, ``grpc_face`` and
-    ``pin_python_threads`` are ours (TF Serving always binds all interfaces, has one gRPC
-    server and no GIL).
+    ``serving.model_server.flags``). ``bind_address``, ``grpc_face``, ``pin_python_threads``,
+    ``max_request_tensor_bytes`` and ``model_config_roots`` are ours (TF Serving always binds
+    all interfaces, has one gRPC server, no GIL, no decoded-size budget and reloads any path).
+    ``bind_address`` defaults to 127.0.0.1, the one deliberate difference from
+    tensorflow_model_server: the API is unauthenticated, and HandleReloadConfigRequest loads
+    SavedModels, which run code as they load (our images pass ``--bind_address=0.0.0.0``).
     """
 
     port: int = 8500
@@ -45,7 +48,7 @@ class ServerOptions:
     rest_api_num_threads: int = field(default_factory=_four_per_cpu)
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
-    bind_address: str = "0.0.0.0"
+    bind_address: str = "127.0.0.1"
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -90,6 +93,10 @@ class ServerOptions:
     version: bool = False
     grpc_face: str = "auto"
     pin_python_threads: str = "auto"
+    # 64 MiB: 16 Mi float32 values, far above the ranker's largest Predict (1,000 rows x ~20
+    # features) and the benchmarks' 500-row requests (tensor_limits.py says why it exists).
+    max_request_tensor_bytes: int = 64 * 2**20
+    model_config_roots: str = ""
 
     def __post_init__(self) -> None:
         # server.cc, Server::BuildAndStart: the same checks, codes and texts.
@@ -137,6 +144,12 @@ class ServerOptions:
         for name in ("num_load_threads", "num_unload_threads", "max_num_load_retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0")
+        if self.max_request_tensor_bytes <= 0:
+            raise ConfigError(f"--max_request_tensor_bytes={self.max_request_tensor_bytes} must be positive")
+        if any(_is_relative(root) for root in self.model_config_root_list):
+            raise ConfigError(
+                f"--model_config_roots={self.model_config_roots} must list absolute paths or URIs"
+            )
         if self.grpc_face not in ("auto", "inline", "stock"):
             raise ConfigError(f"--grpc_face={self.grpc_face} must be one of auto, inline, stock")
         if self.pin_python_threads not in ("auto", "true", "false"):
@@ -154,6 +167,11 @@ class ServerOptions:
             for f in fields(self)
             if f.name in INERT and getattr(self, f.name) != getattr(defaults, f.name)
         ]
+
+    @property
+    def model_config_root_list(self) -> tuple[str, ...]:
+        """``--model_config_roots`` split on commas, empty entries dropped."""
+        return tuple(root for root in self.model_config_roots.split(",") if root)
 
     @property
     def saved_model_tag_set(self) -> tuple[str, ...]:
@@ -190,6 +208,10 @@ class ServerOptions:
         if config.ByteSize() == 0:
             return None
         return config
+
+
+def _is_relative(path: str) -> bool:
+    return "://" not in path and not path.startswith("/")
 
 
 def _parse(text: str, message: Any, source: str) -> Any:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import posixpath
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
+
 from serving.model_server.errors import ServingError
+from serving.model_server.tensor_limits import quote
 
 TENSORFLOW_PLATFORM = "tensorflow"
 _MODEL_TYPE_TENSORFLOW = 1  # ModelType.TENSORFLOW in model_server_config.proto
@@ -82,7 +87,9 @@ def validate_model_config_list(old: Any | None, new: Any) -> None:
     names: set[str] = set()
     for entry in new.model_config_list.config:
         if entry.name in names:
-            raise ServingError.invalid_argument(f"Illegal to list model {entry.name} multiple times in config list")
+            raise ServingError.invalid_argument(
+                f"Illegal to list model {entry.name} multiple times in config list"
+            )
         names.add(entry.name)
     for entry in new.model_config_list.config:
         if _is_relative_path(entry.base_path):
@@ -100,7 +107,9 @@ def validate_model_config_list(old: Any | None, new: Any) -> None:
     for entry in new.model_config_list.config:
         requested = platform(entry)
         if requested != TENSORFLOW_PLATFORM:
-            raise ServingError.invalid_argument(f"Model {entry.name} requests unsupported platform {requested}")
+            raise ServingError.invalid_argument(
+                f"Model {entry.name} requests unsupported platform {requested}"
+            )
 
 
 def label_map(
@@ -133,3 +142,55 @@ def label_map(
                 )
             labels.setdefault(entry.name, {})[label] = int(version)
     return labels
+
+
+# ------------------------------------------------------------- reloads through the API (ours)
+# A SavedModel runs code when it loads (its init ops: reading and writing files was shown), and
+# ModelService/HandleReloadConfigRequest has no authentication, so the API may only load base
+# paths under the roots the operator chose: those the server started with and
+# --model_config_roots. The config file the operator writes (--model_config_file polling) is not
+# restricted.
+
+
+def _normalized(path: str) -> str:
+    """A base path or root made comparable: symlinks and '..' resolved (URIs: '..' only)."""
+    parts = urlsplit(path)
+    if parts.scheme and "://" in path:
+        return f"{parts.scheme}://{parts.netloc}{posixpath.normpath(parts.path or '/')}"
+    return os.path.realpath(path)
+
+
+def reload_roots(config: Any, extra_roots: Iterable[str] = ()) -> tuple[str, ...]:
+    """The folders HandleReloadConfigRequest may load from: the starting base paths, plus ``extra_roots``."""
+    starting = (
+        [entry.base_path for entry in config.model_config_list.config]
+        if config.WhichOneof("config") == "model_config_list"
+        else []
+    )
+    roots = [_normalized(path) for path in [*starting, *extra_roots] if path and not _is_relative_path(path)]
+    return tuple(dict.fromkeys(roots))
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def check_reload_roots(config: Any, roots: tuple[str, ...]) -> None:
+    """Refuse a reload whose base paths are not under ``roots``.
+
+    Relative base paths are left to ``validate_model_config_list`` (INVALID_ARGUMENT, TF's text).
+
+    Raises:
+        ServingError: PERMISSION_DENIED naming the model and its base path.
+    """
+    for entry in config.model_config_list.config:
+        if _is_relative_path(entry.base_path):
+            continue
+        path = _normalized(entry.base_path)
+        if not any(_is_under(path, root) for root in roots):
+            raise ServingError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"HandleReloadConfigRequest may not load model {quote(entry.name)} from base_path "
+                f"{quote(entry.base_path)}: it is not under the model roots the server was started "
+                f"with ({quote(', '.join(roots))}); add a root with --model_config_roots",
+            )

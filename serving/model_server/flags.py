@@ -35,7 +35,8 @@ _HELP: dict[str, str] = {
     "rest_api_num_threads": "Number of threads for HTTP/REST API processing (default 4 x CPUs).",
     "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls.",
     "rest_api_enable_cors_support": "Enable CORS headers in response.",
-    "bind_address": "Address the gRPC and REST servers bind to (ours; TF Serving binds all).",
+    "bind_address": "Address the gRPC and REST servers bind to (ours; TF Serving binds all "
+    "interfaces; 0.0.0.0 does the same, as our images pass).",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise required)",
     "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the supplied file "
@@ -79,6 +80,13 @@ _HELP: dict[str, str] = {
     "on the polling thread), stock (grpc.server) or auto (inline when its start-up self-test passes).",
     "pin_python_threads": "Run the server's Python threads on one CPU, TensorFlow's pools on the rest "
     "(ours; Linux): true, false, or auto (only on machines with at most 4 CPUs, where it was measured).",
+    "max_request_tensor_bytes": "Most bytes a Predict's, Classify's or Regress's tensors may decode to "
+    "(ours): elements x dtype size, strings by their bytes plus 8 each; checked before allocating, "
+    "answered INVALID_ARGUMENT (REST 400) naming the input.",
+    "model_config_roots": "Comma-separated folders (or URI prefixes) under which "
+    "HandleReloadConfigRequest may load base paths, besides those the server started with (ours; "
+    "other paths are PERMISSION_DENIED: a SavedModel runs code when it loads). The polled "
+    "--model_config_file is not restricted.",
 }
 
 
@@ -116,5 +124,7 @@ def build_parser(epilog: str) -> argparse.ArgumentParser:
         if isinstance(default, bool):
             parser.add_argument(flag, type=_bool, nargs="?", const=True, default=default, help=text)
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"{text} (default: %(default)s)")
+            parser.add_argument(
+                flag, type=type(default), default=default, help=f"{text} (default: %(default)s)"
+            )
     return parser

@@ -22,11 +22,11 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.model_server import inference
+from serving.model_server import config_rules, inference, tensor_limits
 from serving.model_server.errors import ServingError
 from serving.model_server.servable import Servable
 from serving.model_server.signatures import DEFAULT_SIGNATURE
-from serving.model_server.tensors import TensorConversionError, from_ndarray, to_ndarray
+from serving.model_server.tensors import TensorTooLargeError, from_ndarray, to_ndarray
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -54,20 +54,51 @@ def _fill_spec(target: Any, name: str, signature_name: str | None, version: int)
     target.version.value = version
 
 
-def request_arrays(servable: Servable, signature_name: str, request: Any) -> dict[str, np.ndarray]:
-    """A PredictRequest's tensors as arrays; a bad TensorProto is TF's "tensor parsing error"."""
+def request_arrays(
+    servable: Servable, signature_name: str, request: Any, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
+    """A PredictRequest's tensors as arrays; a bad TensorProto is TF's "tensor parsing error".
+
+    As GetInputValues does, only the signature's inputs are parsed: an alias the signature
+    does not have gets an empty array, and the run names it. With ``max_bytes`` (the
+    --max_request_tensor_bytes budget), tensors whose values the wire carried are decoded
+    first; those TF's rules would pad or fill are sized without allocating, and built only
+    once the request's total is known to fit (the runner checks the exact total afterwards).
+
+    Raises:
+        ServingError: INVALID_ARGUMENT "tensor parsing error: <alias>", or the budget's error.
+    """
     known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
     inputs: dict[str, np.ndarray] = {}
     protos = request.inputs
+    deferred: list[tuple[str, int]] = []
+    used = 0
     for alias in protos:  # keys, then lookups: the map's items() view is a Python generator
-        proto = protos[alias]
-        try:
-            inputs[alias] = to_ndarray(proto)
-        except TensorConversionError:
-            if known is not None and alias in known.inputs:
-                raise ServingError.invalid_argument(f"tensor parsing error: {alias}") from None
+        if known is not None and alias not in known.inputs:
             inputs[alias] = np.zeros(0, dtype=np.float32)  # unknown alias: run() names it
+            continue
+        try:
+            array = inputs[alias] = _parse(protos[alias], alias, None if max_bytes is None else 0)
+        except TensorTooLargeError as exc:
+            deferred.append((alias, exc.needed))
+            continue
+        used += array.nbytes  # strings: their references only; the runner adds their bytes
+    for alias, needed in deferred:
+        used += needed
+        if max_bytes is not None and used > max_bytes:
+            raise tensor_limits.over_budget(alias, used, max_bytes)
+    for alias, _ in deferred:
+        inputs[alias] = _parse(protos[alias], alias, None)
     return inputs
+
+
+def _parse(proto: Any, alias: str, max_bytes: int | None) -> np.ndarray:
+    try:
+        return to_ndarray(proto, max_bytes)
+    except TensorTooLargeError:
+        raise
+    except (ValueError, OverflowError):  # TensorConversionError, and numpy's own refusals
+        raise ServingError.invalid_argument(f"tensor parsing error: {tensor_limits.quote(alias)}") from None
 
 
 def _runner(manager: Any, deadline: float | None) -> Any:
@@ -96,7 +127,8 @@ def predict_inputs(manager: Any, request: Any) -> tuple[Servable, str, dict[str,
     servable = servable_for(manager, request.model_spec)
     signature_name = request.model_spec.signature_name
     servable.signature(signature_name)
-    return servable, signature_name, request_arrays(servable, signature_name, request)
+    limit = manager.max_request_tensor_bytes
+    return servable, signature_name, request_arrays(servable, signature_name, request, limit)
 
 
 def predict_response(
@@ -191,12 +223,18 @@ def handle_status(
 def handle_reload(
     manager: Any, request: model_management_pb2.ReloadConfigRequest
 ) -> model_management_pb2.ReloadConfigResponse:
-    """ModelServiceImpl::HandleReloadConfigRequest (only model_config_list is supported)."""
+    """ModelServiceImpl::HandleReloadConfigRequest (only model_config_list is supported).
+
+    Ours: base paths outside the manager's ``reload_roots`` are PERMISSION_DENIED (a SavedModel
+    runs code when it loads, and this call has no authentication).
+    """
     if request.config.WhichOneof("config") != "model_config_list":
         raise ServingError.invalid_argument(
             "ServerModelConfig type not supported by HandleReloadConfigRequest. "
             "Only ModelConfigList is currently supported"
         )
+    if manager.reload_roots is not None:  # ours: the API loads only under the operator's roots
+        config_rules.check_reload_roots(request.config, manager.reload_roots)
     manager.reload_config(request.config)
     response = model_management_pb2.ReloadConfigResponse()
     response.status.error_code = 0

@@ -61,6 +61,11 @@ class ModelManager(ServingState):
         wait_timeout: how long a config waits for its new models (ServerCore's
             servable_state_waiter_timeout); None waits, as TF Serving does, until each has a
             version available or failed, polling the file system meanwhile.
+        max_request_tensor_bytes: ``--max_request_tensor_bytes``, the budget the gRPC face
+            decodes a Predict's tensors within (None: unbounded; the server also wraps its
+            runner in ``tensor_limits.BudgetedRunner`` for the exact total on both faces).
+        reload_roots: the folders ``HandleReloadConfigRequest`` may load base paths from
+            (``config_rules.reload_roots``); None: anywhere (direct use as a library).
     """
 
     def __init__(
@@ -79,8 +84,12 @@ class ModelManager(ServingState):
         retry_policy: RetryPolicy | None = None,
         num_load_threads: int = 0,
         wait_timeout: float | None = None,
+        max_request_tensor_bytes: int | None = None,
+        reload_roots: tuple[str, ...] | None = None,
     ) -> None:
         self.runner = runner if runner is not None else DirectRunner()
+        self.max_request_tensor_bytes = max_request_tensor_bytes
+        self.reload_roots = reload_roots
         self.poll_wait_seconds = poll_wait_seconds
         self.check_method_name = check_method_name
         self.allow_labels_for_unavailable = allow_labels_for_unavailable

@@ -16,10 +16,12 @@ from serving.model_server.config import (
     read_model_server_config,
     read_monitoring_config,
 )
+from serving.model_server.config_rules import reload_roots
 from serving.model_server.load_retry import RetryPolicy
 from serving.model_server.loader import load_servable
 from serving.model_server.manager import ModelManager
 from serving.model_server.servable import DirectRunner
+from serving.model_server.tensor_limits import BudgetedRunner
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,10 @@ class ModelServer:
                 log.warning("TensorFlow's profiler server did not start; ProfilerService calls will retry it")
         cpu = python_threads_cpu(options.pin_python_threads)
         pin = thread_pinner(cpu)
-        runner = Batcher(self.batching, pin) if self.batching is not None else DirectRunner()
+        runner = BudgetedRunner(
+            Batcher(self.batching, pin) if self.batching is not None else DirectRunner(),
+            options.max_request_tensor_bytes,
+        )
         session_config = options.session_config()
         self.manager = ModelManager(
             self.model_config,
@@ -109,6 +114,8 @@ class ModelServer:
                 num_tflite_pools=options.num_tflite_pools,
             ),
             load_context=unpinned_loads(cpu),
+            max_request_tensor_bytes=options.max_request_tensor_bytes,
+            reload_roots=reload_roots(self.model_config, options.model_config_root_list),
         )
         try:
             self.manager.start()

@@ -20,6 +20,8 @@ import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from serving.model_server.tensor_limits import string_proto_bytes
+
 DT = types_pb2
 
 # TF DataType enum -> numpy dtype (object for DT_STRING: numpy arrays of `bytes`).
@@ -70,6 +72,19 @@ class TensorConversionError(ValueError):
     """A TensorProto cannot be turned into an array (TF's "tensor parsing error")."""
 
 
+class TensorTooLargeError(TensorConversionError):
+    """Decoding a TensorProto would allocate more than the bytes allowed (``needed`` of them)."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"tensor would decode to {needed} bytes")
+        self.needed = needed
+
+
+# TensorShape::IsValid: at most 254 dimensions, none negative, at most 2**63 - 1 elements.
+MAX_DIMS = 254
+MAX_ELEMENTS = 2**63 - 1
+
+
 def dtype_name(dtype: int) -> str:
     """TensorFlow's `DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
     try:
@@ -113,6 +128,8 @@ def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
 
 def _decode_string_content(content: bytes, count: int) -> list[bytes]:
     """Decode TF's string `tensor_content` layout: `count` varint lengths, then the bytes."""
+    if count > len(content):  # each element takes at least its one-byte length
+        raise TensorConversionError("truncated string tensor_content")
     lengths = []
     pos = 0
     for _ in range(count):
@@ -155,15 +172,22 @@ def _fill(values: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray:
 _FROMITER_MAX = 64
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
     """Convert a TensorProto to a numpy array (strings become an object array of bytes).
 
     This runs for every input of every request, so the common cases (a typed field holding
-    exactly one value per element) take the shortest route.
+    exactly one value per element) take the shortest route: there the array is no larger
+    than the values the wire carried.
+
+    Args:
+        max_bytes: refuse, before allocating, to pad or zero-fill a tensor past this many
+            decoded bytes (strings: their bytes plus 8 per element); None: no bound.
 
     Raises:
-        TensorConversionError: unsupported dtype, invalid shape, or a tensor_content whose
-            size does not match the shape (TF Serving answers "tensor parsing error").
+        TensorConversionError: unsupported dtype, invalid shape (TensorShape::IsValid's rules),
+            or a tensor_content whose size does not match the shape (TF Serving answers
+            "tensor parsing error").
+        TensorTooLargeError: the tensor would decode past ``max_bytes``.
     """
     dtype = proto.dtype
     shape = proto.tensor_shape
@@ -195,8 +219,16 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
         dims = [count]
     if shape.unknown_rank or (dims and min(dims) < 0):
         shape_of(proto)  # raises the precise error
+    if len(dims) > MAX_DIMS:
+        raise TensorConversionError(f"tensor shape has {len(dims)} dimensions, more than {MAX_DIMS}")
+    if count > MAX_ELEMENTS:
+        raise TensorConversionError("tensor shape has more than 2**63 - 1 elements")
     content = proto.tensor_content
     if dtype == DT.DT_STRING:
+        if max_bytes is not None:
+            needed = string_proto_bytes(proto, count, max_bytes)
+            if needed > max_bytes:
+                raise TensorTooLargeError(needed)
         values = _decode_string_content(content, count) if content else proto.string_val
         have = len(values)
         flat = np.empty(count, dtype=object)
@@ -204,9 +236,9 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             flat[:] = list(values[:count])
         elif have:
             flat[:have] = list(values)
-            flat[have:] = [values[-1]] * (count - have)
+            flat[have:].fill(values[-1])
         else:
-            flat[:] = [b""] * count
+            flat.fill(b"")
         return flat.reshape(dims)
     if content:
         if len(content) != count * np_dtype.itemsize:
@@ -215,6 +247,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
                 f"{dtype_name(dtype)} needs {count * np_dtype.itemsize}"
             )
         return np.frombuffer(content, dtype=np_dtype).reshape(dims)
+    if max_bytes is not None and count * np_dtype.itemsize > max_bytes:
+        raise TensorTooLargeError(count * np_dtype.itemsize)
     if count == 0:
         return np.zeros(dims, dtype=np_dtype)
     raw = _typed_values(getattr(proto, _VAL_FIELD[dtype]), dtype, np_dtype)
@@ -222,8 +256,12 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 
 # dtypes whose typed field does not hold one plain number per element (half_val holds the
-# bits; complex fields hold real and imaginary parts).
-_PACKED_DTYPES = frozenset({DT.DT_HALF, DT.DT_BFLOAT16, DT.DT_COMPLEX64, DT.DT_COMPLEX128})
+# bits; complex fields hold real and imaginary parts; int_val holds int32 values for the
+# narrower integers, which need a cast).
+_NARROW_INT_DTYPES = frozenset({DT.DT_UINT8, DT.DT_INT8, DT.DT_INT16, DT.DT_UINT16})
+_PACKED_DTYPES = (
+    frozenset({DT.DT_HALF, DT.DT_BFLOAT16, DT.DT_COMPLEX64, DT.DT_COMPLEX128}) | _NARROW_INT_DTYPES
+)
 
 # to_ndarray's common case: dtype -> (typed field, numpy dtype; None for strings), for the
 # dtypes whose field holds one plain value per element.
@@ -235,7 +273,13 @@ _PLAIN_FIELD: dict[int, tuple[str, np.dtype | None]] = {
 
 
 def _typed_values(field: Any, dtype: int, np_dtype: np.dtype) -> np.ndarray:
-    """The values of a numeric typed field (``float_val``, ``half_val`` ...) as a flat array."""
+    """The values of a numeric typed field (``float_val``, ``half_val`` ...) as a flat array.
+
+    ``int_val`` holds int32 values for the narrower integer dtypes; TensorFlow casts them
+    (300 as uint8 is 44), where numpy would refuse them.
+    """
+    if dtype in _NARROW_INT_DTYPES:
+        return np.array(field, dtype=np.int32).astype(np_dtype)
     if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
         return np.array(field, dtype=np.uint32).astype(np.uint16).view(np_dtype)
     if dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):

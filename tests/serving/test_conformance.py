@@ -299,10 +299,12 @@ def test_half_plus_three_config_file_live_reload(tfserving_testdata: Path, tmp_p
 
 
 def test_handle_reload_config_request(tfserving_testdata: Path) -> None:
+    # Ours: the API loads only under the starting base paths or --model_config_roots.
     with serve(
         model_name="half_plus_two",
         model_base_path=str(tfserving_testdata / "saved_model_half_plus_two_cpu"),
         file_system_poll_wait_seconds=0,
+        model_config_roots=str(tfserving_testdata),
     ) as c:
         request = model_management_pb2.ReloadConfigRequest()
         entry = request.config.model_config_list.config.add(
