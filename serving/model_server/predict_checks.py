@@ -8,12 +8,21 @@ import numpy as np
 
 from serving.model_server.errors import ServingError
 from serving.model_server.signatures import SignatureInfo
+from serving.model_server.tensor_limits import quote
+
+
+def _names(names: set[str] | Sequence[str]) -> str:
+    """TF's comma-joined names, bounded: a request may carry thousands of long aliases."""
+    return quote(",".join(sorted(names)))
 
 
 def check_input_names(
     sig: SignatureInfo, inputs: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray]
 ) -> None:
     """The request's input names against the signature (predict_util.cc's order and texts).
+
+    The names the request chose are quoted bounded (``tensor_limits.quote``); below a few
+    hundred characters the texts are TF's, byte for byte.
 
     Raises:
         ServingError: INVALID_ARGUMENT for too many or too few inputs, a missing input without
@@ -23,8 +32,8 @@ def check_input_names(
     if len(requested) > len(expected) or (len(requested) < len(expected) and not defaults):
         raise ServingError.invalid_argument(
             f"input size does not match signature: {len(requested)}!={len(expected)} "
-            f"len({{{','.join(sorted(requested))}}}) != len({{{','.join(sorted(expected))}}}). "
-            f"Sent extra: {{{','.join(sorted(requested - expected))}}}. "
+            f"len({{{_names(requested)}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{_names(requested - expected)}}}. "
             f"Missing but required: {{{','.join(sorted(expected - requested))}}}."
         )
     for alias in sorted(expected):
@@ -32,13 +41,13 @@ def check_input_names(
             raise ServingError.invalid_argument(
                 f"Signature input alias: {alias}(feed name: {sig.inputs[alias].tensor_name}) not "
                 "found in request and no default value provided. Inputs expected to be in the "
-                f"request {{{','.join(sorted(requested))}}}, or default input alias set: "
+                f"request {{{_names(requested)}}}, or default input alias set: "
                 f"{','.join(sorted(defaults))}"
             )
     if requested - expected:
         raise ServingError.invalid_argument(
             "Inputs contains invalid name. Used request inputs: "
-            f"{','.join(sorted(requested & expected))}, request input: {','.join(sorted(requested))}"
+            f"{_names(requested & expected)}, request input: {_names(requested)}"
         )
 
 
@@ -54,10 +63,10 @@ def output_aliases(sig: SignatureInfo, output_filter: Sequence[str]) -> tuple[st
     for alias in output_filter:
         if alias not in sig.outputs:
             raise ServingError.invalid_argument(
-                f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                f"output tensor alias not found in signature: {quote(alias)} Outputs expected to be in "
                 f"the set {{{','.join(sorted(sig.outputs))}}}."
             )
         if alias in seen:
-            raise ServingError.invalid_argument(f"duplicate output tensor alias: {alias}")
+            raise ServingError.invalid_argument(f"duplicate output tensor alias: {quote(alias)}")
         seen.add(alias)
     return tuple(output_filter)

@@ -397,3 +397,15 @@ def test_reload_inside_the_roots_loads(small: ModelServer, tfserving_testdata: P
         answer = stub.Predict(request_of({"x": np.array([2.0], np.float32)}, "half_plus_three"), timeout=30)
     assert to_ndarray(answer.outputs["y"]).tolist() == [4.0]
     assert reload(small, ("half_plus_two", started)).status.error_code == 0
+
+
+def test_many_aliases_are_quoted_bounded(stub) -> None:
+    """predict_util.cc's texts join every name the request sent; 2,000 names of 100 characters
+    would make a 200 KB status. The names are cut to 200 characters (+ a count)."""
+    request = request_of({f"{i:04d}" + "n" * 96: shape_only([1]) for i in range(2000)}, "half_plus_two")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=30)
+    details = info.value.details()
+    assert details.startswith("input size does not match signature: 2000!=1 len({0000nnn")
+    assert "...(201799 more characters)}) != len({x})" in details  # 2,000 x 100 + 1,999 commas
+    assert len(details) < 1_000
