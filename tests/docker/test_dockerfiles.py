@@ -77,7 +77,7 @@ def test_embedded_server_matches_the_official_layout(embedded: list[Instruction]
     entry = named(embedded, "ENTRYPOINT")[-1].exec_form()
     assert entry == ["/usr/local/bin/model_server_entrypoint.sh"]
     script = (DOCKER / "model_server_entrypoint.sh").read_text()
-    assert "--port=8500 --rest_api_port=8501" in script
+    assert "--port=8500 --rest_api_port=8501 --bind_address=0.0.0.0" in script  # the server alone binds 127.0.0.1
     assert '"--model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME}"' in script
     assert _user(embedded) not in ("0", "root")
     install = " ".join(i.text for i in named(embedded, "RUN"))
