@@ -297,9 +297,11 @@ if docker exec "$("${COMPOSE[@]}" ps -q ranker)" printenv RANKER_FIXED_NOW >/dev
 fi
 ok "ranker env: set RANKER_* variables passed through, unset ones absent"
 
-ready="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$RANKER/readyz")"
-[[ "$ready" == 200 ]] || die "ranker /readyz answered $ready"
-ok "ranker /readyz 200 (model AVAILABLE over gRPC)"
+ready="$(curl -sS --max-time 10 -w ' %{http_code}' "$RANKER/readyz")"
+[[ "$ready" == *" 200" ]] || die "ranker /readyz answered $ready"
+[[ "$ready" == *'"state":"AVAILABLE"'* && "$ready" == *'"contract":"ok"'* ]] \
+  || die "ranker /readyz does not see the model AVAILABLE and fitting the contract: $ready"
+ok "ranker /readyz 200, model AVAILABLE over gRPC, signature fits the contract"
 
 # recommend USER: POST /recommend and check k distinct items, model-scored, not degraded.
 recommend() {

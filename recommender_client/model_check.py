@@ -87,7 +87,8 @@ class ModelWatch:
     Polls GetModelStatus every ``poll_interval_s``; whenever the serving version differs from
     the one last checked (seen by the poll, or reported by a Predict answer through
     :meth:`observe`) it fetches that version's GetModelMetadata and checks it against the
-    contract. Start it with :meth:`start` on the service's event loop, stop with :meth:`stop`.
+    contract. ``await start()`` on the service's event loop (it checks once before returning),
+    ``await stop()`` at shutdown.
 
     Args:
         client: an async client with ``model_status`` and ``model_metadata``.
@@ -192,22 +193,24 @@ class ModelWatch:
             with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
                 self._loop.call_soon_threadsafe(self._wake.set)
 
-    def start(self) -> None:
-        """Run the poll loop as a task of the running event loop (the first poll happens now)."""
+    async def start(self) -> ModelReport:
+        """Check the model now, then keep polling in a task of the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        report = await self.refresh()
         self._task = self._loop.create_task(self._run(), name=f"model-watch-{self.model_name}")
+        return report
 
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+            self._wake.clear()
             try:
                 await self.refresh()
             except Exception:  # never let the watch die: the next poll tries again
                 log.exception("model watch of %r failed", self.model_name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-            self._wake.clear()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -14,6 +15,8 @@ import numpy as np
 
 from recommender_client.client.errors import ServingTimeout, ServingUnavailable
 from recommender_client.client.metadata import ModelMetadata, ModelVersionStatus
+from recommender_client.client.retry_budget import RetryBudget
+from recommender_client.deadline import DEFAULT_MIN_BUDGET_S
 
 T = TypeVar("T")
 
@@ -36,12 +39,17 @@ def check_timeout(timeout: float, *, what: str = "timeout") -> float:
 
 
 class RetryPolicy:
-    """Bounded retries with exponential backoff, all inside one overall deadline.
+    """Bounded retries with jittered exponential backoff, all inside one overall deadline.
 
     Args:
         retries: Extra attempts after the first (so ``retries=2`` means at most 3 calls).
         backoff: Pause before the first retry, doubled for each later one, capped at ``max_backoff``.
         max_backoff: Longest single pause.
+        rng: Draws the jitter: each pause is uniform in ``[0, backoff * 2**n]`` (gRPC's retry
+            backoff, gRFC A6), so clients refused at the same moment do not come back at the
+            same moment. ``None``: no jitter (the exact pauses, for tests and scripts).
+        budget: Shared :class:`RetryBudget`; a retry it does not allow is not made.
+        min_attempt_s: A retry that would start with less than this left is not made.
         sleep, clock: Injectable for deterministic tests; default ``time.sleep``/``time.monotonic``.
     """
 
@@ -51,6 +59,9 @@ class RetryPolicy:
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         max_backoff: float = MAX_BACKOFF,
+        rng: np.random.Generator | None = None,
+        budget: RetryBudget | None = None,
+        min_attempt_s: float = DEFAULT_MIN_BUDGET_S,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -58,9 +69,15 @@ class RetryPolicy:
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         if not (math.isfinite(backoff) and backoff >= 0 and math.isfinite(max_backoff) and max_backoff >= 0):
             raise ValueError(f"backoff and max_backoff must be finite and >= 0, got {backoff}, {max_backoff}")
+        if not (math.isfinite(min_attempt_s) and min_attempt_s >= 0):
+            raise ValueError(f"min_attempt_s must be finite and >= 0, got {min_attempt_s!r}")
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.budget = budget
+        self.min_attempt_s = min_attempt_s
+        self._rng = rng
+        self._rng_lock = threading.Lock()  # a numpy Generator is not safe across threads
         self._sleep = sleep
         self._clock = clock
 
@@ -68,7 +85,8 @@ class RetryPolicy:
         """Call ``attempt(seconds_left)`` until it returns, retrying only ServingUnavailable.
 
         The deadline covers every attempt and pause: a retry that could not start before it
-        passes is not made, and the last ServingUnavailable is raised instead.
+        passes (with at least ``min_attempt_s`` left) is not made, nor one the budget refuses;
+        the last ServingUnavailable is raised instead.
 
         Raises:
             ServingUnavailable: every attempt was refused (the message says how many).
@@ -79,9 +97,12 @@ class RetryPolicy:
         for number in range(self.retries + 1):
             left = self._time_left(deadline, timeout, number, what)
             try:
-                return attempt(left)
+                result = attempt(left)
             except ServingUnavailable as exc:
                 self._sleep(self._pause_or_give_up(exc, number, deadline))
+                continue
+            self._succeeded()
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_async(self, attempt: Callable[[float], Awaitable[T]], *, timeout: float, what: str) -> T:
@@ -90,10 +111,17 @@ class RetryPolicy:
         for number in range(self.retries + 1):
             left = self._time_left(deadline, timeout, number, what)
             try:
-                return await attempt(left)
+                result = await attempt(left)
             except ServingUnavailable as exc:
                 await asyncio.sleep(self._pause_or_give_up(exc, number, deadline))
+                continue
+            self._succeeded()
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _succeeded(self) -> None:
+        if self.budget is not None:
+            self.budget.record_success()
 
     def _time_left(self, deadline: float, timeout: float, number: int, what: str) -> float:
         """Seconds left for attempt ``number`` (0-based); ServingTimeout once none are."""
@@ -102,16 +130,30 @@ class RetryPolicy:
             raise ServingTimeout(f"{what}: deadline of {timeout:.3g}s passed before attempt {number + 1}")
         return left
 
+    def pause(self, number: int) -> float:
+        """The pause after failed attempt ``number`` (0-based): jittered when an rng was given."""
+        ceiling = min(self.backoff * (2**number), self.max_backoff)
+        if self._rng is None:
+            return ceiling
+        with self._rng_lock:
+            return float(self._rng.uniform(0.0, ceiling))
+
     def _pause_or_give_up(self, exc: ServingUnavailable, number: int, deadline: float) -> float:
         """The pause before the next attempt, or the final ServingUnavailable if there is none."""
-        pause = min(self.backoff * (2**number), self.max_backoff)
-        if number == self.retries or self._clock() + pause >= deadline:
-            raise ServingUnavailable(
-                f"{exc.message} (gave up after {number + 1} attempt(s))",
-                code=exc.code,
-                server_message=exc.server_message,
-            ) from exc
-        return pause
+        allowed = self.budget.record_failure() if self.budget is not None else True
+        why = ""
+        if number < self.retries:
+            if not allowed:
+                why = ", retry budget spent"
+            else:
+                pause = self.pause(number)
+                if self._clock() + pause + self.min_attempt_s < deadline:
+                    return pause
+        raise ServingUnavailable(
+            f"{exc.message} (gave up after {number + 1} attempt(s){why})",
+            code=exc.code,
+            server_message=exc.server_message,
+        ) from exc
 
 
 class TFServingClient(abc.ABC):

@@ -44,9 +44,10 @@ class AsyncGrpcClient:
     inside the event loop that will use it; ``await close()`` when done.
 
     Args:
-        target: ``host:port`` of the server's gRPC port.
+        target: the server's gRPC address or name, as ``GrpcClient``'s (round robin over its addresses).
         timeout: default deadline in seconds for a whole call, retries included.
         retries, backoff: as ``GrpcClient``.
+        retry_policy: full control over retries (jitter, budget); overrides ``retries`` and ``backoff``.
         max_message_bytes: send/receive limit of the channel.
         channel_options: extra ``grpc.*`` channel arguments (override the defaults).
     """
@@ -60,10 +61,11 @@ class AsyncGrpcClient:
         backoff: float = DEFAULT_BACKOFF,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Sequence[tuple[str, Any]] = (),
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.timeout = check_timeout(timeout)
         self.target = target
-        self._retry = RetryPolicy(retries=retries, backoff=backoff)
+        self._retry = retry_policy or RetryPolicy(retries=retries, backoff=backoff)
         self._channel = grpc.aio.insecure_channel(
             target, options=channel_options_for(max_message_bytes, channel_options)
         )

@@ -38,10 +38,15 @@ from recommender_client.protos.services import ModelServiceStub, PredictionServi
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # gRPC's reconnect backoff grows to 120 s by default: after a long model-server outage the
 # channel would keep failing fast for minutes after the server is back. Cap it at 1 s.
+# gRPC's default policy, pick_first, sends every call to the first address that connects: behind
+# a Kubernetes headless Service (a dns: name with one A record per pod) one TF Serving pod took
+# all of a ranker's traffic. round_robin connects to every address the name resolves to and
+# spreads calls over the ready ones; with a single address it behaves as pick_first.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.lb_policy_name", "round_robin"),
 )
 
 
@@ -91,7 +96,8 @@ class GrpcClient(TFServingClient):
     """TF Serving's PredictionService and ModelService over one reused gRPC channel.
 
     Args:
-        target: ``host:port`` of the server's gRPC port (8500 by convention).
+        target: ``host:port`` of the server's gRPC port (8500 by convention), or any gRPC name:
+            ``dns:///tfs.ns.svc:8500``, ``ipv4:10.0.0.1:8500,10.0.0.2:8500`` (calls go round robin).
         timeout: Default deadline in seconds for a whole call, retries included.
         retries: Extra attempts after UNAVAILABLE (never after any other status).
         backoff: Pause before the first retry, doubled each time (see RetryPolicy).
@@ -99,7 +105,8 @@ class GrpcClient(TFServingClient):
             so ``close()`` leaves it open.
         max_message_bytes: Send/receive limit for a channel this client opens.
         channel_options: Extra ``grpc.*`` channel arguments for a channel this client opens;
-            they override the defaults (message limits, reconnect backoff capped at 1 s).
+            they override the defaults (message limits, reconnect backoff capped at 1 s,
+            ``round_robin`` over every address the target resolves to).
         retry_policy: Full control over retries; overrides ``retries`` and ``backoff``.
 
     Example::

@@ -45,6 +45,7 @@ class AsyncRestClient:
         base_url: TF Serving's REST address (``http://host:8501``).
         timeout: default deadline in seconds for a whole call, retries included.
         retries, backoff: as ``RestClient``.
+        retry_policy: full control over retries (jitter, budget); overrides ``retries`` and ``backoff``.
         float_dtype: numpy dtype for JSON floats.
     """
 
@@ -56,10 +57,11 @@ class AsyncRestClient:
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         float_dtype: type = np.float32,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.timeout = check_timeout(timeout)
         self.base_url = base_url.rstrip("/")
-        self._retry = RetryPolicy(retries=retries, backoff=backoff)
+        self._retry = retry_policy or RetryPolicy(retries=retries, backoff=backoff)
         self._float_dtype = float_dtype
         # Full URLs per request (not aiohttp's base_url, which drops a base path like /tfs).
         self._http = aiohttp.ClientSession(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from recommender_client.breaker import CircuitBreaker
-from recommender_client.ranking import LocalScorer, Scorer, ServingScorer
+from recommender_client.ranking import LocalScorer, Scorer
 from recommender_client.recall.artifacts import load_artifacts
 from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.exposure import InMemoryExposureLog
@@ -18,34 +17,12 @@ from recommender_client.rerank.reload import RuleBook
 from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.routes import router
+from recommender_client.service.scoring import build_model_side
 from recommender_client.service.settings import Settings
 from recommender_client.skew import SkewLogger
 from training.features import Entity, FeatureContract
 
 log = logging.getLogger(__name__)
-
-
-def make_client(settings: Settings) -> object:
-    """The TF Serving client the settings ask for (imported here: it is the only remote dependency)."""
-    from recommender_client.client import GrpcClient, RestClient
-
-    if settings.protocol == "grpc":
-        return GrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
-    return RestClient(base_url=settings.rest_url, timeout=settings.predict_timeout_s)
-
-
-def make_async_client(settings: Settings) -> Any:
-    """The awaitable Predict client /recommend uses (gRPC on grpc.aio, REST on aiohttp).
-
-    Must be called on the event loop that serves requests (both bind to it).
-    """
-    if settings.protocol == "grpc":
-        from recommender_client.client.grpc_aio_client import AsyncGrpcClient
-
-        return AsyncGrpcClient(target=settings.grpc_target, timeout=settings.predict_timeout_s)
-    from recommender_client.client.rest_aio_client import AsyncRestClient
-
-    return AsyncRestClient(base_url=settings.rest_url, timeout=settings.predict_timeout_s)
 
 
 def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
@@ -113,25 +90,19 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_scorer = scorer is None
-        async_client = make_async_client(settings) if own_scorer else None
-        active: Scorer = (
-            scorer
-            if scorer is not None
-            else ServingScorer(
-                make_client(settings),
-                model_name=settings.model_name,
-                signature_name=settings.signature_name,
-                chunk_size=settings.predict_chunk_size,
-                async_client=async_client,
-            )
+        model_side = (
+            await build_model_side(settings, FeatureContract.load(settings.contract_path))  # type: ignore[arg-type]
+            if scorer is None
+            else None
         )
+        active: Scorer = scorer if model_side is None else model_side.scorer
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
             app.state.intake = Intake(settings)
             app.state.recommender = build_recommender(settings, active)
-            app.state.metrics.watch(app.state.recommender)
+            app.state.model_watch = model_side.watch if model_side is not None else None
+            app.state.metrics.watch(app.state.recommender, app.state.model_watch)
             log.info(
                 "ranker ready: model %r over %s, artefacts %s",
                 settings.model_name,
@@ -140,10 +111,8 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             )
             yield
         finally:
-            if own_scorer:
-                active.close()
-            if async_client is not None:
-                await async_client.close()
+            if model_side is not None:
+                await model_side.close()
 
     app = FastAPI(title="recsys ranker", version="0.1.0", lifespan=lifespan)
     app.include_router(router)

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from recommender_client.model_check import ModelWatch
     from recommender_client.recommender import Recommender
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -71,11 +72,49 @@ class ServiceMetrics:
             child = self._stage_children[stage] = self.stage_seconds.labels(stage=stage)
         child.observe(seconds)
 
-    def watch(self, recommender: Recommender) -> None:
-        """Report the recommender's rules failures and per-user state, read at each scrape."""
+    def watch(self, recommender: Recommender, model: ModelWatch | None = None) -> None:
+        """Report the recommender's rules failures, per-user state and the model's health,
+        read at each scrape."""
         rules = recommender.rules
         self.rules_reload_failures.set_function(lambda: rules.failures if rules is not None else 0)
         self.registry.register(UserStateCollector(recommender))
+        if model is not None:
+            self.registry.register(ModelHealthCollector(model))
+
+
+class ModelHealthCollector(Collector):
+    """The served model as the model check sees it: available, which version, fits the contract.
+
+    An alert on ``ranker_model_contract_mismatch == 1`` finds a model the ranker cannot use
+    before the fallbacks pile up; ``ranker_model_available`` is what readiness used to be.
+    """
+
+    def __init__(self, watch: ModelWatch) -> None:
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        report = self._watch.report
+        yield GaugeMetricFamily(
+            "ranker_model_available",
+            "1 while the model's serving version is AVAILABLE on the model server.",
+            value=1.0 if report.state == "AVAILABLE" else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "ranker_model_version",
+            "The model version serving (-1 unknown).",
+            value=float(report.version if report.version is not None else -1),
+        )
+        yield GaugeMetricFamily(
+            "ranker_model_contract_mismatch",
+            "1 while the served signature does not fit the feature contract.",
+            value=1.0 if report.contract == "mismatch" else 0.0,
+        )
+        checks = CounterMetricFamily(
+            "ranker_model_checks", "Signature checks against the contract, by result.", labels=["result"]
+        )
+        for result, count in sorted((report.checks or {}).items()):
+            checks.add_metric([result], count)
+        yield checks
 
 
 class UserStateCollector(Collector):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
@@ -16,6 +17,7 @@ from recommender_client.features import ContextError
 from recommender_client.pipeline import Batch, RankRequest
 from recommender_client.service.errors import ClientError
 from recommender_client.service.metrics import ServiceMetrics
+from recommender_client.service.readiness import readiness
 from recommender_client.service.schemas import RankedItem, RecommendResponse, request_model
 from recommender_client.service.settings import Settings
 
@@ -151,17 +153,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(request: Request, response: Response) -> dict[str, str]:
-    """Readiness: the model's newest version is AVAILABLE on the model server."""
-    state = request.app.state
-    model_state = state.recommender.scorer.status(timeout=state.settings.status_timeout_s)
-    ready = model_state == "AVAILABLE"
-    response.status_code = 200 if ready else 503
-    return {
-        "status": "ready" if ready else "not ready",
-        "model": state.settings.model_name,
-        "state": model_state,
-    }
+def readyz(request: Request, response: Response) -> dict[str, Any]:
+    """Readiness: the ranker can answer (artefacts and rules loaded), whatever the model server's
+    state; the model's health and signature check are fields (see service/readiness.py)."""
+    response.status_code, body = readiness(request.app.state)
+    return body
 
 
 @router.get("/metrics")

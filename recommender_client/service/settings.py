@@ -50,6 +50,33 @@ class Settings(BaseSettings):
         "there, so start-up fails if the ranker could send one. None: unknown, not checked",
     )
     status_timeout_s: float = Field(default=1.0, gt=0)
+    predict_min_budget_s: float = Field(
+        default=0.002,
+        ge=0,
+        description="no Predict is sent with less time left than this: the request degrades without "
+        "calling (a 500-row Predict takes ~2 ms; 0.1 ms budgets only came back as timeouts)",
+    )
+    retries: int = Field(default=2, ge=0, le=10, description="extra attempts after UNAVAILABLE")
+    retry_backoff_s: float = Field(
+        default=0.05, ge=0, description="first retry pause ceiling, doubled each time, jittered"
+    )
+    retry_budget_tokens: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description="gRPC retry throttling: a failure takes a token, retries stop below half",
+    )
+    retry_budget_ratio: float = Field(default=0.1, gt=0, description="tokens a success gives back")
+    retry_jitter_seed: int | None = Field(
+        default=None,
+        description="seeds the retry jitter; none: OS entropy, so replicas do not retry in step",
+    )
+    model_poll_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="GetModelStatus period of the model check; a new version seen in a Predict "
+        "answer is checked at once",
+    )
 
     # request handling
     request_deadline_s: float = Field(

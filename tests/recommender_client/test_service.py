@@ -145,7 +145,7 @@ def test_rules_reload_failures_never_fail_a_request(local_client: TestClient, tm
     assert [i["item_id"] for i in response.json()["items"]] == ["i3", "i2"]  # boost-b still applies
 
 
-def test_model_server_down_degrades_and_is_not_ready(artifacts_dir: Path) -> None:
+def test_model_server_down_degrades_and_stays_ready(artifacts_dir: Path) -> None:
     settings = settings_for(
         artifacts_dir,
         protocol="rest",
@@ -160,8 +160,10 @@ def test_model_server_down_degrades_and_is_not_ready(artifacts_dir: Path) -> Non
         assert all(i["score"] is None for i in body["items"])
         body = client.post("/recommend", json={"user_id": "u2", "k": 3}).json()
         assert body["degraded_reason"] == "circuit_open"
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["state"] == "UNAVAILABLE"
+        ready = client.get("/readyz")  # still ready: the fallback answers (issue 18 item 3)
+        assert ready.status_code == 200 and ready.json()["state"] == "UNAVAILABLE"
+        assert ready.json()["degraded"] is True and ready.json()["breaker"] == "open"
+        assert "ranker_model_available 0.0" in client.get("/metrics").text
         text = client.get("/metrics").text
         assert 'ranker_fallbacks_total{reason="unavailable"} 1.0' in text
         assert 'ranker_fallbacks_total{reason="circuit_open"} 1.0' in text
@@ -256,7 +258,8 @@ def test_cli_serves_over_http(artifacts_dir: Path, tmp_path: Path) -> None:
     with running_ranker(artifacts_dir) as (base, _):
         body = httpx.post(f"{base}/recommend", json={"user_id": "u1", "k": 2}, timeout=5).json()
         assert body["degraded"] is True and len(body["items"]) == 2
-        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["degraded"] is True  # the fallback serves
     bad = subprocess.run(
         [sys.executable, "-m", "recommender_client.service"],
         cwd=REPO,

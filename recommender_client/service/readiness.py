@@ -1,0 +1,51 @@
+"""What /readyz answers: the ranker's own ability to answer, with the model's health as fields."""
+
+# Readiness was "TF Serving's newest version is AVAILABLE": with TF Serving down every ranker
+# replica answered 503, so an orchestrator took them all out of its Service exactly when the
+# fallback (recall order or popularity) should serve. A replica is ready once its artefacts and
+# rules are loaded, which the lifespan guarantees before the first request; the model's state
+# and the signature check are reported beside it, and a mismatch makes the answer degraded,
+# still 200: the replica answers every request, without the model.
+
+from __future__ import annotations
+
+from typing import Any
+
+from recommender_client.breaker import BreakerState
+from recommender_client.model_check import ModelReport
+
+
+def readiness(state: Any) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for ``app.state``.
+
+    ``ready`` needs the recommender (artefacts, contract and rules loaded); ``degraded`` says
+    answers come from the fallback now or may: the model is not AVAILABLE, its signature does
+    not fit the contract, or the circuit breaker is open.
+    """
+    recommender = getattr(state, "recommender", None)
+    if recommender is None:
+        return 503, {"status": "not ready", "reason": "artefacts and rules not loaded"}
+    watch = getattr(state, "model_watch", None)
+    report: ModelReport = (
+        watch.report
+        if watch is not None
+        else ModelReport(state=recommender.scorer.status(timeout=state.settings.status_timeout_s))
+    )
+    breaker = recommender.breaker
+    breaker_state = breaker.state if breaker is not None else BreakerState.CLOSED
+    rules = recommender.rules
+    body = {
+        "status": "ready",
+        "degraded": not report.usable or breaker_state is BreakerState.OPEN,
+        "model": state.settings.model_name,
+        "state": report.state,
+        "model_version": report.version,
+        "contract": report.contract if watch is not None else "not_checked",
+        "contract_version": report.checked_version,
+        "problems": list(report.problems),
+        "breaker": str(breaker_state),
+        "rules_version": recommender.current_rules().digest,
+        "rules_error": rules.last_error if rules is not None else None,
+        "items": len(recommender.artifacts.catalog.item_ids),
+    }
+    return 200, body
