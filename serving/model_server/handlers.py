@@ -62,14 +62,16 @@ def request_arrays(
     As GetInputValues does, only the signature's inputs are parsed: an alias the signature
     does not have gets an empty array, and the run names it. With ``max_bytes`` (the
     --max_request_tensor_bytes budget), tensors whose values the wire carried are decoded
-    first; those TF's rules would pad or fill are sized without allocating, and built only
-    once the request's total is known to fit (the runner checks the exact total afterwards).
+    first (a string tensor counts the bytes its proto takes, a few more than its strings);
+    those TF's rules would pad or fill are sized without allocating, and built only once the
+    request's total is known to fit. The result is ``CheckedInputs``: the runner does not
+    count it again.
 
     Raises:
         ServingError: INVALID_ARGUMENT "tensor parsing error: <alias>", or the budget's error.
     """
     known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
-    inputs: dict[str, np.ndarray] = {}
+    inputs: dict[str, np.ndarray] = tensor_limits.CheckedInputs()
     protos = request.inputs
     deferred: list[tuple[str, int]] = []
     used = 0
@@ -77,12 +79,15 @@ def request_arrays(
         if known is not None and alias not in known.inputs:
             inputs[alias] = np.zeros(0, dtype=np.float32)  # unknown alias: run() names it
             continue
+        proto = protos[alias]
         try:
-            array = inputs[alias] = _parse(protos[alias], alias, None if max_bytes is None else 0)
+            array = inputs[alias] = _parse(proto, alias, None if max_bytes is None else 0)
         except TensorTooLargeError as exc:
             deferred.append((alias, exc.needed))
             continue
-        used += array.nbytes  # strings: their references only; the runner adds their bytes
+        used += array.nbytes + (proto.ByteSize() if array.dtype.kind == "O" else 0)
+        if max_bytes is not None and used > max_bytes:
+            raise tensor_limits.over_budget(alias, used, max_bytes)
     for alias, needed in deferred:
         used += needed
         if max_bytes is not None and used > max_bytes:

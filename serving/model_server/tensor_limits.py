@@ -39,21 +39,26 @@ def array_nbytes(array: Any) -> int:
     if array.dtype.kind != "O":
         return int(array.nbytes)
     items = array.ravel().tolist()
-    return STRING_ELEMENT_BYTES * len(items) + sum(
-        len(x) if isinstance(x, (bytes, str)) else 8 for x in items
-    )
+    try:
+        return STRING_ELEMENT_BYTES * len(items) + sum(map(len, items))  # bytes or str: C speed
+    except TypeError:  # other objects count as one reference more
+        return STRING_ELEMENT_BYTES * len(items) + sum(
+            len(x) if isinstance(x, (bytes, str)) else STRING_ELEMENT_BYTES for x in items
+        )
 
 
-def string_proto_bytes(proto: Any, count: int, max_bytes: int) -> int:
+class CheckedInputs(dict):
+    """Inputs whose decoded size the face already bounded (the gRPC face's, sized from protos)."""
+
+
+def string_proto_bytes(proto: Any, count: int) -> int:
     """What a string TensorProto of ``count`` elements decodes to, computed without decoding it.
 
     tensor_content holds at most its own length in string bytes; string_val's values are counted
-    as decoding keeps them (the first ``count``, the last repeated as padding). Stops early (and
-    returns a value over ``max_bytes``) when the references alone pass it.
+    as decoding keeps them (the first ``count``, the last repeated as padding). The work is
+    bounded by the values the wire carried, whatever ``count`` says.
     """
     needed = STRING_ELEMENT_BYTES * count
-    if needed > max_bytes:
-        return needed
     if proto.tensor_content:
         return needed + len(proto.tensor_content)
     values = proto.string_val
@@ -91,9 +96,9 @@ class BudgetedRunner:
 
     The faces decode differently (gRPC from TensorProtos, REST from JSON), but both hand their
     arrays to the manager's runner, so this is the one place that sees every Predict, Classify
-    and Regress of either face. The gRPC face also guards its decoding (``tensors.to_ndarray``
-    refuses to pad a tensor past the budget left), so no allocation happens before this check
-    that the wire did not already pay for.
+    and Regress of either face. The gRPC face's Predict sizes its tensors from the protos before
+    building them (``handlers.request_arrays``) and hands over ``CheckedInputs``, which are not
+    counted again: counting 500 strings' bytes costs ~7 us, their proto's ByteSize ~1.7 us.
     """
 
     def __init__(self, runner: Any, limit: int) -> None:
@@ -110,7 +115,8 @@ class BudgetedRunner:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """The wrapped runner's ``run``, after the budget check."""
-        check_arrays(inputs, self.limit)
+        if type(inputs) is not CheckedInputs:
+            check_arrays(inputs, self.limit)
         return self.runner.run(servable, signature_name, inputs, output_filter, deadline=deadline)
 
     def enqueue(
@@ -124,7 +130,8 @@ class BudgetedRunner:
         deadline: float | None = None,
     ) -> bool:
         """The wrapped Batcher's ``enqueue``, after the budget check."""
-        check_arrays(inputs, self.limit)
+        if type(inputs) is not CheckedInputs:
+            check_arrays(inputs, self.limit)
         return bool(
             self.runner.enqueue(servable, signature_name, inputs, output_filter, deliver, deadline=deadline)
         )

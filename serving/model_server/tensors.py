@@ -226,7 +226,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> n
     content = proto.tensor_content
     if dtype == DT.DT_STRING:
         if max_bytes is not None:
-            needed = string_proto_bytes(proto, count, max_bytes)
+            needed = string_proto_bytes(proto, count)
             if needed > max_bytes:
                 raise TensorTooLargeError(needed)
         values = _decode_string_content(content, count) if content else proto.string_val
