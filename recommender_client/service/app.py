@@ -17,7 +17,7 @@ from recommender_client.rerank.reload import RuleBook
 from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.routes import router
-from recommender_client.service.scoring import build_model_side
+from recommender_client.service.scoring import ModelSide, build_model_side
 from recommender_client.service.settings import Settings
 from recommender_client.skew import SkewLogger
 from training.features import Entity, FeatureContract
@@ -90,12 +90,13 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model_side = (
-            await build_model_side(settings, FeatureContract.load(settings.contract_path))  # type: ignore[arg-type]
-            if scorer is None
-            else None
-        )
-        active: Scorer = scorer if model_side is None else model_side.scorer
+        assert settings.contract_path is not None  # the settings fill it in
+        model_side: ModelSide | None = None
+        if scorer is None:
+            model_side = await build_model_side(settings, FeatureContract.load(settings.contract_path))
+            active: Scorer = model_side.scorer
+        else:
+            active = scorer
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
