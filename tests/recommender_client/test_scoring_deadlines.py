@@ -83,6 +83,19 @@ def test_breaker_outcomes() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
+def test_a_neutral_outcome_frees_the_half_open_trial() -> None:
+    """A trial call that was never sent must not leave the breaker half-open with no trial left."""
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=lambda: now[0])
+    breaker.record(ScoringError("down", reason="unavailable"))
+    now[0] = 10.0
+    assert breaker.allow() is True and breaker.allow() is False  # the one trial is reserved
+    breaker.record(ScoringError("not sent", reason="deadline", server_fault=False))
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allow() is True
+    breaker.record(None)
+    assert breaker.state is BreakerState.CLOSED
+
+
 def app_settings(artifacts_dir: Path, port: int, **overrides: object) -> Settings:
     base: dict[str, object] = {
         "artifacts_dir": artifacts_dir,
