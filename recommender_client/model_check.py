@@ -96,6 +96,7 @@ class ModelWatch:
         inputs: input name -> dtype the ranker sends (the contract's signature spec).
         poll_interval_s: seconds between status polls.
         timeout_s: deadline of each status or metadata call.
+        min_gap_s: the least time between two checks, however often Predict answers wake it.
     """
 
     def __init__(
@@ -108,7 +109,10 @@ class ModelWatch:
         inputs: Mapping[str, str],
         poll_interval_s: float = 5.0,
         timeout_s: float = 1.0,
+        min_gap_s: float = 0.5,
     ) -> None:
+        if min_gap_s < 0:
+            raise ValueError(f"ModelWatch: min_gap_s must be >= 0, got {min_gap_s}")
         if poll_interval_s <= 0 or timeout_s <= 0:
             raise ValueError(
                 f"ModelWatch: need poll_interval_s, timeout_s > 0, got {poll_interval_s}, {timeout_s}"
@@ -120,6 +124,7 @@ class ModelWatch:
         self.inputs = dict(inputs)
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
+        self.min_gap_s = min_gap_s
         self._report = ModelReport(checks={})
         self._checks = {"ok": 0, "mismatch": 0, "error": 0}
         self._wake: asyncio.Event | None = None
@@ -211,6 +216,9 @@ class ModelWatch:
                 await self.refresh()
             except Exception:  # never let the watch die: the next poll tries again
                 log.exception("model watch of %r failed", self.model_name)
+            # Wakes coming meanwhile wait: while metadata fails, every Predict answer names a
+            # version not yet checked, and must not turn into a status+metadata call each.
+            await asyncio.sleep(self.min_gap_s)
 
     async def stop(self) -> None:
         if self._task is not None:

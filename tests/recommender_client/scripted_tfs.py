@@ -3,7 +3,7 @@ versions and signatures (no TensorFlow: our wire-compatible messages, on grpc.se
 
 Predict answers ``ctr`` = 0.5 * the first float32 input when there is one named ``x``, else
 0.25 for every row, with ``model_spec.version`` = ``version``; it sleeps ``delay_s`` first, or
-aborts with ``abort`` (a grpc.StatusCode name). GetModelMetadata describes ``signature``
+aborts with ``abort`` (a grpc.StatusCode name; ``metadata_abort`` for GetModelMetadata alone). GetModelMetadata describes ``signature``
 (input name -> dtype, plus ``output``); GetModelStatus reports ``version`` as ``state``.
 Counters: ``calls`` per method, ``in_flight`` and its maximum (how many Predicts overlapped).
 """
@@ -46,6 +46,7 @@ class Script:
     state: str = "AVAILABLE"
     delay_s: float = 0.0
     abort: str | None = None
+    metadata_abort: str | None = None
     signature: Mapping[str, str] = field(default_factory=lambda: {"x": "float32"})
     output: tuple[str, str] = ("ctr", "float32")
     calls: Counter = field(default_factory=Counter)
@@ -86,8 +87,9 @@ def _handlers(script: Script) -> grpc.GenericRpcHandler:
 
     def metadata(request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext):
         script.calls["GetModelMetadata"] += 1
-        if script.abort:
-            context.abort(getattr(grpc.StatusCode, script.abort), f"scripted {script.abort}")
+        abort = script.metadata_abort or script.abort
+        if abort:
+            context.abort(getattr(grpc.StatusCode, abort), f"scripted {abort}")
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         signature = signature_map.signature_def["serving_default"]
         signature.method_name = "tensorflow/serving/predict"

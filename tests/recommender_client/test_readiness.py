@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from recommender_client.client.grpc_aio_client import AsyncGrpcClient
 from recommender_client.client.metadata import ModelMetadata, SignatureSpec, TensorSpec
 from recommender_client.model_check import ModelWatch, signature_problems
+from recommender_client.ranking import ServedBy
 from recommender_client.service.app import create_app
 from recommender_client.service.settings import Settings
 from tests.recommender_client.conftest import T, tiny_contract
@@ -157,3 +158,32 @@ def test_signature_problems_by_hand() -> None:
     assert signature_problems(meta, {}, signature_name="other", output="p") == [
         "no signature 'other' (has ['serving_default'])"
     ]
+
+
+def test_a_failing_metadata_call_is_not_retried_per_predict_answer() -> None:
+    """While GetModelMetadata fails, every Predict answer names an unchecked version; the watch
+    still checks at most once per min_gap_s (0.5 s), not once per answer."""
+    with scripted_server(Script(version=5, metadata_abort="INTERNAL")) as (script, port):
+
+        async def main() -> str:
+            client = AsyncGrpcClient(f"127.0.0.1:{port}", timeout=2.0)
+            watch = ModelWatch(
+                client,
+                model_name="m",
+                signature_name="serving_default",
+                output="ctr",
+                inputs={},
+                min_gap_s=0.5,
+            )
+            try:
+                await watch.start()
+                for _ in range(100):  # 100 Predict answers over ~0.2 s
+                    watch.observe(ServedBy("m", 5))
+                    await asyncio.sleep(0.002)
+                return watch.report.contract
+            finally:
+                await watch.stop()
+                await client.close()
+
+        assert asyncio.run(main()) == "unknown"
+    assert 2 <= script.calls["GetModelMetadata"] <= 3
