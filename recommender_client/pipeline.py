@@ -28,6 +28,8 @@ class RankRequest:
         deadline: ``time.monotonic()`` value by which the answer must be ready.
         seed: seeds the exploration RNG when ``rng`` is not given.
         rng: the random generator for exploration (passed in, so runs are reproducible).
+        request_id: names the request in the served log, the response and the events that
+            follow it (clicks are joined back to what was served through it).
     """
 
     user_id: str
@@ -38,6 +40,7 @@ class RankRequest:
     deadline: float | None = None
     seed: int = 0
     rng: np.random.Generator | None = field(default=None, compare=False)
+    request_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import numpy as np
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.features import FeatureJoiner, InMemoryFeatureStore
 from recommender_client.pipeline import Batch, Operator, Pipeline, RankRequest, StageObserver
+from recommender_client.propensity import RecordExploration, propensities
 from recommender_client.ranking import Scorer
 from recommender_client.recall.artifacts import RecallArtifacts
 from recommender_client.recall.sources import (
@@ -24,9 +25,10 @@ from recommender_client.recall.sources import (
     user_history,
 )
 from recommender_client.rerank.exposure import ExposureLog, InMemoryExposureLog
+from recommender_client.rerank.operators import InsertExploration
 from recommender_client.rerank.reload import RuleBook
 from recommender_client.rerank.rules import RuleSet, build_operators
-from recommender_client.skew import SkewLogger
+from recommender_client.served_log import ServedItem, ServedLog
 from recommender_client.stages import (
     JoinFeatures,
     OrderByScore,
@@ -72,9 +74,11 @@ class Recommender:
         breaker: stops calling the scorer after repeated failures.
         fallback: scorer used when the model is unavailable (``None``: recall order).
         exposures: impressions log for frequency caps (served items are recorded here).
-        skew: sampled logging of model inputs and scores.
+        record_served: count every served item as an impression (``False`` when the clients'
+            impression events are what counts: ``RANKER_IMPRESSIONS_FROM=events``).
+        served_log: sampled log of served lists with the model inputs sent (training joins, skew).
         predict_timeout_s: upper bound on one scoring call.
-        model_name: recorded in skew logs.
+        model_name: the model asked for (the answer's own name and version are what is logged).
     """
 
     def __init__(
@@ -88,7 +92,8 @@ class Recommender:
         breaker: CircuitBreaker | None = None,
         fallback: Scorer | None = None,
         exposures: ExposureLog | None = None,
-        skew: SkewLogger | None = None,
+        served_log: ServedLog | None = None,
+        record_served: bool = True,
         predict_timeout_s: float = 1.0,
         model_name: str = "model",
         clock: Callable[[], float] = time.monotonic,
@@ -99,7 +104,8 @@ class Recommender:
         self.rules = rules
         self.breaker = breaker
         self.exposures = exposures if exposures is not None else InMemoryExposureLog()
-        self.skew = skew
+        self.served_log = served_log
+        self.record_served = record_served
         self.model_name = model_name
         self._head: list[Operator] = [
             RecallCandidates(
@@ -134,9 +140,12 @@ class Recommender:
         ruleset = self.current_rules()
         with self._lock:
             if self._built is None or self._built[0] != ruleset.digest:
-                rerank = build_operators(
-                    ruleset, catalog=self.artifacts.catalog, seen=self.seen, exposures=self.exposures
-                )
+                rerank = [
+                    RecordExploration(op) if isinstance(op, InsertExploration) else op
+                    for op in build_operators(
+                        ruleset, catalog=self.artifacts.catalog, seen=self.seen, exposures=self.exposures
+                    )
+                ]
                 self._built = (ruleset.digest, Pipeline([*self._head, *rerank, TruncateToK()]))
             return ruleset, self._built[1]
 
@@ -162,16 +171,32 @@ class Recommender:
         return self._served(request, batch, ruleset), ruleset
 
     def _served(self, request: RankRequest, batch: Batch, ruleset: RuleSet) -> Batch:
-        """Record the exposures of a ranked batch and maybe log its skew sample."""
-        self.exposures.record(request.user_id, batch.items, request.now)
-        if self.skew is not None and self.skew.sample() and batch.values.get("scores") is not None:
-            self.skew.write(
-                timestamp=request.now,
-                user_id=request.user_id,
-                model=self.model_name,
-                items=batch.values["model_items"],
-                inputs=batch.values["model_inputs"],
-                scores=batch.values["scores"],
-                extra={"rules_version": ruleset.digest, "served": list(batch.items)},
-            )
+        """Record the exposures of a ranked batch, stamp its propensities and maybe log it."""
+        if self.record_served:
+            self.exposures.record(request.user_id, batch.items, request.now)
+        pins = {r.name for r in ruleset.rules if r.type == "pin"}
+        pinned = [item for item, notes in zip(batch.items, batch.rules, strict=True) if pins & set(notes)]
+        batch = batch.with_columns(propensity=propensities(batch, pinned))
+        log = self.served_log
+        if log is not None and log.sampled(request.request_id):
+            self._log(log, request, batch, ruleset)
         return batch
+
+    def _log(self, log: ServedLog, request: RankRequest, batch: Batch, ruleset: RuleSet) -> None:
+        rows = {item: k for k, item in enumerate(batch.values.get("model_items", ()))}
+        scores, props = batch.columns["model_score"], batch.columns["propensity"]
+        served_by = batch.values.get("served_by")
+        log.write(
+            request_id=request.request_id,
+            timestamp=request.now,
+            user_id=request.user_id,
+            model_name=served_by.model_name if served_by is not None else None,
+            model_version=served_by.version if served_by is not None else None,
+            items=[
+                ServedItem(item, pos, float(scores[pos]), float(props[pos]), rows.get(item))
+                for pos, item in enumerate(batch.items)
+            ],
+            inputs=batch.values.get("model_inputs"),
+            degraded=bool(batch.values.get("degraded", False)),
+            rules_version=ruleset.digest,
+        )

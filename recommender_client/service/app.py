@@ -14,18 +14,22 @@ from recommender_client.recall.artifacts import load_artifacts
 from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
+from recommender_client.served_log import ServedLog
+from recommender_client.service.events import EventSink, events_log
+from recommender_client.service.events import router as events_router
 from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.routes import router
 from recommender_client.service.scoring import ModelSide, build_model_side
 from recommender_client.service.settings import Settings
-from recommender_client.skew import SkewLogger
 from training.features import Entity, FeatureContract
 
 log = logging.getLogger(__name__)
 
 
-def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
+def build_recommender(
+    settings: Settings, scorer: Scorer, *, served_log: ServedLog | None = None
+) -> Recommender:
     """Load the contract, artefacts and rules and wire the pipeline around ``scorer``."""
     assert settings.contract_path is not None
     contract = FeatureContract.load(settings.contract_path)
@@ -39,17 +43,6 @@ def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
     rules = (
         RuleBook(settings.rules_path, min_interval_s=settings.rules_reload_interval_s)
         if settings.rules_path is not None
-        else None
-    )
-    skew = (
-        SkewLogger(
-            settings.skew_log_path,
-            rate=settings.skew_sample_rate,
-            seed=settings.skew_seed,
-            max_bytes=settings.skew_max_bytes,
-            backups=settings.skew_backups,
-        )
-        if settings.skew_log_path is not None
         else None
     )
     fallback = LocalScorer(artifacts.popularity_of()) if settings.fallback == "popularity" else None
@@ -73,10 +66,24 @@ def build_recommender(settings: Settings, scorer: Scorer) -> Recommender:
             max_users=settings.exposure_max_users,
             max_events_per_user=settings.exposure_max_events_per_user,
         ),
-        skew=skew,
+        served_log=served_log,
+        record_served=settings.impressions_from == "served",
         predict_timeout_s=settings.predict_timeout_s,
         model_name=settings.model_name,
     )
+
+
+def served_log_for(settings: Settings) -> ServedLog | None:
+    """The served-list log the settings ask for, started (its writer thread runs until close)."""
+    if settings.served_log_path is None:
+        return None
+    return ServedLog(
+        settings.served_log_path,
+        rate=settings.served_log_sample_rate,
+        max_bytes=settings.served_log_max_bytes,
+        backups=settings.served_log_backups,
+        queue_size=settings.served_log_queue,
+    ).start()
 
 
 def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
@@ -97,11 +104,16 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             active: Scorer = model_side.scorer
         else:
             active = scorer
+        served_log = served_log_for(settings)
+        event_log = events_log(settings)
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
             app.state.intake = Intake(settings)
-            app.state.recommender = build_recommender(settings, active)
+            app.state.recommender = build_recommender(settings, active, served_log=served_log)
+            app.state.events = EventSink(
+                settings, getattr(app.state.recommender, "online_state", None), log=event_log
+            )
             app.state.model_watch = model_side.watch if model_side is not None else None
             app.state.metrics.watch(app.state.recommender, app.state.model_watch)
             log.info(
@@ -112,9 +124,13 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             )
             yield
         finally:
+            for opened in (served_log, event_log):
+                if opened is not None:
+                    opened.close()
             if model_side is not None:
                 await model_side.close()
 
     app = FastAPI(title="recsys ranker", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(events_router)
     return app

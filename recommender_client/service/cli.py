@@ -29,7 +29,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grpc-target", help="host:port of TF Serving's gRPC API")
     parser.add_argument("--rest-url", help="base URL of TF Serving's REST API")
     parser.add_argument("--model-name")
-    parser.add_argument("--skew-log", type=Path, dest="skew_log_path", help="JSON-lines skew log file")
+    parser.add_argument(
+        "--served-log", type=Path, dest="served_log_path", help="JSON-lines log of served lists and features"
+    )
+    parser.add_argument("--events-log", type=Path, dest="events_log_path", help="JSON-lines log of /events")
     return parser.parse_args(argv)
 
 
@@ -50,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "grpc_target",
             "rest_url",
             "model_name",
-            "skew_log_path",
+            "served_log_path",
+            "events_log_path",
         )
         if getattr(args, key) is not None
     }

@@ -18,6 +18,8 @@ from recommender_client.pipeline import Batch, RankRequest
 from recommender_client.service.errors import ClientError
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.readiness import readiness
+from recommender_client.service.request_id import HEADER as REQUEST_ID_HEADER
+from recommender_client.service.request_id import request_id
 from recommender_client.service.schemas import RankedItem, RecommendResponse, request_model
 from recommender_client.service.settings import Settings
 
@@ -59,6 +61,7 @@ def _items(batch: Batch) -> list[RankedItem]:
                 pre_rerank_position=pre if pre >= 0 else None,
                 recall_source=str(cols["recall_source"][pos]),
                 rules=list(batch.rules[pos]),
+                propensity=_float(cols["propensity"][pos]),
             )
         )
     return out
@@ -88,6 +91,7 @@ async def recommend(request: Request) -> Response:
     settings, metrics = state.settings, state.metrics
     started = time.monotonic()
     try:
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         body = state.intake.parse(await state.intake.read(request))
     except ClientError as exc:
         return _refused(metrics, exc)
@@ -106,6 +110,7 @@ async def recommend(request: Request) -> Response:
         candidates=tuple(body.candidates) if body.candidates is not None else None,
         deadline=started + settings.request_deadline_s,
         rng=np.random.default_rng([settings.seed, zlib.crc32(body.user_id.encode()), int(now)]),
+        request_id=rid,
     )
     recommender = state.recommender
     try:
@@ -131,19 +136,30 @@ async def recommend(request: Request) -> Response:
     took = time.monotonic() - started
     metrics.request_seconds.labels(degraded=str(degraded).lower()).observe(took)
     metrics.requests.labels(status="200").inc()
+    served_by = batch.values.get("served_by")
     answer = RecommendResponse(
+        request_id=rid,
         user_id=body.user_id,
         items=_items(batch),
         degraded=degraded,
         degraded_reason=batch.values.get("degraded_reason"),
         cold_start=not batch.values.get("user_known", False),
-        model=settings.model_name,
+        model=(
+            served_by.model_name
+            if served_by is not None
+            else None
+            if degraded
+            else settings.model_name  # a scorer that does not report one (e.g. a LocalScorer)
+        ),
+        model_version=served_by.version if served_by is not None else None,
         rules_version=ruleset.digest,
         candidates=len(batch.values.get("model_items", ())),
         took_ms=round(took * 1000, 3),
     )
     # Built and checked once here; returning a Response skips FastAPI's second validation pass.
-    return Response(content=answer.model_dump_json(), media_type="application/json")
+    return Response(
+        content=answer.model_dump_json(), media_type="application/json", headers={REQUEST_ID_HEADER: rid}
+    )
 
 
 @router.get("/healthz")

@@ -117,15 +117,26 @@ class RankedItem(BaseModel):
     pre_rerank_position: int | None = Field(description="position in the model's order before the rules")
     recall_source: str
     rules: list[str] = Field(description="operator rules that moved or changed this item")
+    propensity: float | None = Field(
+        description="probability the ranking policy puts this item at this position: 1.0 unless "
+        "exploration drew it (1/pool size); null when a pin made it uncomputable"
+    )
 
 
 class RecommendResponse(BaseModel):
+    request_id: str = Field(
+        description="the X-Request-Id header's value, or a generated uuid4; events name it"
+    )
     user_id: str
     items: list[RankedItem]
     degraded: bool
     degraded_reason: str | None
     cold_start: bool
-    model: str
+    model: str | None = Field(description="the model that scored the list (null when the fallback served)")
+    model_version: int | None = Field(
+        description="its version as the model server's answer reports it (null when degraded, or "
+        "over REST, whose Predict answer carries no model_spec)"
+    )
     rules_version: str
     candidates: int
     took_ms: float

@@ -159,12 +159,48 @@ class Settings(BaseSettings):
         default=500, ge=1, description="newest impressions kept per user (16 bytes each)"
     )
 
-    # skew logging
-    skew_log_path: Path | None = None
-    skew_sample_rate: float = Field(default=0.01, ge=0, le=1)
-    skew_seed: int = 0
-    skew_max_bytes: int = Field(default=10_000_000, ge=1)
-    skew_backups: int = Field(default=3, ge=0)
+    # the online loop: served-list log and events
+    served_log_path: Path | None = Field(
+        default=None,
+        description="JSON-lines log of served lists with the model inputs sent (recsys-join-events "
+        "reads it; skew analysis too); none: not logged",
+    )
+    served_log_sample_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of requests logged, chosen by a hash of the request id (the same on every "
+        "replica). 1.0: every served list can become training rows; ~5 KB a request at k=10 and 40 "
+        "features, so lower it where the traffic would outgrow max_bytes * backups between joins",
+    )
+    served_log_max_bytes: int = Field(default=100_000_000, ge=1024, description="rotate at this size")
+    served_log_backups: int = Field(default=10, ge=1, description="rotated files kept")
+    served_log_queue: int = Field(
+        default=10_000, ge=1, description="records waiting for the writer thread; dropped and counted beyond"
+    )
+    events_log_path: Path | None = Field(
+        default=None, description="JSON-lines log of accepted /events (rotating as the served log)"
+    )
+    events_max_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="events in one POST (413 beyond)"
+    )
+    events_dedup_size: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="event ids remembered for idempotency (oldest forgotten first; ~100 bytes each)",
+    )
+    events_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, description="events older than this (by the server's now) are a 422"
+    )
+    events_max_ahead_s: float = Field(
+        default=300.0, ge=0, description="events dated further ahead of now (clock skew) are a 422"
+    )
+    impressions_from: Literal["served", "events"] = Field(
+        default="served",
+        description="what counts as an impression for frequency caps: every served item (the ranker "
+        "records it as it answers), or only impression events from /events (the client reports what "
+        "was really shown). Never both: that would count each impression twice",
+    )
 
     @model_validator(mode="after")
     def _contract_default(self) -> Settings:

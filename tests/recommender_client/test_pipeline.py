@@ -17,7 +17,6 @@ from recommender_client.ranking import LocalScorer, ServingScorer
 from recommender_client.recall.artifacts import RecallArtifacts
 from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.reload import RuleBook
-from recommender_client.skew import SkewLogger, read_skew_log
 from recommender_client.stages import JoinFeatures, OrderByScore, TruncateToK
 from tests.recommender_client.conftest import T
 
@@ -188,22 +187,6 @@ def test_exposures_feed_the_frequency_cap(tmp_path: Path, contract, loaded) -> N
     assert first.items == ("i2", "i3") and second.items == ("i6", "i1")
     third, _ = rec.recommend(RankRequest(user_id="u2", k=2, now=T + 2 * 3600))  # the hour has passed
     assert third.items == ("i2", "i3")
-
-
-def test_skew_log_holds_model_inputs_and_scores(tmp_path: Path, contract, loaded) -> None:
-    skew = SkewLogger(tmp_path / "skew.jsonl", rate=1.0, seed=0)
-    rec = make(contract, loaded, skew=skew, model_name="ctr")
-    batch, _ = rec.recommend(RankRequest(user_id="u2", k=2, now=T, context={"device": "ios"}))
-    (record,) = read_skew_log(tmp_path / "skew.jsonl")
-    assert record["items"] == ["i3", "i2", "i5", "i6", "i1"]  # scoring order = recall order
-    assert record["served"] == ["i2", "i3"] and record["model"] == "ctr" and record["timestamp"] == T
-    assert record["features"]["device"] == ["ios"] * 5
-    assert record["features"]["price"] == [3.0, 2.0, 5.0, 6.0, 1.0]
-    np.testing.assert_allclose(
-        record["scores"], [sigmoid_log1p(p) for p in (1.0, 2.0, 0.0, 1.0, 0.75)], rtol=1e-6
-    )
-    rec.recommend(RankRequest(user_id="u2", k=2, now=T, deadline=0.0))  # degraded: no model scores to log
-    assert len(read_skew_log(tmp_path / "skew.jsonl")) == 1
 
 
 class FakeClock:
