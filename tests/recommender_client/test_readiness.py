@@ -110,6 +110,17 @@ def test_a_new_version_in_a_predict_answer_is_checked_at_once(artifacts_dir: Pat
     assert script.calls["GetModelMetadata"] == 2
 
 
+def watch_on(client: AsyncGrpcClient, *, inputs: dict[str, str], min_gap_s: float = 0.5) -> ModelWatch:
+    return ModelWatch(
+        client,
+        model_name="m",
+        signature_name="serving_default",
+        output="ctr",
+        inputs=inputs,
+        min_gap_s=min_gap_s,
+    )
+
+
 def test_the_poll_sees_a_version_change() -> None:
     """GetModelStatus reporting a new version triggers the metadata check (REST answers carry no
     version, so this is how a REST ranker learns it)."""
@@ -117,13 +128,7 @@ def test_the_poll_sees_a_version_change() -> None:
 
         async def main() -> tuple[str, int | None, str, int | None]:
             client = AsyncGrpcClient(f"127.0.0.1:{port}", timeout=2.0)
-            watch = ModelWatch(
-                client,
-                model_name="m",
-                signature_name="serving_default",
-                output="ctr",
-                inputs={"x": "float32"},
-            )
+            watch = watch_on(client, inputs={"x": "float32"})
             try:
                 first = await watch.refresh()
                 script.version, script.signature = 4, {"x": "string"}
@@ -167,14 +172,7 @@ def test_a_failing_metadata_call_is_not_retried_per_predict_answer() -> None:
 
         async def main() -> str:
             client = AsyncGrpcClient(f"127.0.0.1:{port}", timeout=2.0)
-            watch = ModelWatch(
-                client,
-                model_name="m",
-                signature_name="serving_default",
-                output="ctr",
-                inputs={},
-                min_gap_s=0.5,
-            )
+            watch = watch_on(client, inputs={}, min_gap_s=0.5)
             try:
                 await watch.start()
                 for _ in range(100):  # 100 Predict answers over ~0.2 s
