@@ -71,39 +71,46 @@ def request_arrays(
         ServingError: INVALID_ARGUMENT "tensor parsing error: <alias>", or the budget's error.
     """
     known = servable.signatures.get(signature_name or DEFAULT_SIGNATURE)
+    signature_inputs = known.inputs if known is not None else None
     inputs: dict[str, np.ndarray] = tensor_limits.CheckedInputs()
     protos = request.inputs
+    sizing = None if max_bytes is None else 0  # to_ndarray(proto, 0) sizes what it would pad
     deferred: list[tuple[str, int]] = []
     used = 0
     for alias in protos:  # keys, then lookups: the map's items() view is a Python generator
-        if known is not None and alias not in known.inputs:
+        if signature_inputs is not None and alias not in signature_inputs:
             inputs[alias] = np.zeros(0, dtype=np.float32)  # unknown alias: run() names it
             continue
         proto = protos[alias]
         try:
-            array = inputs[alias] = _parse(proto, alias, None if max_bytes is None else 0)
+            array = inputs[alias] = to_ndarray(proto, sizing)
         except TensorTooLargeError as exc:
             deferred.append((alias, exc.needed))
             continue
-        used += array.nbytes + (proto.ByteSize() if array.dtype.kind == "O" else 0)
-        if max_bytes is not None and used > max_bytes:
-            raise tensor_limits.over_budget(alias, used, max_bytes)
-    for alias, needed in deferred:
-        used += needed
-        if max_bytes is not None and used > max_bytes:
-            raise tensor_limits.over_budget(alias, used, max_bytes)
-    for alias, _ in deferred:
-        inputs[alias] = _parse(protos[alias], alias, None)
+        except (ValueError, OverflowError):  # TensorConversionError, and numpy's own refusals
+            raise _parsing_error(alias) from None
+        if max_bytes is not None:
+            used += array.nbytes + (proto.ByteSize() if array.dtype is _OBJECT else 0)
+            if used > max_bytes:
+                raise tensor_limits.over_budget(alias, used, max_bytes)
+    if deferred:
+        for alias, needed in deferred:
+            used += needed
+            if max_bytes is not None and used > max_bytes:
+                raise tensor_limits.over_budget(alias, used, max_bytes)
+        for alias, _ in deferred:
+            try:
+                inputs[alias] = to_ndarray(protos[alias])
+            except (ValueError, OverflowError):
+                raise _parsing_error(alias) from None
     return inputs
 
 
-def _parse(proto: Any, alias: str, max_bytes: int | None) -> np.ndarray:
-    try:
-        return to_ndarray(proto, max_bytes)
-    except TensorTooLargeError:
-        raise
-    except (ValueError, OverflowError):  # TensorConversionError, and numpy's own refusals
-        raise ServingError.invalid_argument(f"tensor parsing error: {tensor_limits.quote(alias)}") from None
+_OBJECT = np.dtype(object)
+
+
+def _parsing_error(alias: str) -> ServingError:
+    return ServingError.invalid_argument(f"tensor parsing error: {tensor_limits.quote(alias)}")
 
 
 def _runner(manager: Any, deadline: float | None) -> Any:
