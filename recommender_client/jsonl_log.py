@@ -19,7 +19,7 @@ import queue
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class JsonLinesLog:
         """Records lost because the writer thread fell behind (the queue was full)."""
         return self._handler.dropped
 
-    def start(self) -> JsonLinesLog:
+    def start(self) -> Self:
         if self._listener is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = logging.handlers.RotatingFileHandler(
