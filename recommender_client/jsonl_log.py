@@ -25,7 +25,7 @@ import numpy as np
 
 
 def jsonable(value: Any) -> Any:
-    """numpy arrays and scalars as JSON values (NaN becomes null: JSON has no NaN)."""
+    """numpy arrays and scalars as JSON values, in mappings too (NaN becomes null: JSON has no NaN)."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f":
             return [None if not np.isfinite(v) else v for v in value.astype(np.float64).tolist()]
@@ -34,6 +34,8 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.item())
     if isinstance(value, float) and not np.isfinite(value):
         return None
+    if isinstance(value, Mapping):
+        return {key: jsonable(v) for key, v in value.items()}
     return value
 
 

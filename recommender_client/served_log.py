@@ -78,9 +78,13 @@ class ServedLog(JsonLinesLog):
         rows = [it.row for it in items]
         known = np.array([0 if r is None else r for r in rows], dtype=np.int64)
         features: dict[str, Any] = {}
+        # numpy slices stay arrays here: the writer thread turns them into JSON (~0.3 ms a
+        # record of 10 items x 40 features that the request would otherwise wait for)
         for name, col in (inputs or {}).items():
-            values = jsonable(np.asarray(col)[known]) if len(col) else [None] * len(rows)
-            features[name] = [None if r is None else v for r, v in zip(rows, values, strict=True)]
+            values = np.asarray(col)[known] if len(col) else np.full(len(rows), None, dtype=object)
+            if None in rows:  # an item never joined (pinned in): no feature values
+                values = [None if r is None else v for r, v in zip(rows, jsonable(values), strict=True)]
+            features[name] = values
         self.append(
             {
                 "v": RECORD_VERSION,
