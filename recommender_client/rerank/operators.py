@@ -1,17 +1,14 @@
-"""Operator-rule rerank stages: filters, score multipliers, diversity, exploration and pins."""
+"""Operator-rule rerank stages: filters, score multipliers, diversity and exploration (pins: pins.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 
 from recommender_client.pipeline import Batch, Operator
-from recommender_client.recall.artifacts import Catalog
 from recommender_client.rerank.exposure import ExposureLog
-from recommender_client.stages import catalog_columns
 from training.features import MULTI_VALUE_SEPARATOR
 
 HOUR = 3600.0
@@ -278,85 +275,3 @@ class InsertExploration(Operator):
             order.insert(slot, idx)
         out = batch.take(order)
         return out.noted([order.index(idx) for idx in chosen], self.rule)
-
-
-@dataclass(frozen=True)
-class Pin:
-    """Keep ``item`` at ``position`` (0-based) while ``start <= now < end`` (None: unbounded)."""
-
-    rule: str
-    item: str
-    position: int
-    start: float | None = None
-    end: float | None = None
-
-    def active(self, now: float) -> bool:
-        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
-
-
-class PinItems(Operator):
-    """Places pinned items at their positions, inserting catalogue items that recall did not bring.
-
-    All active pins are applied together (taken out, then put back in ascending position), so
-    one pin never shifts another. A pin never brings back an item a filter removed, and two
-    pins of the same item or position are rejected at construction.
-    """
-
-    requires = frozenset({"items", "rank_score"})
-
-    def __init__(self, pins: Sequence[Pin], *, catalog: Catalog) -> None:
-        for what in ("item", "position"):
-            keys = [getattr(p, what) for p in pins]
-            dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
-            if dupes:
-                raise ValueError(f"pins: more than one pin for {what} {dupes}")
-        bad = [p.rule for p in pins if p.position < 0]
-        if bad:
-            raise ValueError(f"pins {bad}: position must be >= 0")
-        self.pins = tuple(sorted(pins, key=lambda p: p.position))
-        self.catalog = catalog
-
-    def transform(self, batch: Batch) -> Batch:
-        removed = batch.values.get("removed", frozenset())
-        active = [
-            p
-            for p in self.pins
-            if p.active(batch.request.now)
-            and p.item not in removed
-            and (p.item in batch.items or p.item in self.catalog.index)
-        ]
-        if not active:
-            return batch
-        batch = self._add_missing(batch, [p.item for p in active if p.item not in batch.items])
-        where = {item: k for k, item in enumerate(batch.items)}
-        pinned = {where[p.item] for p in active}
-        order = [i for i in range(len(batch)) if i not in pinned]
-        for p in active:
-            order.insert(min(p.position, len(order)), where[p.item])
-        out = batch.take(order)
-        for p in active:
-            out = out.noted([out.items.index(p.item)], p.rule)
-        return out
-
-    def _add_missing(self, batch: Batch, items: list[str]) -> Batch:
-        if not items:
-            return batch
-        meta = catalog_columns(self.catalog, items)
-        columns = {}
-        for name, col in batch.columns.items():
-            if name in meta:
-                extra = meta[name]
-            elif name == "recall_source":
-                extra = np.array(["pin"] * len(items), dtype=object)
-            elif col.dtype.kind == "f":
-                extra = np.full(len(items), np.nan, dtype=col.dtype)
-            elif col.dtype.kind in "iu":
-                extra = np.full(len(items), -1, dtype=col.dtype)
-            elif col.dtype.kind == "b":
-                extra = np.zeros(len(items), dtype=bool)
-            else:
-                extra = np.array([""] * len(items), dtype=object)
-            columns[name] = np.concatenate([col, extra.astype(col.dtype)])
-        return replace(
-            batch, items=batch.items + tuple(items), columns=columns, rules=batch.rules + ((),) * len(items)
-        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +23,24 @@ from recommender_client.rerank.operators import (
     FilterSeen,
     FilterUnpublished,
     InsertExploration,
-    Pin,
-    PinItems,
     ScaleScores,
     SeenLookup,
 )
-from recommender_client.rerank.schema import COMMON, SCHEMA, to_epoch
+from recommender_client.rerank.pins import Pin, PinItems
+from recommender_client.rerank.schema import COMMON, RuleSpec, to_epoch  # noqa: F401 (re-exported)
+from recommender_client.rerank.validation import RulesError, location, validate_rule
 from recommender_client.stages import OrderByScore
-
-
-class RulesError(ValueError):
-    """A rules file is unreadable or breaks the schema (the message names the rule and field)."""
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One validated rule: its name, type and parameters."""
+    """One validated rule: its name, type, parameters (the fields the file set) and its model."""
 
     name: str
     type: str
     params: Mapping[str, Any]
+    spec: RuleSpec | None = field(default=None, compare=False)
+    index: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,12 @@ def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
     for index, entry in enumerate(raw):
         rule = _parse_rule(entry, index, source)
         if rule.name in names:
-            raise RulesError(f"{source}: rule {rule.name!r}: duplicate rule name")
+            where = location(index, ["name"])
+            raise RulesError(
+                f"{source}: rule {rule.name!r}: duplicate rule name (at {where})", locations=[where]
+            )
         names.add(rule.name)
-        if entry.get("enabled", True):
+        if rule.spec is not None and rule.spec.enabled:
             rules.append(rule)
     _check_together(rules, source)
     return RuleSet(
@@ -124,65 +125,29 @@ def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
 
 
 def _parse_rule(entry: Any, index: int, source: str) -> Rule:
-    where = f"{source}: rule #{index}"
-    if not isinstance(entry, dict):
-        raise RulesError(f"{where}: must be a mapping, got {excerpt(entry)}")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
-        hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(name, bool) else ""
-        raise RulesError(f"{where}: field 'name' must be a non-empty string, got {excerpt(name)}{hint}")
-    where = f"{source}: rule {excerpt(name)}"
-    kind = entry.get("type")
-    if not isinstance(kind, str) or kind not in SCHEMA:
-        raise RulesError(f"{where}: field 'type' must be one of {sorted(SCHEMA)}, got {excerpt(kind)}")
-    fields = SCHEMA[kind]
-    unknown = sorted(map(str, set(entry) - COMMON - set(fields)))
-    if unknown:
-        raise RulesError(f"{where} ({kind}): unknown fields {excerpt(unknown)} (allowed: {sorted(fields)})")
-    if not isinstance(entry.get("enabled", True), bool):
-        raise RulesError(f"{where}: field 'enabled' must be true or false")
-    for field_name, (check, required) in fields.items():
-        if field_name not in entry:
-            if required:
-                raise RulesError(f"{where} ({kind}): missing field {field_name!r}")
-            continue
-        problem = check(entry[field_name])
-        if problem:
-            raise RulesError(f"{where} ({kind}): field {field_name!r} {problem}")
-    params = {k: v for k, v in entry.items() if k not in COMMON}
-    for key in ("items", "categories", "tags"):
-        if key in params:
-            params[key] = [str(v) for v in params[key]]
-    if kind in ("blacklist", "boost", "bury") and not any(
-        params.get(k) for k in ("items", "categories", "tags")
-    ):
-        raise RulesError(
-            f"{where} ({kind}): give at least one of 'items', 'categories'"
-            + (", 'tags'" if kind != "blacklist" else "")
-        )
-    if kind == "category_diversity" and params["max_per_window"] >= params["window"]:
-        raise RulesError(f"{where} ({kind}): field 'max_per_window' must be < 'window'")
-    if kind == "pin":
-        params["item"] = str(params["item"])
-        for key in ("start", "end"):
-            if key in params:
-                params[key] = to_epoch(params[key])
-        if "start" in params and "end" in params and params["end"] <= params["start"]:
-            raise RulesError(f"{where} ({kind}): field 'end' must be after 'start'")
-    return Rule(name=name, type=kind, params=params)
+    spec = validate_rule(entry, index, source)
+    params = spec.model_dump(exclude=set(COMMON), exclude_unset=True)
+    return Rule(name=spec.name, type=entry["type"], params=params, spec=spec, index=index)
+
+
+def _pin(rule: Rule) -> Pin:
+    p = rule.params
+    return Pin(rule.name, p["item"], p["position"], p.get("start"), p.get("end"))
 
 
 def _check_together(rules: Sequence[Rule], source: str) -> None:
+    """Pins of one item or one position may coexist only in windows that never overlap."""
     pins = [r for r in rules if r.type == "pin"]
-    for key in ("item", "position"):
-        seen: dict[Any, str] = {}
-        for r in pins:
-            if r.params[key] in seen:
+    for later, r in enumerate(pins):
+        for earlier in pins[:later]:
+            key = _pin(r).conflict(_pin(earlier))
+            if key is not None:
+                where = location(r.index, [key])
                 raise RulesError(
                     f"{source}: rule {r.name!r} (pin): field {key!r} {r.params[key]!r} is already pinned by "
-                    f"rule {seen[r.params[key]]!r}"
+                    f"rule {earlier.name!r} in an overlapping time window (at {where})",
+                    locations=[where],
                 )
-            seen[r.params[key]] = r.name
     explorations = [r.name for r in rules if r.type == "exploration"]
     if len(explorations) > 1:
         raise RulesError(f"{source}: rules {explorations}: at most one exploration rule")
@@ -220,19 +185,20 @@ def build_operators(
     then pins last, so a pinned position always holds.
     """
     ops: list[Operator] = []
+    filters: list[Operator] = []
     by_type = lambda *types: [r for r in ruleset.rules if r.type in types]  # noqa: E731
     for r in by_type(*FILTERS):
         p = r.params
         if r.type == "blacklist":
-            ops.append(
+            filters.append(
                 FilterBlacklisted(r.name, items=p.get("items", ()), categories=p.get("categories", ()))
             )
         elif r.type == "filter_unpublished":
-            ops.append(FilterUnpublished(r.name))
+            filters.append(FilterUnpublished(r.name))
         elif r.type == "filter_seen":
-            ops.append(FilterSeen(r.name, ttl_s=p["ttl_hours"] * HOUR, seen=seen))
+            filters.append(FilterSeen(r.name, ttl_s=p["ttl_hours"] * HOUR, seen=seen))
         else:
-            ops.append(
+            filters.append(
                 CapFrequency(
                     r.name,
                     exposures=exposures,
@@ -240,6 +206,7 @@ def build_operators(
                     period_s=p["period_hours"] * HOUR,
                 )
             )
+    ops += filters
     scales = by_type(*SCALES)
     for r in scales:
         p = r.params
@@ -263,10 +230,7 @@ def build_operators(
         )
     for r in by_type("exploration"):
         ops.append(InsertExploration(r.name, slots=r.params["slots"]))
-    pins = [
-        Pin(r.name, r.params["item"], r.params["position"], r.params.get("start"), r.params.get("end"))
-        for r in by_type("pin")
-    ]
+    pins = [_pin(r) for r in by_type("pin")]
     if pins:
-        ops.append(PinItems(pins, catalog=catalog))
+        ops.append(PinItems(pins, catalog=catalog, filters=filters))
     return ops

@@ -18,10 +18,9 @@ from recommender_client.rerank.operators import (
     FilterSeen,
     FilterUnpublished,
     InsertExploration,
-    Pin,
-    PinItems,
     ScaleScores,
 )
+from recommender_client.rerank.pins import Pin, PinItems
 from recommender_client.stages import OrderByScore, TruncateToK
 from tests.recommender_client.conftest import T
 
@@ -196,7 +195,9 @@ def test_pin_never_resurrects_a_filtered_item(artifacts: RecallArtifacts) -> Non
     batch = FilterBlacklisted("ban", items=["i6"])(make_batch(["a1", "i6"]))
     out = PinItems([Pin("pin", "i6", 0)], catalog=artifacts.catalog)(batch)
     assert out.items == ("a1",)
-    with pytest.raises(ValueError, match=r"more than one pin for position \['0'\]"):
+    with pytest.raises(
+        ValueError, match=r"pins .p1. and .p2.: both pin position 0 in overlapping time windows"
+    ):
         PinItems([Pin("p1", "a", 0), Pin("p2", "b", 0)], catalog=artifacts.catalog)
 
 

@@ -99,7 +99,7 @@ def test_full_file_builds_operators_in_phase_order(artifacts: RecallArtifacts) -
         ),
         (
             "rules: [{name: b, type: bury, multiplier: 2, items: [i]}]",
-            r"rule 'b' \(bury\): field 'multiplier' must be between 0 and 1",
+            r"rule 'b' \(bury\): field 'multiplier' must be < 1, got 2 \(at rules\[0\].multiplier\)",
         ),
         ("rules: [{name: b, type: boost, multiplier: 2}]", r"rule 'b' \(boost\): give at least one of"),
         (
@@ -140,7 +140,7 @@ def test_full_file_builds_operators_in_phase_order(artifacts: RecallArtifacts) -
         ),
         (
             "rules: [{name: a, type: filter_unpublished, enabled: maybe}]",
-            r"rule 'a': field 'enabled' must be true or false",
+            r"rule 'a' \(filter_unpublished\): field 'enabled' must be true or false, got 'maybe'",
         ),
         ("rules: {name: a}", r"'rules' must be a list"),
         ("rulez: []", r"unknown top-level keys \['rulez'\]"),
