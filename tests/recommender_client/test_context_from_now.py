@@ -43,3 +43,10 @@ def test_service_and_training_derive_the_same_hour_for_the_same_time(contract, l
 def test_misspelt_context_keys_stay_a_client_error(contract, loaded) -> None:
     with pytest.raises(ContextError, match=r"does not know: \['hours'\]"):
         joiner(contract, loaded).check_context({"hours": 3}, now=NOW)
+
+
+def test_the_recommender_sends_the_hour_of_now_to_the_model(contract, loaded) -> None:
+    from tests.recommender_client.test_pipeline import make
+
+    batch, _ = make(contract, loaded).recommend(RankRequest(user_id="u2", k=3, now=NOW + 3600))
+    assert set(batch.values["model_inputs"]["hour"].tolist()) == {23}  # every candidate row, not -1
