@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.model_server.config import ServerOptions
+from serving.model_server.config import ConfigError, ServerOptions
 from serving.model_server.errors import ServingError
 from serving.model_server.server import ModelServer
 from serving.model_server.tensors import from_ndarray, to_ndarray
@@ -409,3 +409,38 @@ def test_many_aliases_are_quoted_bounded(stub) -> None:
     assert details.startswith("input size does not match signature: 2000!=1 len({0000nnn")
     assert "...(201799 more characters)}) != len({x})" in details  # 2,000 x 100 + 1,999 commas
     assert len(details) < 1_000
+
+
+def test_flags_refuse_relative_roots_and_an_empty_budget() -> None:
+    with pytest.raises(ConfigError, match=r"^--model_config_roots=/a,b must list absolute paths or URIs$"):
+        ServerOptions(model_base_path="/m", model_config_roots="/a,b")
+    with pytest.raises(ConfigError, match=r"^--max_request_tensor_bytes=0 must be positive$"):
+        ServerOptions(model_base_path="/m", max_request_tensor_bytes=0)
+    options = ServerOptions(model_base_path="/m", model_config_roots="/a,,s3://bucket/models")
+    assert options.model_config_root_list == ("/a", "s3://bucket/models")
+    assert options.max_request_tensor_bytes == 64 * 2**20
+
+
+def test_reload_roots_compare_whole_path_segments() -> None:
+    """A root covers itself and what is below it, by whole segments, after '..' is resolved."""
+    from serving.model_server.config import parse_model_server_config
+    from serving.model_server.config_rules import check_reload_roots, reload_roots
+
+    started = parse_model_server_config(
+        'model_config_list { config { name: "a" base_path: "/srv/models/a" model_platform: "tensorflow" } }'
+    )
+    roots = reload_roots(started, ["s3://bucket/models"])
+    assert roots == ("/srv/models/a", "s3://bucket/models")
+
+    def config(path: str) -> object:
+        return parse_model_server_config(
+            f'model_config_list {{ config {{ name: "m" base_path: "{path}" model_platform: "tensorflow" }} }}'
+        )
+
+    for allowed in ("/srv/models/a", "/srv/models/a/sub", "s3://bucket/models/ctr", "relative/left/to/tf"):
+        check_reload_roots(config(allowed), roots)
+    for denied in ("/srv/models/ab", "/srv/models/a/../b", "s3://bucket/modelsX", "s3://bucket/models/../x"):
+        with pytest.raises(ServingError) as info:
+            check_reload_roots(config(denied), roots)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED, denied
+        assert f"from base_path {denied}: it is not under the model roots" in info.value.message
