@@ -16,60 +16,31 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
+from serving.model_server.tensor_dtypes import (
+    DT,
+    NUMPY_BY_DTYPE,
+    VAL_FIELD,
+    TensorConversionError,
+    dtype_name,
+    numpy_dtype,
+    tf_dtype,
+)
 from serving.model_server.tensor_limits import string_proto_bytes
 
-DT = types_pb2
-
-# TF DataType enum -> numpy dtype (object for DT_STRING: numpy arrays of `bytes`).
-_NUMPY_BY_DTYPE: dict[int, np.dtype] = {
-    DT.DT_FLOAT: np.dtype(np.float32),
-    DT.DT_DOUBLE: np.dtype(np.float64),
-    DT.DT_INT32: np.dtype(np.int32),
-    DT.DT_UINT8: np.dtype(np.uint8),
-    DT.DT_INT16: np.dtype(np.int16),
-    DT.DT_INT8: np.dtype(np.int8),
-    DT.DT_STRING: np.dtype(object),
-    DT.DT_COMPLEX64: np.dtype(np.complex64),
-    DT.DT_INT64: np.dtype(np.int64),
-    DT.DT_BOOL: np.dtype(np.bool_),
-    DT.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
-    DT.DT_UINT16: np.dtype(np.uint16),
-    DT.DT_COMPLEX128: np.dtype(np.complex128),
-    DT.DT_HALF: np.dtype(np.float16),
-    DT.DT_UINT32: np.dtype(np.uint32),
-    DT.DT_UINT64: np.dtype(np.uint64),
-}
-
-# numpy dtype -> TF DataType enum.
-_DTYPE_BY_NUMPY: dict[np.dtype, int] = {v: k for k, v in _NUMPY_BY_DTYPE.items()}
-
-# Which repeated field of TensorProto holds the values of each dtype (AsProtoField layout).
-_VAL_FIELD: dict[int, str] = {
-    DT.DT_FLOAT: "float_val",
-    DT.DT_DOUBLE: "double_val",
-    DT.DT_INT32: "int_val",
-    DT.DT_UINT8: "int_val",
-    DT.DT_INT16: "int_val",
-    DT.DT_INT8: "int_val",
-    DT.DT_UINT16: "int_val",
-    DT.DT_STRING: "string_val",
-    DT.DT_COMPLEX64: "scomplex_val",
-    DT.DT_COMPLEX128: "dcomplex_val",
-    DT.DT_INT64: "int64_val",
-    DT.DT_BOOL: "bool_val",
-    DT.DT_HALF: "half_val",
-    DT.DT_BFLOAT16: "half_val",
-    DT.DT_UINT32: "uint32_val",
-    DT.DT_UINT64: "uint64_val",
-}
-
-
-class TensorConversionError(ValueError):
-    """A TensorProto cannot be turned into an array (TF's "tensor parsing error")."""
+__all__ = [
+    "DT",
+    "TensorConversionError",
+    "TensorTooLargeError",
+    "dtype_name",
+    "from_ndarray",
+    "numpy_dtype",
+    "shape_of",
+    "tf_dtype",
+    "to_ndarray",
+]
 
 
 class TensorTooLargeError(TensorConversionError):
@@ -83,36 +54,6 @@ class TensorTooLargeError(TensorConversionError):
 # TensorShape::IsValid: at most 254 dimensions, none negative, at most 2**63 - 1 elements.
 MAX_DIMS = 254
 MAX_ELEMENTS = 2**63 - 1
-
-
-def dtype_name(dtype: int) -> str:
-    """TensorFlow's `DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
-    try:
-        name = types_pb2.DataType.Name(dtype)
-    except ValueError:
-        return f"unknown dtype enum ({dtype})"
-    if dtype == DT.DT_HALF:
-        return "half"
-    return name[3:].lower() if name.startswith("DT_") else name
-
-
-def numpy_dtype(dtype: int) -> np.dtype:
-    """The numpy dtype used for a TF dtype; raises TensorConversionError if unsupported."""
-    try:
-        return _NUMPY_BY_DTYPE[dtype]
-    except KeyError:
-        raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}") from None
-
-
-def tf_dtype(array: np.ndarray) -> int:
-    """The TF DataType enum for a numpy array (str/bytes arrays map to DT_STRING)."""
-    kind = array.dtype.kind
-    if kind in "OSU":
-        return DT.DT_STRING
-    try:
-        return _DTYPE_BY_NUMPY[array.dtype]
-    except KeyError:
-        raise TensorConversionError(f"numpy dtype {array.dtype} has no TensorFlow equivalent") from None
 
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
@@ -212,7 +153,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> n
             else:
                 flat = np.array(field, dtype=plain_dtype)
             return flat if dims is None else flat.reshape(dims)
-    np_dtype = _NUMPY_BY_DTYPE.get(dtype)
+    np_dtype = NUMPY_BY_DTYPE.get(dtype)
     if np_dtype is None:
         raise TensorConversionError(f"unsupported tensor dtype {dtype_name(dtype)}")
     if dims is None:
@@ -251,7 +192,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> n
         raise TensorTooLargeError(count * np_dtype.itemsize)
     if count == 0:
         return np.zeros(dims, dtype=np_dtype)
-    raw = _typed_values(getattr(proto, _VAL_FIELD[dtype]), dtype, np_dtype)
+    raw = _typed_values(getattr(proto, VAL_FIELD[dtype]), dtype, np_dtype)
     return _fill(raw, count, np_dtype).reshape(dims)
 
 
@@ -266,9 +207,9 @@ _PACKED_DTYPES = (
 # to_ndarray's common case: dtype -> (typed field, numpy dtype; None for strings), for the
 # dtypes whose field holds one plain value per element.
 _PLAIN_FIELD: dict[int, tuple[str, np.dtype | None]] = {
-    dtype: (_VAL_FIELD[dtype], None if dtype == DT.DT_STRING else np_dtype)
-    for dtype, np_dtype in _NUMPY_BY_DTYPE.items()
-    if dtype in _VAL_FIELD and dtype not in _PACKED_DTYPES
+    dtype: (VAL_FIELD[dtype], None if dtype == DT.DT_STRING else np_dtype)
+    for dtype, np_dtype in NUMPY_BY_DTYPE.items()
+    if dtype in VAL_FIELD and dtype not in _PACKED_DTYPES
 }
 
 
@@ -335,7 +276,7 @@ def from_ndarray(
     if use_tensor_content:
         proto.tensor_content = np.ascontiguousarray(flat).astype(flat.dtype.newbyteorder("<")).tobytes()
         return proto
-    field = getattr(proto, _VAL_FIELD[dtype])
+    field = getattr(proto, VAL_FIELD[dtype])
     if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
         field.extend(flat.view(np.uint16).tolist())
     elif dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
