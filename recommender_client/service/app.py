@@ -15,7 +15,7 @@ from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
 from recommender_client.served_log import ServedLog
-from recommender_client.service.events import EventSink, events_log
+from recommender_client.service.events import EventSink, ExposureLogEvents, events_log
 from recommender_client.service.events import router as events_router
 from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
@@ -111,8 +111,11 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             app.state.metrics = ServiceMetrics()
             app.state.intake = Intake(settings)
             app.state.recommender = build_recommender(settings, active, served_log=served_log)
+            online = getattr(app.state.recommender, "online_state", None)
             app.state.events = EventSink(
-                settings, getattr(app.state.recommender, "online_state", None), log=event_log
+                settings,
+                online if online is not None else ExposureLogEvents(app.state.recommender.exposures),
+                log=event_log,
             )
             app.state.model_watch = model_side.watch if model_side is not None else None
             app.state.metrics.watch(app.state.recommender, app.state.model_watch)

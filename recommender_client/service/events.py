@@ -38,6 +38,26 @@ class EventState(Protocol):
     async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None: ...
 
 
+class ExposureLogEvents:
+    """Events applied to the recommender's exposure log: the online state until ``OnlineState`` is wired.
+
+    Impressions go to the same in-process log the frequency caps read, at once. The log keeps
+    no clicks, so a click is only written to the event log (for recsys-join-events); the seen
+    filter and item-CF seeds see clicks once the recommender holds an ``OnlineState``
+    (``recommender_client.state``), which the app then passes instead of this.
+    """
+
+    def __init__(self, exposures: Any) -> None:
+        self.exposures = exposures
+        self.clicks_not_applied = 0
+
+    async def record_impressions(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
+        self.exposures.record(user_id, item_ids, at)
+
+    async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
+        self.clicks_not_applied += len(item_ids)
+
+
 class Event(BaseModel):
     """One impression or click; ``timestamp`` is epoch seconds within the settings' window of now."""
 

@@ -113,3 +113,91 @@ def test_events_batch_bounds(artifacts_dir: Path, tmp_path: Path) -> None:
         assert client.post("/events", json={"events": []}).status_code == 422
         broken = client.post("/events", content=b'{"events": [', headers={"content-type": "application/json"})
         assert broken.status_code == 400 and "not valid JSON" in broken.json()["detail"]
+
+
+CAP = "rules:\n  - {name: cap-2, type: frequency_cap, max_impressions: 2, period_hours: 1}\n"
+
+
+def items(client: TestClient, user: str, k: int = 2) -> list[str]:
+    return [i["item_id"] for i in client.post("/recommend", json={"user_id": user, "k": k}).json()["items"]]
+
+
+def test_an_event_counts_once_however_often_it_is_sent(artifacts_dir: Path, tmp_path: Path) -> None:
+    with app_for(artifacts_dir, tmp_path, CAP, impressions_from="events") as client:
+        assert items(client, "u2") == ["i2", "i3"]  # served, but only impression events count
+        shown = event(type="impression", event_id="imp-1", timestamp=T - 60)
+        assert client.post("/events", json={"events": [shown, shown]}).json() == {
+            "accepted": 1,
+            "duplicates": 1,
+        }
+        assert client.post("/events", json={"events": [shown]}).json() == {"accepted": 0, "duplicates": 1}
+        assert items(client, "u2") == ["i2", "i3"]  # one impression of i2: under the cap of 2
+        second = event(type="impression", event_id="imp-2", timestamp=T - 30)
+        assert client.post("/events", json={"events": [second]}).json() == {"accepted": 1, "duplicates": 0}
+        assert items(client, "u2") == ["i3", "i6"]  # two impressions of i2: capped
+
+
+def test_join_labels_what_was_served_by_what_happened(artifacts_dir: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from recommender_client.join_events import main
+
+    with app_for(artifacts_dir, tmp_path) as client:
+        first = client.post(
+            "/recommend", json={"user_id": "u2", "k": 3}, headers={"X-Request-Id": "r1"}
+        ).json()
+        second = client.post("/recommend", json={"user_id": "u1", "k": 2}, headers={"X-Request-Id": "r2"})
+        second = second.json()
+        r2_items = [i["item_id"] for i in second["items"]]
+        assert [i["item_id"] for i in first["items"]] == ["i2", "i3", "i6"]
+        events = [
+            event(event_id="a", request_id="r1", item_id="i3", position=1),  # click
+            event(event_id="a", request_id="r1", item_id="i3", position=1),  # the same event again
+            event(event_id="b", request_id="r1", item_id="i2", type="impression"),
+            event(event_id="c", request_id="r1", item_id="i3", type="impression", position=1),
+            event(event_id="d", request_id="r2", user_id="u1", item_id=r2_items[1], position=1),
+            event(event_id="e", request_id="r9", item_id="i2"),  # a click on a list never logged
+        ]
+        assert client.post("/events", json={"events": events}).json() == {"accepted": 5, "duplicates": 1}
+    logs, out = tmp_path / "logs", tmp_path / "table" / "train.parquet"
+    assert (
+        main(
+            [
+                "--served",
+                str(logs / "served.jsonl"),
+                "--events",
+                str(logs / "events.jsonl"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    table = pq.read_table(out).to_pydict()
+    got = list(zip(table["request_id"], table["item_id"], table["position"], table["clicked"], strict=True))
+    assert got == [
+        ("r1", "i2", 0, 0),
+        ("r1", "i3", 1, 1),
+        ("r1", "i6", 2, 0),
+        ("r2", r2_items[0], 0, 0),
+        ("r2", r2_items[1], 1, 1),
+    ]
+    assert table["price"][:3] == [2.0, 3.0, 6.0] and table["age"][:3] == [40.0] * 3
+    assert table["propensity"] == [1.0] * 5 and table["model_version"] == [None] * 5
+    assert not out.with_name("train.parquet.tmp").exists()
+    confirmed = tmp_path / "table" / "confirmed.parquet"
+    main(
+        [
+            "--served",
+            str(logs / "served.jsonl"),
+            "--events",
+            str(logs / "events.jsonl"),
+            "--out",
+            str(confirmed),
+            "--quiet",
+            "--require-impression",
+        ]
+    )
+    only = pq.read_table(confirmed).to_pydict()
+    assert list(zip(only["item_id"], only["clicked"], strict=True)) == [("i2", 0), ("i3", 1)]
