@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,13 @@ def test_an_event_counts_once_however_often_it_is_sent(artifacts_dir: Path, tmp_
         assert items(client, "u2") == ["i3", "i6"]  # two impressions of i2: capped
 
 
+def test_join_command_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "recommender_client.join_events", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--require-impression" in done.stdout
+
+
 def test_join_labels_what_was_served_by_what_happened(artifacts_dir: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -160,20 +169,8 @@ def test_join_labels_what_was_served_by_what_happened(artifacts_dir: Path, tmp_p
         ]
         assert client.post("/events", json={"events": events}).json() == {"accepted": 5, "duplicates": 1}
     logs, out = tmp_path / "logs", tmp_path / "table" / "train.parquet"
-    assert (
-        main(
-            [
-                "--served",
-                str(logs / "served.jsonl"),
-                "--events",
-                str(logs / "events.jsonl"),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["--served", str(logs / "served.jsonl"), "--events", str(logs / "events.jsonl"), "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
     table = pq.read_table(out).to_pydict()
     got = list(zip(table["request_id"], table["item_id"], table["position"], table["clicked"], strict=True))
     assert got == [
@@ -187,17 +184,6 @@ def test_join_labels_what_was_served_by_what_happened(artifacts_dir: Path, tmp_p
     assert table["propensity"] == [1.0] * 5 and table["model_version"] == [None] * 5
     assert not out.with_name("train.parquet.tmp").exists()
     confirmed = tmp_path / "table" / "confirmed.parquet"
-    main(
-        [
-            "--served",
-            str(logs / "served.jsonl"),
-            "--events",
-            str(logs / "events.jsonl"),
-            "--out",
-            str(confirmed),
-            "--quiet",
-            "--require-impression",
-        ]
-    )
+    assert main([*args, "--out", str(confirmed), "--require-impression"]) == 0
     only = pq.read_table(confirmed).to_pydict()
     assert list(zip(only["item_id"], only["clicked"], strict=True)) == [("i2", 0), ("i3", 1)]
