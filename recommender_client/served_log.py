@@ -81,7 +81,7 @@ class ServedLog(JsonLinesLog):
         # numpy slices stay arrays here: the writer thread turns them into JSON (~0.3 ms a
         # record of 10 items x 40 features that the request would otherwise wait for)
         for name, col in (inputs or {}).items():
-            values = np.asarray(col)[known] if len(col) else np.full(len(rows), None, dtype=object)
+            values: Any = np.asarray(col)[known] if len(col) else np.full(len(rows), None, dtype=object)
             if None in rows:  # an item never joined (pinned in): no feature values
                 values = [None if r is None else v for r, v in zip(rows, jsonable(values), strict=True)]
             features[name] = values
