@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv install demo test lint clean
+.PHONY: venv install demo test test-deps lint clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,12 @@ install: venv
 demo: venv
 	$(PY) -m demo --out $(DEMO_DIR)
 
-test: venv
+# Debian packages the tests start themselves (redis-server: the online state's Redis backend).
+# CI runs as root on a fresh machine; elsewhere they are installed once by hand or the tests skip.
+test-deps:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+test: venv test-deps
 	$(PY) -m pytest -q
 
 lint: venv

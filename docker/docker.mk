@@ -11,23 +11,25 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 TFSERVING_IMAGE ?= recsys/tfserving:2.21.0
 EMBEDDED_IMAGE ?= recsys/model-server:latest
 RANKER_IMAGE ?= recsys/ranker:latest
+REDIS_IMAGE ?= recsys/redis:latest
 # The one switch between the official server (default) and the embedded one: MODEL_SERVER_IMAGE=$(EMBEDDED_IMAGE)
 MODEL_SERVER_IMAGE ?= $(TFSERVING_IMAGE)
 DOCKER_MODEL_NAME ?= ctr
 RECSYS_MODELS_DIR ?= $(CURDIR)/runs/docker/models
 RECSYS_RANKER_DIR ?= $(CURDIR)/runs/docker/ranker
 
-DOCKER_COMPOSE = MODEL_SERVER_IMAGE=$(MODEL_SERVER_IMAGE) RANKER_IMAGE=$(RANKER_IMAGE) \
+DOCKER_COMPOSE = MODEL_SERVER_IMAGE=$(MODEL_SERVER_IMAGE) RANKER_IMAGE=$(RANKER_IMAGE) REDIS_IMAGE=$(REDIS_IMAGE) \
 	RECSYS_MODELS_DIR=$(RECSYS_MODELS_DIR) RECSYS_RANKER_DIR=$(RECSYS_RANKER_DIR) \
 	$(COMPOSE) -f docker/compose.yaml -p $(COMPOSE_PROJECT)
 
 .PHONY: docker-config docker-build docker-build-tfserving docker-build-model-server docker-build-ranker \
+	docker-build-redis \
 	docker-up docker-down docker-ps docker-logs docker-status docker-publish docker-recall docker-e2e
 
 docker-config:
 	$(DOCKER_PY) docker/gen_config.py --out docker/config --model-name $(DOCKER_MODEL_NAME)
 
-docker-build: docker-build-tfserving docker-build-model-server docker-build-ranker
+docker-build: docker-build-tfserving docker-build-model-server docker-build-ranker docker-build-redis
 
 docker-build-tfserving:
 	$(DOCKER) build -f docker/tfserving.Dockerfile -t $(TFSERVING_IMAGE) .
@@ -37,6 +39,10 @@ docker-build-model-server:
 
 docker-build-ranker:
 	$(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/ranker.Dockerfile -t $(RANKER_IMAGE) .
+
+# Debian's redis-server on the same base (no redis image is pulled).
+docker-build-redis:
+	$(DOCKER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f docker/redis.Dockerfile -t $(REDIS_IMAGE) .
 
 docker-up:
 	mkdir -p $(RECSYS_MODELS_DIR)/$(DOCKER_MODEL_NAME) $(RECSYS_RANKER_DIR)

@@ -5,7 +5,8 @@
 #    missing) and debootstrap if absent; starts dockerd if none answers (and stops it, by PID, at the end)
 # 2. builds a local base image: debootstrap of Debian bookworm from the mirror apt already uses,
 #    with python3, python3-venv and pip, then `docker import` (no registry pull anywhere)
-# 3. builds the ranker and embedded model-server images FROM that base (pip installs from PyPI)
+# 3. builds the ranker, embedded model-server and redis images FROM that base (pip installs from
+#    PyPI, redis-server from the Debian mirror)
 # 4. trains and exports a tiny model on the host (.venv), builds the recall artefacts; starts the
 #    model-server image alone with `recsys-serving-config up` (Docker SDK), checks it, `down`
 # 5. starts docker/compose.yaml on 127.0.0.1 with the embedded model server, checks health,
@@ -29,6 +30,7 @@ PROJECT="recsys-e2e"
 BASE_IMAGE="recsys/base:bookworm"
 RANKER_IMAGE="recsys/ranker:e2e"
 SERVER_IMAGE="recsys/model-server:e2e"
+REDIS_IMAGE="recsys/redis:e2e"
 BUILD_NETWORK="${E2E_DOCKER_NETWORK:-host}"
 MODEL_NAME="ctr"
 K=5
@@ -70,7 +72,7 @@ cleanup() {
     docker ps -aq --filter label=org.tfserving-recsys.launcher=recsys-e2e-sdk | xargs -r docker rm -f >/dev/null 2>&1
   fi
   if [[ "${E2E_REMOVE_IMAGES:-0}" == 1 ]] && docker info >/dev/null 2>&1; then
-    docker image rm -f "$RANKER_IMAGE" "$SERVER_IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
+    docker image rm -f "$RANKER_IMAGE" "$SERVER_IMAGE" "$REDIS_IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
     log "teardown: removed images"
   fi
   if [[ "${E2E_KEEP_WORK:-0}" != 1 && $status -eq 0 ]]; then
@@ -206,6 +208,7 @@ build() {
 }
 build ranker.Dockerfile "$RANKER_IMAGE"
 build model-server.Dockerfile "$SERVER_IMAGE"
+build redis.Dockerfile "$REDIS_IMAGE" # Debian redis-server on the same base: no redis image pulled
 
 user="$(docker image inspect --format '{{.Config.User}}' "$RANKER_IMAGE")"
 [[ -n "$user" && "$user" != 0 && "$user" != root ]] || die "ranker image runs as root (User=$user)"
@@ -263,9 +266,10 @@ ok "recsys-serving-config up/down (Docker SDK): label stable AVAILABLE, containe
 
 # ---------------------------------------------------------------- 5. the stack
  { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-export MODEL_SERVER_IMAGE="$SERVER_IMAGE" RANKER_IMAGE="$RANKER_IMAGE"
+export MODEL_SERVER_IMAGE="$SERVER_IMAGE" RANKER_IMAGE="$RANKER_IMAGE" REDIS_IMAGE="$REDIS_IMAGE"
 export RECSYS_MODELS_DIR="$models" RECSYS_RANKER_DIR="$ranker_dir"
 export RECSYS_GRPC_PORT="$(free_port)" RECSYS_REST_PORT="$(free_port)" RECSYS_RANKER_PORT="$(free_port)"
+export RECSYS_REDIS_PORT="$(free_port)"
 # Settings passed through compose one to one (the rest keep their defaults):
 export RANKER_RULES_PATH=/srv/ranker/rules.yaml RANKER_PREDICT_TIMEOUT_S=5 RANKER_REQUEST_DEADLINE_S=10 \
   RANKER_STATUS_TIMEOUT_S=3 RANKER_MAX_K=50

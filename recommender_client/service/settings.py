@@ -140,7 +140,29 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=5.0, gt=0)
 
-    # exposures (frequency caps): in process, so bounded in bytes and in time
+    # online state (impressions for frequency caps, clicks for seen and item-CF seeds)
+    state_backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="where the online state lives: this process (bounded by the exposure_* settings) "
+        "or Redis at redis_url, shared by every replica so they apply one frequency cap",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=1024,
+        description="the Redis of state_backend=redis (redis://host:port/db, rediss:// for TLS, unix://)",
+    )
+    redis_timeout_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="connect, read and pool-wait timeout of a Redis call; a failed read serves without "
+        "the state (counted), so keep it well inside request_deadline_s",
+    )
+    redis_max_connections: int = Field(default=16, ge=1, le=1024, description="Redis pool size")
+
+    # exposures (frequency caps): in process bounded in bytes and in time; ttl and events per user
+    # also bound the Redis backend
     exposure_max_bytes: int = Field(
         default=DEFAULT_EXPOSURE_BYTES,
         ge=1 << 16,
@@ -151,8 +173,9 @@ class Settings(BaseSettings):
     exposure_ttl_s: float = Field(
         default=DEFAULT_EXPOSURE_TTL_S,
         gt=0,
-        description="a user not served for this long is forgotten; one day, the default rules' "
-        "longest frequency_cap period. Keep it at least the longest period_hours in the rules",
+        description="a user not served for this long is forgotten (Redis: the keys' TTL); "
+        "one day, the default rules' longest frequency_cap period. Keep it at least the longest "
+        "period_hours in the rules",
     )
     exposure_max_users: int = Field(default=100_000, ge=1, description="users kept, whatever their size")
     exposure_max_events_per_user: int = Field(

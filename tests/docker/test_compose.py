@@ -34,12 +34,14 @@ def _env(service: dict[str, Any]) -> dict[str, str | None]:
     return out
 
 
-def test_two_services_and_the_image_switch(compose: dict[str, Any]) -> None:
+def test_three_services_and_the_image_switch(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"model-server", "ranker"}
+    assert set(services) == {"model-server", "ranker", "redis"}
     assert services["model-server"]["image"] == "${MODEL_SERVER_IMAGE:-recsys/tfserving:2.21.0}"
     assert services["ranker"]["image"] == "${RANKER_IMAGE:-recsys/ranker:latest}"
     assert services["ranker"]["build"] == {"context": "..", "dockerfile": "docker/ranker.Dockerfile"}
+    assert services["redis"]["image"] == "${REDIS_IMAGE:-recsys/redis:latest}"
+    assert services["redis"]["build"] == {"context": "..", "dockerfile": "docker/redis.Dockerfile"}
 
 
 def test_ranker_env_maps_one_to_one_onto_settings(compose: dict[str, Any]) -> None:
@@ -68,11 +70,16 @@ def test_compose_wiring_builds_valid_settings(
     assert settings.grpc_target == "model-server:8500"
     assert settings.contract_path == Path("/srv/ranker/artifacts/feature_contract.json")
     assert settings.model_name == "ctr" and settings.rules_path is None
+    assert (settings.state_backend, settings.redis_url) == ("redis", "redis://redis:6379/0")
 
 
 def test_startup_is_health_gated(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["ranker"]["depends_on"] == {"model-server": {"condition": "service_healthy"}}
+    assert services["ranker"]["depends_on"] == {
+        "model-server": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     server_probe = services["model-server"]["healthcheck"]["test"]
     assert server_probe[:3] == ["CMD", "bash", "-c"]
     # $$ is compose's escape: the container's shell expands MODEL_NAME, not compose
@@ -89,6 +96,7 @@ def test_ports_are_loopback_only(compose: dict[str, Any]) -> None:
         "127.0.0.1:${RECSYS_REST_PORT:-8501}:8501",
     ]
     assert ports["ranker"] == ["127.0.0.1:${RECSYS_RANKER_PORT:-8080}:8080"]
+    assert ports["redis"] == ["127.0.0.1:${RECSYS_REDIS_PORT:-6379}:6379"]
 
 
 def test_model_folder_is_mounted_live_and_flags_match_the_images(compose: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Static checks of the three Dockerfiles: base images, ports, layout, flags, user and health checks."""
+"""Static checks of the four Dockerfiles: base images, ports, layout, flags, user and health checks."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ def ranker() -> list[Instruction]:
     return parse(DOCKER / "ranker.Dockerfile")
 
 
+@pytest.fixture(scope="module")
+def redis() -> list[Instruction]:
+    return parse(DOCKER / "redis.Dockerfile")
+
+
 def _exposed(instructions: list[Instruction]) -> set[str]:
     return {port for ins in named(instructions, "EXPOSE") for port in ins.text.split()}
 
@@ -62,8 +67,10 @@ def test_tfserving_keeps_the_entrypoint_and_serves_our_config(tfserving: list[In
     assert ["docker/config/", "/config/"] in copies
 
 
-def test_base_image_comes_from_a_build_arg(embedded: list[Instruction], ranker: list[Instruction]) -> None:
-    for instructions in (embedded, ranker):
+def test_base_image_comes_from_a_build_arg(
+    embedded: list[Instruction], ranker: list[Instruction], redis: list[Instruction]
+) -> None:
+    for instructions in (embedded, ranker, redis):
         assert instructions[0].name == "ARG"
         assert instructions[0].text == "BASE_IMAGE=python:3.11-slim-bookworm"
         assert [f.text for f in named(instructions, "FROM")] == ["${BASE_IMAGE}"]
@@ -121,7 +128,23 @@ def test_model_server_healthchecks_need_only_bash(
     assert "/dev/tcp/127.0.0.1/8501" in probes[0][2] and '"$MODEL_NAME"' in probes[0][2]
 
 
-@pytest.mark.parametrize("name", ["tfserving.Dockerfile", "model-server.Dockerfile", "ranker.Dockerfile"])
+def test_redis_is_debians_non_root_without_persistence_and_bounded(redis: list[Instruction]) -> None:
+    """Built from the local base with apt (no redis image pulled); a cache, so no RDB/AOF, capped memory."""
+    assert "apt-get install -y --no-install-recommends redis-server" in " ".join(
+        i.text for i in named(redis, "RUN")
+    )
+    assert _user(redis) == "redis" and _exposed(redis) == {"6379"}
+    assert named(redis, "HEALTHCHECK")[0].exec_form() == ["redis-cli", "ping"]
+    argv = named(redis, "ENTRYPOINT")[-1].exec_form() + named(redis, "CMD")[-1].exec_form()
+    flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert argv[0] == "redis-server"
+    assert (flags["--save"], flags["--appendonly"], flags["--port"]) == ("", "no", "6379")
+    assert (flags["--maxmemory"], flags["--maxmemory-policy"]) == ("256mb", "allkeys-lru")
+
+
+@pytest.mark.parametrize(
+    "name", ["tfserving.Dockerfile", "model-server.Dockerfile", "ranker.Dockerfile", "redis.Dockerfile"]
+)
 def test_copy_sources_exist_and_are_in_the_build_context(name: str) -> None:
     include = [
         line[1:].rstrip("/")

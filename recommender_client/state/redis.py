@@ -1,0 +1,203 @@
+"""The online state in Redis: two TTL'd sorted sets per user, shared by every ranker process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recommender_client.state.protocol import EMPTY_STATE, UserState, item_hashes
+
+log = logging.getLogger(__name__)
+
+# Member = item id, SEP, a token unique to this (process, call, position): each impression
+# is its own member, so one item shown twice counts twice. Tokens never hold SEP.
+SEP = b"\x1f"
+# What a failing store raises: redis-py's own errors (ConnectionError and TimeoutError are
+# RedisErrors), a socket error it did not wrap, and asyncio's timeout.
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisState:
+    """``OnlineState`` in Redis, so every ranker process applies the same caps and seen sets.
+
+    Per user ``<prefix>{u:<user>}:imp`` holds impressions (member ``item SEP token``, score the
+    time ``at``) and ``<prefix>{u:<user>}:clk`` clicks (member the item, score its newest click
+    time: ``ZADD GT``). The ``{u:<user>}`` hash tag keeps a user's two keys in one cluster slot.
+    Each write is one pipelined round trip: add, trim to the newest ``max_events_per_user``
+    impressions (``max_clicks_per_user`` clicks) and ``PEXPIRE`` both keys by ``ttl_s``, so a
+    user not recorded for ``ttl_s`` seconds (Redis's clock) is forgotten, as in process.
+
+    Bounds: a call records at most the newest per-user maximum of its items (the trim would drop
+    the others anyway); reads fetch at most the per-user maxima; one pool of ``max_connections``
+    connections, waiting at most ``timeout_s`` for one; every socket read and connect times out
+    after ``timeout_s``.
+
+    Failures never reach the client: a request must be answered while Redis is down, and an
+    unrecorded impression only loosens a cap. A failed ``snapshot`` (or other read) returns the
+    empty state, a failed record is dropped; both are counted in ``errors`` (by operation, for
+    the metrics) and logged once when failures start and once when Redis answers again.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        ttl_s: float,
+        max_events_per_user: int = 500,
+        max_clicks_per_user: int = 100,
+        key_prefix: str = "recsys:",
+    ) -> None:
+        if min(max_events_per_user, max_clicks_per_user) < 1 or not ttl_s >= 0.001:
+            raise ValueError(
+                "RedisState: max_events_per_user and max_clicks_per_user must be >= 1 and ttl_s >= 0.001 "
+                f"(PEXPIRE takes milliseconds), got {max_events_per_user}, {max_clicks_per_user}, {ttl_s}"
+            )
+        self.client = client
+        self.ttl_s = ttl_s
+        self._ttl_ms = int(ttl_s * 1000)
+        self.max_events_per_user = max_events_per_user
+        self.max_clicks_per_user = max_clicks_per_user
+        self.key_prefix = key_prefix
+        self.errors = {"record": 0, "read": 0}
+        self._failing = False
+        self._nonce = os.urandom(4).hex().encode()  # tells this process's tokens from another's
+        self._counter = itertools.count()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        ttl_s: float,
+        timeout_s: float = 0.05,
+        max_connections: int = 16,
+        **kwargs: Any,
+    ) -> RedisState:
+        """A store on its own bounded pool; connects on first use (nothing happens here)."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+        return cls(aioredis.Redis.from_pool(pool), ttl_s=ttl_s, **kwargs)
+
+    def keys(self, user_id: str) -> tuple[str, str]:
+        """The user's impressions and clicks keys."""
+        tag = f"{self.key_prefix}{{u:{user_id}}}"
+        return f"{tag}:imp", f"{tag}:clk"
+
+    async def record_impressions(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
+        if not item_ids:
+            return
+        items = item_ids[-self.max_events_per_user :]
+        base = next(self._counter)
+        token = self._nonce + b"%x." % base
+        members = {item.encode() + SEP + token + b"%x" % i: at for i, item in enumerate(items)}
+        imp, _ = self.keys(user_id)
+        await self._write(user_id, imp, members, self.max_events_per_user, gt=False)
+
+    async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
+        if not item_ids:
+            return
+        members = {item.encode(): at for item in item_ids[-self.max_clicks_per_user :]}
+        _, clk = self.keys(user_id)
+        await self._write(user_id, clk, members, self.max_clicks_per_user, gt=True)
+
+    async def _write(
+        self, user_id: str, key: str, members: dict[bytes, float], keep: int, *, gt: bool
+    ) -> None:
+        """Add, trim to the newest ``keep`` and refresh both keys' TTL, in one round trip."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, members, gt=gt)
+                pipe.zremrangebyrank(key, 0, -keep - 1)
+                for name in self.keys(user_id):
+                    pipe.pexpire(name, self._ttl_ms)
+                await pipe.execute()
+        except STORE_ERRORS as exc:
+            self._failed("record", exc)
+        else:
+            self._answered()
+
+    async def exposures(
+        self, user_id: str, item_ids: Sequence[str], *, since: float, until: float
+    ) -> np.ndarray:
+        state = await self.snapshot(user_id, impressions_since=since)
+        return state.exposures(item_ids, since=since, until=until)
+
+    async def seen(self, user_id: str, *, since: float = float("-inf")) -> set[str]:
+        return (await self.snapshot(user_id, impressions_since=float("inf"))).clicked_since(since)
+
+    async def recent_clicks(self, user_id: str, n: int) -> list[str]:
+        return list((await self.snapshot(user_id, impressions_since=float("inf"))).clicked[:n])
+
+    async def snapshot(self, user_id: str, *, impressions_since: float) -> UserState:
+        """Impressions at or after ``impressions_since`` and the kept clicks, in one round trip."""
+        imp, clk = self.keys(user_id)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrevrangebyscore(
+                    imp,
+                    "+inf",
+                    _score_min(impressions_since),
+                    start=0,
+                    num=self.max_events_per_user,
+                    withscores=True,
+                )
+                pipe.zrevrange(clk, 0, self.max_clicks_per_user - 1, withscores=True)
+                impressions, clicks = await pipe.execute()
+        except STORE_ERRORS as exc:
+            self._failed("read", exc)
+            return EMPTY_STATE
+        self._answered()
+        items = [member.rpartition(SEP)[0].decode() for member, _ in impressions]
+        return UserState(
+            impression_items=item_hashes(items),
+            impression_times=np.fromiter((t for _, t in impressions), np.float64, len(impressions)),
+            clicked=tuple(member.decode() for member, _ in clicks),
+            click_times=np.fromiter((t for _, t in clicks), np.float64, len(clicks)),
+        )
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (for readiness reports; never raises)."""
+        try:
+            return bool(await self.client.ping())
+        except STORE_ERRORS:
+            return False
+
+    async def aclose(self) -> None:
+        await self.client.aclose(close_connection_pool=True)
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.errors[op] += 1
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "online state: Redis %s failed (%s: %s); serving without it", op, type(exc).__name__, exc
+            )
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("online state: Redis answers again (errors so far: %s)", self.errors)
+
+
+def _score_min(since: float) -> str | float:
+    """ZRANGEBYSCORE's inclusive lower bound (``-inf``/``+inf`` spelled as Redis wants)."""
+    if since == float("-inf"):
+        return "-inf"
+    if since == float("inf"):
+        return "+inf"
+    return since
