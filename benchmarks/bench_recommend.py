@@ -1,27 +1,33 @@
 """Benchmark /recommend (500 candidates, concurrency 4) against the Predict call alone, gRPC and REST.
 
 Starts the ranking service as its own process (``python -m recommender_client.service``) for each
-protocol given, against an already running model server, and prints a table:
-p50/p99 of /recommend, p50/p99 of a Predict call with the same 500 rows made directly with the
-client, their ratio, and the service's resident memory. Numbers go into notes, never asserts.
+protocol and online-state backend given, against an already running model server, and prints a
+table: p50/p99 of /recommend, p50/p99 of a Predict call with the same 500 rows made directly with
+the client, their ratio, and the service's resident memory. Numbers go into notes, never asserts.
+
+``--state memory,redis`` gives a row per backend; for ``redis`` the script starts its own empty
+``redis-server`` (no persistence) on a free port unless ``--redis-url`` names one (whose data it
+leaves alone, so the state there is whatever earlier runs left).
 
 Example:
     python benchmarks/bench_recommend.py --artifacts-dir runs/demo/artifacts --model-name ctr \\
-        --grpc-target 127.0.0.1:8500 --rest-url http://127.0.0.1:8501
+        --grpc-target 127.0.0.1:8500 --rest-url http://127.0.0.1:8501 --state memory,redis
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -84,14 +90,55 @@ def maps_mention_tensorflow(pid: int) -> bool:
     return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def start_service(args: argparse.Namespace, protocol: str, port: int) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def redis_for(args: argparse.Namespace) -> Iterator[str]:
+    """``--redis-url`` as given, or a fresh ``redis-server`` on a free loopback port (stopped after)."""
+    if args.redis_url:
+        yield args.redis_url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit(
+            "--state redis needs redis-server on PATH (apt-get install redis-server) or --redis-url"
+        )
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not answer PING within 30 s") from None
+                time.sleep(0.05)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def start_service(
+    args: argparse.Namespace, protocol: str, port: int, state: str, redis_url: str | None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "RANKER_MAX_CANDIDATES": str(args.candidates),
         "RANKER_QUOTA_POPULARITY": str(args.candidates),
         "RANKER_PREDICT_TIMEOUT_S": "1.0",
         "RANKER_REQUEST_DEADLINE_S": "2.0",
+        "RANKER_STATE_BACKEND": state,
     }
+    if redis_url is not None:
+        env["RANKER_REDIS_URL"] = redis_url
     cmd = [
         sys.executable,
         "-m",
@@ -146,7 +193,13 @@ def predict_inputs(args: argparse.Namespace, users: Sequence[str]) -> list[dict[
 
 
 def bench_protocol(
-    args: argparse.Namespace, protocol: str, users: Sequence[str], inputs: Sequence[dict[str, np.ndarray]]
+    args: argparse.Namespace,
+    protocol: str,
+    users: Sequence[str],
+    inputs: Sequence[dict[str, np.ndarray]],
+    *,
+    state: str = "memory",
+    redis_url: str | None = None,
 ) -> dict[str, float]:
     from recommender_client.client import GrpcClient, RestClient
 
@@ -164,7 +217,7 @@ def bench_protocol(
         direct, _ = run_load(predict, requests=args.requests, concurrency=args.concurrency)
 
     port = free_port()
-    proc = start_service(args, protocol, port)
+    proc = start_service(args, protocol, port, state, redis_url)
     local = threading.local()
     degraded = []
     counts = []
@@ -225,28 +278,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--users", type=int, default=50, help="distinct users cycled through")
+    parser.add_argument(
+        "--state",
+        default="memory",
+        help="online-state backends, comma-separated: memory, redis (a row for each)",
+    )
+    parser.add_argument("--redis-url", help="Redis for --state redis (default: start a redis-server)")
     args = parser.parse_args(argv)
     protocols = [p for p, given in (("grpc", args.grpc_target), ("rest", args.rest_url)) if given]
     if not protocols:
         parser.error("give --grpc-target and/or --rest-url")
+    states = [s.strip() for s in args.state.split(",") if s.strip()]
+    if not states or set(states) - {"memory", "redis"}:
+        parser.error(f"--state takes memory and/or redis, got {args.state!r}")
     artifacts = load_artifacts(args.artifacts_dir)
     args.now = artifacts.as_of  # evaluate recall and rules at the logs' time
     users = list(artifacts.user_ids[: args.users])
     inputs = predict_inputs(args, users)
-    rows = {p: bench_protocol(args, p, users, inputs) for p in protocols}
+    rows: dict[str, dict[str, float]] = {}
+    for state in states:
+        with redis_for(args) if state == "redis" else contextlib.nullcontext(None) as url:
+            for p in protocols:
+                rows[f"{p}/{state}"] = bench_protocol(args, p, users, inputs, state=state, redis_url=url)
     print(
         f"/recommend vs Predict alone: {args.candidates} candidates, k={args.k}, concurrency "
         f"{args.concurrency}, {args.requests} requests, model {args.model_name!r}"
     )
     head = (
-        f"{'protocol':8} {'predict p50':>11} {'predict p99':>11} {'rec p50':>8} {'rec p99':>8} "
+        f"{'protocol':12} {'predict p50':>11} {'predict p99':>11} {'rec p50':>8} {'rec p99':>8} "
         f"{'p50 ratio':>9} {'rec/s':>7} {'cands':>6} {'degraded':>8} {'RSS MB':>7} {'peak MB':>7} {'TF':>3}"
     )
     print(head)
     print("-" * len(head))
     for p, r in rows.items():
         print(
-            f"{p:8} {r['predict_p50']:11.2f} {r['predict_p99']:11.2f} {r['recommend_p50']:8.2f} "
+            f"{p:12} {r['predict_p50']:11.2f} {r['predict_p99']:11.2f} {r['recommend_p50']:8.2f} "
             f"{r['recommend_p99']:8.2f} {r['recommend_p50'] / r['predict_p50']:9.2f} {r['recommend_rps']:7.0f} "
             f"{r['candidates']:6.0f} {r['degraded']:8.2%} {r['rss_mb']:7.1f} {r['peak_rss_mb']:7.1f} "
             f"{'yes' if r['tensorflow_loaded'] else 'no':>3}"
