@@ -10,6 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from recommender_client.state.protocol import EMPTY_STATE, UserState
+
+# The batch value holding the user's online state, read once before the pipeline runs.
+USER_STATE = "user_state"
+
 
 class PipelineError(ValueError):
     """Operators are wired so that some requirement is never produced upstream."""
@@ -49,7 +54,8 @@ class Batch:
 
     ``columns`` hold one numpy array per name, aligned with ``items``; ``rules`` holds, per
     item, the names of the rules that moved it; ``values`` holds request-level products (model
-    inputs, the degraded flag...). Operators never mutate a batch: they return a new one.
+    inputs, the degraded flag...) and the user's online state (``USER_STATE``, see
+    :func:`user_state`). Operators never mutate a batch: they return a new one.
     """
 
     request: RankRequest
@@ -104,6 +110,12 @@ class Batch:
             if 0 <= k < n and rule not in rules[k]:
                 rules[k] = rules[k] + (rule,)
         return replace(self, rules=tuple(rules))
+
+
+def user_state(batch: Batch) -> UserState:
+    """The online state the recommender read for this request (empty when the pipeline runs alone)."""
+    state: UserState = batch.values.get(USER_STATE, EMPTY_STATE)
+    return state
 
 
 def _pick(values: tuple[Any, ...], positions: list[int]) -> tuple[Any, ...]:

@@ -2,80 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from operator import itemgetter
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from recommender_client.breaker import CircuitBreaker
-from recommender_client.features import FeatureJoiner, InMemoryFeatureStore
-from recommender_client.pipeline import Batch, Operator, Pipeline, RankRequest, StageObserver
-from recommender_client.propensity import RecordExploration, propensities
+from recommender_client.pipeline import USER_STATE, Batch, Pipeline, RankRequest, StageObserver
+from recommender_client.plan import Loaded, Plan, RecallConfig, build_plan, history_ids, load_stages
+from recommender_client.propensity import propensities
 from recommender_client.ranking import Scorer
 from recommender_client.recall.artifacts import RecallArtifacts
-from recommender_client.recall.sources import (
-    CategoryPopularityRecall,
-    ItemCFRecall,
-    NewItemRecall,
-    PopularityRecall,
-    RecallSource,
-    user_history,
-)
-from recommender_client.rerank.exposure import ExposureLog, InMemoryExposureLog
-from recommender_client.rerank.operators import InsertExploration
+from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
-from recommender_client.rerank.rules import RuleSet, build_operators
+from recommender_client.rerank.rules import RuleSet
 from recommender_client.served_log import ServedItem, ServedLog
-from recommender_client.stages import (
-    JoinFeatures,
-    OrderByScore,
-    RecallCandidates,
-    ScoreCandidates,
-    TruncateToK,
-)
+from recommender_client.state.memory import InProcessState
+from recommender_client.state.protocol import EMPTY_STATE, OnlineState, UserState
 from training.features import FeatureContract
 
+__all__ = ["RecallConfig", "Recommender"]
+
+log = logging.getLogger(__name__)
 EMPTY_RULES = RuleSet(rules=(), digest="none")
-
-
-@dataclass(frozen=True)
-class RecallConfig:
-    """Per-source quotas (items each source may contribute) and the candidate cap."""
-
-    quotas: Mapping[str, int]
-    max_candidates: int = 500
-    itemcf_seeds: int = 20
-    top_categories: int = 3
-    new_item_days: float = 3.0
-
-
-def default_sources(artifacts: RecallArtifacts, config: RecallConfig) -> list[RecallSource]:
-    """The sources in merge order: personal ones first, popularity last as the backfill."""
-    return [
-        ItemCFRecall(artifacts, seeds=config.itemcf_seeds),
-        CategoryPopularityRecall(artifacts, top_categories=config.top_categories),
-        NewItemRecall(artifacts, max_age_days=config.new_item_days),
-        PopularityRecall(artifacts),
-    ]
 
 
 class Recommender:
     """Runs one pipeline per request; the rerank part is rebuilt whenever the rules change.
 
+    Each request reads the user's online state once (``OnlineState.snapshot``: clicks and the
+    impressions within the longest frequency-cap period) and puts it in the batch
+    (``pipeline.USER_STATE``), where the seen filter, the frequency caps, the pins' admission
+    check and the personal recall sources read it.
+
+    Impressions count once, from one source (``record_served``): with ``True``
+    (``RANKER_IMPRESSIONS_FROM=served``) every served item is recorded as an impression when
+    the answer is final, and impression events posted to /events are only logged (for the
+    training join), never applied; with ``False`` (``events``) the served lists are not
+    recorded and only the impression events count. Clicks always come from /events.
+
     Args:
         contract: the feature contract the model serves.
-        artifacts: offline recall artefacts (also the default feature store and the seen history).
+        artifacts: offline recall artefacts (also the default feature store and the seen history);
+            replaced without a restart by :meth:`swap_artifacts`.
         scorer: the model (TF Serving through the client, or a local scorer).
         recall: quotas and limits.
         rules: the hot-reloaded rules; ``None`` runs without operator rules.
         breaker: stops calling the scorer after repeated failures.
         fallback: scorer used when the model is unavailable (``None``: recall order).
-        exposures: impressions log for frequency caps (served items are recorded here).
-        record_served: count every served item as an impression (``False`` when the clients'
-            impression events are what counts: ``RANKER_IMPRESSIONS_FROM=events``).
+        online_state: the per-user impressions and clicks (default: in process, over
+            ``exposures``); shared by every replica when it is a remote store.
+        exposures: the in-process log behind the default ``online_state``.
+        record_served: count every served item as an impression (see above).
         served_log: sampled log of served lists with the model inputs sent (training joins, skew).
         predict_timeout_s: upper bound on one scoring call.
         model_name: the model asked for (the answer's own name and version are what is logged).
@@ -91,7 +72,8 @@ class Recommender:
         rules: RuleBook | None = None,
         breaker: CircuitBreaker | None = None,
         fallback: Scorer | None = None,
-        exposures: ExposureLog | None = None,
+        online_state: OnlineState | None = None,
+        exposures: InMemoryExposureLog | None = None,
         served_log: ServedLog | None = None,
         record_served: bool = True,
         predict_timeout_s: float = 1.0,
@@ -99,63 +81,100 @@ class Recommender:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.contract = contract
-        self.artifacts = artifacts
         self.scorer = scorer
         self.rules = rules
         self.breaker = breaker
-        self.exposures = exposures if exposures is not None else InMemoryExposureLog()
+        if online_state is None:
+            online_state = InProcessState(exposures)
+        self.online_state: OnlineState = online_state
+        # the in-process log the blocking path and the metrics read (a remote store has none)
+        log_ = getattr(online_state, "log", None)
+        self.exposures: InMemoryExposureLog | None = log_ if isinstance(log_, InMemoryExposureLog) else None
         self.served_log = served_log
         self.record_served = record_served
         self.model_name = model_name
-        self._head: list[Operator] = [
-            RecallCandidates(
-                artifacts.catalog,
-                default_sources(artifacts, recall),
-                quotas=recall.quotas,
-                max_candidates=recall.max_candidates,
-            ),
-            JoinFeatures(FeatureJoiner(contract, InMemoryFeatureStore.from_artifacts(artifacts))),
-            ScoreCandidates(
-                scorer, breaker=breaker, fallback=fallback, timeout_s=predict_timeout_s, clock=clock
-            ),
-            OrderByScore(record_position=True),
-        ]
+        self.state_failures = 0
+        self._recall = recall
+        self._predict_timeout_s = predict_timeout_s
+        self._clock = clock
         self._lock = threading.Lock()
-        self._built: tuple[str, Pipeline] | None = None
+        self._built: Plan | None = None
+        self._loaded = self._load(artifacts, fallback, generation=0)
+
+    def _load(self, artifacts: RecallArtifacts, fallback: Scorer | None, *, generation: int) -> Loaded:
+        return load_stages(
+            artifacts,
+            contract=self.contract,
+            scorer=self.scorer,
+            recall=self._recall,
+            breaker=self.breaker,
+            fallback=fallback,
+            predict_timeout_s=self._predict_timeout_s,
+            clock=self._clock,
+            generation=generation,
+        )
+
+    @property
+    def artifacts(self) -> RecallArtifacts:
+        """The artefact set in force."""
+        return self._loaded.artifacts
+
+    def swap_artifacts(self, artifacts: RecallArtifacts, *, fallback: Scorer | None) -> None:
+        """Serve from ``artifacts`` from now on; everything is built before the swap.
+
+        A failure building the stages (e.g. features that do not fit the contract) raises here
+        and leaves the set in force untouched. Requests already running finish on the set
+        they started with (a plan holds its own).
+        """
+        loaded = self._load(artifacts, fallback, generation=self._loaded.generation + 1)
+        plan = self._plan_for(self.current_rules(), loaded)
+        with self._lock:
+            self._loaded, self._built = loaded, plan
 
     def seen(self, user_id: str) -> tuple[Sequence[str], np.ndarray]:
-        """The user's logged items and their times (the seen filter's history)."""
-        items, times, _ = user_history(self.artifacts, user_id)
-        ids = self.artifacts.catalog.item_ids
-        positions = items.tolist()
-        if len(positions) > 1:  # itemgetter: one C call instead of a Python loop per event
-            return list(itemgetter(*positions)(ids)), times
-        return [ids[i] for i in positions], times
+        """The user's logged items and their times (the seen filter's offline history)."""
+        return history_ids(self.artifacts, user_id)
 
     def current_rules(self) -> RuleSet:
         return self.rules.current() if self.rules is not None else EMPTY_RULES
 
-    def pipeline(self) -> tuple[RuleSet, Pipeline]:
-        """The pipeline for the rules in force (rebuilt and re-checked only when they change)."""
+    def _plan_for(self, ruleset: RuleSet, loaded: Loaded) -> Plan:
+        # without an in-process log the caps count only in the request's snapshot, which the
+        # recommender always provides; the empty log stands in for build_operators' argument
+        exposures = self.exposures if self.exposures is not None else InMemoryExposureLog()
+        return build_plan(ruleset, loaded, exposures=exposures)
+
+    def plan(self) -> Plan:
+        """The plan for the rules and artefacts in force (rebuilt and re-checked only when they change)."""
         ruleset = self.current_rules()
         with self._lock:
-            if self._built is None or self._built[0] != ruleset.digest:
-                rerank = [
-                    RecordExploration(op) if isinstance(op, InsertExploration) else op
-                    for op in build_operators(
-                        ruleset, catalog=self.artifacts.catalog, seen=self.seen, exposures=self.exposures
-                    )
-                ]
-                self._built = (ruleset.digest, Pipeline([*self._head, *rerank, TruncateToK()]))
-            return ruleset, self._built[1]
+            built, loaded = self._built, self._loaded
+            if built is None or built.ruleset.digest != ruleset.digest or built.loaded is not loaded:
+                built = self._built = self._plan_for(ruleset, loaded)
+            return built
+
+    def pipeline(self) -> tuple[RuleSet, Pipeline]:
+        """The rules in force and the pipeline built for them."""
+        plan = self.plan()
+        return plan.ruleset, plan.pipeline
 
     def recommend(
         self, request: RankRequest, *, observe: StageObserver | None = None
     ) -> tuple[Batch, RuleSet]:
-        """Rank for one request; records the served items as exposures and maybe logs skew."""
-        ruleset, pipeline = self.pipeline()
-        batch = pipeline.run(Batch(request), observe=observe)
-        return self._served(request, batch, ruleset), ruleset
+        """Rank for one request on the blocking path (offline runs, tests): in-process state only."""
+        state = self.online_state
+        if not isinstance(state, InProcessState):
+            raise TypeError(
+                f"Recommender.recommend reads the in-process state; with {type(state).__name__} use "
+                "recommend_async"
+            )
+        plan = self.plan()
+        snapshot = state.log.read(request.user_id, impressions_since=plan.impressions_since(request.now))
+        batch = plan.pipeline.run(Batch(request, values={USER_STATE: snapshot}), observe=observe)
+        batch = self._served(request, batch, plan.ruleset)
+        if self.record_served:
+            state.log.record(request.user_id, batch.items, request.now)
+        return batch, plan.ruleset
 
     @property
     def supports_async(self) -> bool:
@@ -165,15 +184,44 @@ class Recommender:
     async def recommend_async(
         self, request: RankRequest, *, observe: StageObserver | None = None
     ) -> tuple[Batch, RuleSet]:
-        """:meth:`recommend` on an event loop: only the model call is awaited."""
-        ruleset, pipeline = self.pipeline()
-        batch = await pipeline.run_async(Batch(request), observe=observe)
-        return self._served(request, batch, ruleset), ruleset
+        """Rank for one request on an event loop (what /recommend runs).
+
+        The online state is read once before the stages run and the served items are recorded
+        after the list is final, both awaited. With an async scorer only the model call is
+        awaited (the CPU stages take ~1 ms, less than a thread hand-off); a blocking scorer
+        runs the pipeline in a worker thread.
+        """
+        plan = self.plan()
+        snapshot = await self._snapshot(request.user_id, plan.impressions_since(request.now))
+        batch = Batch(request, values={USER_STATE: snapshot})
+        if self.supports_async:
+            batch = await plan.pipeline.run_async(batch, observe=observe)
+        else:
+            batch = await asyncio.to_thread(plan.pipeline.run, batch, observe=observe)
+        batch = self._served(request, batch, plan.ruleset)
+        if self.record_served and batch.items:
+            try:
+                await self.online_state.record_impressions(request.user_id, batch.items, request.now)
+            except Exception as exc:
+                self._state_failed("record_impressions", exc)
+        return batch, plan.ruleset
+
+    async def _snapshot(self, user_id: str, since: float) -> UserState:
+        """The user's online state; a store that fails answers empty (no seen or caps from it)
+        rather than failing the request: the ranker answers whatever its dependencies do."""
+        try:
+            return await self.online_state.snapshot(user_id, impressions_since=since)
+        except Exception as exc:
+            self._state_failed("snapshot", exc)
+            return EMPTY_STATE
+
+    def _state_failed(self, op: str, exc: Exception) -> None:
+        self.state_failures += 1
+        if self.state_failures == 1 or self.state_failures % 1000 == 0:
+            log.warning("online state %s failed (%d so far): %r", op, self.state_failures, exc)
 
     def _served(self, request: RankRequest, batch: Batch, ruleset: RuleSet) -> Batch:
-        """Record the exposures of a ranked batch, stamp its propensities and maybe log it."""
-        if self.record_served:
-            self.exposures.record(request.user_id, batch.items, request.now)
+        """Stamp a ranked batch's propensities and maybe log it."""
         pins = {r.name for r in ruleset.rules if r.type == "pin"}
         pinned = [item for item, notes in zip(batch.items, batch.rules, strict=True) if pins & set(notes)]
         batch = batch.with_columns(propensity=propensities(batch, pinned))

@@ -10,7 +10,7 @@ import numpy as np
 
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.features import FeatureJoiner
-from recommender_client.pipeline import Batch, Operator
+from recommender_client.pipeline import Batch, Operator, user_state
 from recommender_client.ranking import Scorer, ScoringError, ScoringResult
 from recommender_client.recall.artifacts import Catalog
 from recommender_client.recall.sources import RecallSource, merge_recall
@@ -57,7 +57,9 @@ def _gather(values: Sequence[str], pos: np.ndarray) -> list[str]:
 class RecallCandidates(Operator):
     """Candidates from the recall sources merged under per-source quotas, or the request's own list.
 
-    Produces the items (recall order) with their ``recall_source`` and catalogue metadata.
+    Produces the items (recall order) with their ``recall_source`` and catalogue metadata. The
+    sources get the request's online state (``pipeline.user_state``), so online clicks seed
+    the personal ones.
     """
 
     produces = frozenset({"items", "recall_source", "recall_position"}) | ITEM_META
@@ -87,7 +89,10 @@ class RecallCandidates(Operator):
             sources = ["request"] * len(items)
             pos = self.catalog.positions(items)
         else:
-            lists = {s.name: s.recall(req.user_id, req.now, self.quotas[s.name]) for s in self.sources}
+            state = user_state(batch)
+            lists = {
+                s.name: s.recall(req.user_id, req.now, self.quotas[s.name], state=state) for s in self.sources
+            }
             merged = merge_recall(lists, self.quotas, self.max_candidates)
             pos = np.array(merged.positions, dtype=np.int64)
             items = _gather(self.catalog.item_ids, pos) if len(pos) else []

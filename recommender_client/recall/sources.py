@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from recommender_client.recall.artifacts import RecallArtifacts
+from recommender_client.state.protocol import EMPTY_STATE, UserState
 
 DAY = 86400.0
 
@@ -18,8 +19,12 @@ class RecallSource(Protocol):
 
     name: str
 
-    def recall(self, user_id: str, now: float, limit: int) -> list[int]:
-        """Up to ``limit`` catalogue positions, best first, without duplicates."""
+    def recall(self, user_id: str, now: float, limit: int, *, state: UserState = EMPTY_STATE) -> list[int]:
+        """Up to ``limit`` catalogue positions, best first, without duplicates.
+
+        ``state`` is the user's online state read at the start of the request (clicks made
+        since the artefacts were built); personal sources seed from it before the artefacts.
+        """
         ...
 
 
@@ -32,10 +37,24 @@ def user_history(artifacts: RecallArtifacts, user_id: str) -> tuple[np.ndarray, 
     return artifacts.history_items[lo:hi], artifacts.history_times[lo:hi], artifacts.history_clicked[lo:hi]
 
 
-def recent_clicks(artifacts: RecallArtifacts, user_id: str, limit: int) -> list[int]:
-    """The user's most recently clicked items, newest first, each once."""
-    items, _, clicked = user_history(artifacts, user_id)
+def recent_clicks(
+    artifacts: RecallArtifacts, user_id: str, limit: int, state: UserState = EMPTY_STATE
+) -> list[int]:
+    """The user's most recently clicked items (catalogue positions), newest first, each once.
+
+    The online clicks come first (they are newer than anything the artefacts were built from;
+    ids outside the catalogue are skipped), then the artefact history's: a click posted to
+    /events seeds item-CF on the next request, without a rebuild.
+    """
+    index = artifacts.catalog.index
     out: list[int] = []
+    for item_id in state.clicked:
+        pos = index.get(item_id)
+        if pos is not None and pos not in out:
+            out.append(pos)
+            if len(out) == limit:
+                return out
+    items, _, clicked = user_history(artifacts, user_id)
     for item in items[clicked][::-1].tolist():
         if item not in out:
             out.append(item)
@@ -52,7 +71,7 @@ class PopularityRecall:
     def __init__(self, artifacts: RecallArtifacts) -> None:
         self._items = artifacts.popular_items
 
-    def recall(self, user_id: str, now: float, limit: int) -> list[int]:
+    def recall(self, user_id: str, now: float, limit: int, *, state: UserState = EMPTY_STATE) -> list[int]:
         return self._items[:limit].tolist()
 
 
@@ -73,9 +92,9 @@ class CategoryPopularityRecall:
         self._history = history
         self._cat_row = {name: k for k, name in enumerate(artifacts.category_names)}
 
-    def recall(self, user_id: str, now: float, limit: int) -> list[int]:
+    def recall(self, user_id: str, now: float, limit: int, *, state: UserState = EMPTY_STATE) -> list[int]:
         counts: dict[str, int] = {}
-        for item in recent_clicks(self._a, user_id, self._history):
+        for item in recent_clicks(self._a, user_id, self._history, state):
             cat = self._a.catalog.category[item]
             if cat in self._cat_row:
                 counts[cat] = counts.get(cat, 0) + 1
@@ -92,7 +111,8 @@ class ItemCFRecall:
     """Neighbours of the user's recent clicks (item-to-item co-occurrence).
 
     Candidate ``j`` scores ``sum_r decay**r * sim(seed_r, j)`` over the seeds ``r = 0, 1, ...``
-    (newest click first); the seeds themselves are not proposed again.
+    (newest click first, online clicks before the artefacts'); the seeds themselves are not
+    proposed again.
     """
 
     name = "itemcf"
@@ -104,8 +124,8 @@ class ItemCFRecall:
         self._seeds = seeds
         self._decay = decay
 
-    def recall(self, user_id: str, now: float, limit: int) -> list[int]:
-        seeds = recent_clicks(self._a, user_id, self._seeds)
+    def recall(self, user_id: str, now: float, limit: int, *, state: UserState = EMPTY_STATE) -> list[int]:
+        seeds = recent_clicks(self._a, user_id, self._seeds, state)
         if not seeds:
             return []
         neigh = self._a.cf_neighbors[seeds]
@@ -134,7 +154,7 @@ class NewItemRecall:
         self._times = published[self._order]
         self._max_age = max_age_days * DAY
 
-    def recall(self, user_id: str, now: float, limit: int) -> list[int]:
+    def recall(self, user_id: str, now: float, limit: int, *, state: UserState = EMPTY_STATE) -> list[int]:
         # times are descending: skip the not-yet-published, stop at the first too old
         first = int(np.searchsorted(-self._times, -now, side="left"))
         last = int(np.searchsorted(-self._times, -(now - self._max_age), side="right"))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
-from recommender_client.pipeline import Batch, Operator
+from recommender_client.pipeline import USER_STATE, Batch, Operator, user_state
 from recommender_client.rerank.exposure import ExposureLog
 from training.features import MULTI_VALUE_SEPARATOR
 
@@ -50,7 +50,12 @@ class FilterBlacklisted(Operator):
 
 
 class FilterSeen(Operator):
-    """Drops items the user interacted with at or after ``now - ttl_s``."""
+    """Drops items the user interacted with at or after ``now - ttl_s``.
+
+    Seen is the artefacts' history (``seen``, fixed until they are rebuilt) together with the
+    clicks in the request's online state: once the artefacts are older than the TTL only the
+    online clicks keep an item the user clicked off the list.
+    """
 
     requires = frozenset({"items"})
 
@@ -63,12 +68,10 @@ class FilterSeen(Operator):
 
     def transform(self, batch: Batch) -> Batch:
         req = batch.request
+        since = req.now - self.ttl_s
         items, times = self.seen(req.user_id)
-        recent = {
-            item
-            for item, t in zip(items, np.asarray(times).tolist(), strict=True)
-            if t >= req.now - self.ttl_s
-        }
+        recent = {item for item, t in zip(items, np.asarray(times).tolist(), strict=True) if t >= since}
+        recent |= user_state(batch).clicked_since(since)
         return _drop(batch, np.array([i in recent for i in batch.items], dtype=bool))
 
 
@@ -86,7 +89,12 @@ class FilterUnpublished(Operator):
 
 
 class CapFrequency(Operator):
-    """Drops items already shown to the user ``max_impressions`` times within the last ``period_s``."""
+    """Drops items already shown to the user ``max_impressions`` times within the last ``period_s``.
+
+    Impressions are counted in the request's online state when the batch carries one (the
+    recommender always puts it there: one read for every stage, whatever the store); only a
+    pipeline run without a recommender counts in ``exposures``.
+    """
 
     requires = frozenset({"items"})
 
@@ -100,7 +108,11 @@ class CapFrequency(Operator):
 
     def transform(self, batch: Batch) -> Batch:
         req = batch.request
-        counts = self.exposures.count(req.user_id, batch.items, since=req.now - self.period_s, until=req.now)
+        since = req.now - self.period_s
+        if USER_STATE in batch.values:
+            counts = user_state(batch).exposures(batch.items, since=since, until=req.now)
+        else:
+            counts = self.exposures.count(req.user_id, batch.items, since=since, until=req.now)
         return _drop(batch, np.asarray(counts) >= self.max_impressions)
 
 

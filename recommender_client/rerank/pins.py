@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recommender_client.pipeline import Batch, Operator
+from recommender_client.pipeline import USER_STATE, Batch, Operator
 from recommender_client.recall.artifacts import Catalog
 from recommender_client.stages import catalog_columns
 
@@ -99,7 +99,12 @@ class PinItems(Operator):
         """The pinned items from outside the candidates that every removing rule lets through."""
         if not items or not self.filters:
             return items
-        probe = Batch(batch.request, items=tuple(items), columns=catalog_columns(self.catalog, items))
+        # the probe carries the request's online state, so seen and capped mean what they mean
+        # for the candidates (an item clicked online is not pinned back in)
+        values = {USER_STATE: batch.values[USER_STATE]} if USER_STATE in batch.values else {}
+        probe = Batch(
+            batch.request, items=tuple(items), columns=catalog_columns(self.catalog, items), values=values
+        )
         for op in self.filters:
             probe = op(probe)
         return list(probe.items)

@@ -10,27 +10,36 @@ from fastapi import FastAPI
 
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.ranking import LocalScorer, Scorer
-from recommender_client.recall.artifacts import load_artifacts
+from recommender_client.recall.artifacts import RecallArtifacts, load_artifacts
 from recommender_client.recommender import RecallConfig, Recommender
-from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.reload import RuleBook
 from recommender_client.served_log import ServedLog
-from recommender_client.service.events import EventSink, ExposureLogEvents, events_log
+from recommender_client.service.events import EventSink, events_log
 from recommender_client.service.events import router as events_router
 from recommender_client.service.intake import Intake
 from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.routes import router
 from recommender_client.service.scoring import ModelSide, build_model_side
 from recommender_client.service.settings import Settings
+from recommender_client.state.factory import build_online_state
+from recommender_client.state.protocol import OnlineState
 from training.features import Entity, FeatureContract
 
 log = logging.getLogger(__name__)
 
 
 def build_recommender(
-    settings: Settings, scorer: Scorer, *, served_log: ServedLog | None = None
+    settings: Settings,
+    scorer: Scorer,
+    *,
+    served_log: ServedLog | None = None,
+    online_state: OnlineState | None = None,
 ) -> Recommender:
-    """Load the contract, artefacts and rules and wire the pipeline around ``scorer``."""
+    """Load the contract, artefacts and rules and wire the pipeline around ``scorer``.
+
+    ``online_state`` is the store of users' impressions and clicks; by default the one the
+    settings ask for (``state_backend``: in this process, or Redis).
+    """
     assert settings.contract_path is not None
     contract = FeatureContract.load(settings.contract_path)
     context = contract.by_entity(Entity.CONTEXT)
@@ -45,7 +54,6 @@ def build_recommender(
         if settings.rules_path is not None
         else None
     )
-    fallback = LocalScorer(artifacts.popularity_of()) if settings.fallback == "popularity" else None
     return Recommender(
         contract=contract,
         artifacts=artifacts,
@@ -59,18 +67,18 @@ def build_recommender(
         breaker=CircuitBreaker(
             failure_threshold=settings.breaker_failure_threshold, cooldown_s=settings.breaker_cooldown_s
         ),
-        fallback=fallback,
-        exposures=InMemoryExposureLog(
-            max_bytes=settings.exposure_max_bytes,
-            ttl_s=settings.exposure_ttl_s,
-            max_users=settings.exposure_max_users,
-            max_events_per_user=settings.exposure_max_events_per_user,
-        ),
+        fallback=fallback_for(settings, artifacts),
+        online_state=online_state if online_state is not None else build_online_state(settings),
         served_log=served_log,
         record_served=settings.impressions_from == "served",
         predict_timeout_s=settings.predict_timeout_s,
         model_name=settings.model_name,
     )
+
+
+def fallback_for(settings: Settings, artifacts: RecallArtifacts) -> Scorer | None:
+    """The scorer answering while the model cannot (``None``: recall order), from these artefacts."""
+    return LocalScorer(artifacts.popularity_of()) if settings.fallback == "popularity" else None
 
 
 def served_log_for(settings: Settings) -> ServedLog | None:
@@ -106,17 +114,15 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             active = scorer
         served_log = served_log_for(settings)
         event_log = events_log(settings)
+        online_state = build_online_state(settings)  # on this loop: a Redis client binds to it
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
             app.state.intake = Intake(settings)
-            app.state.recommender = build_recommender(settings, active, served_log=served_log)
-            online = getattr(app.state.recommender, "online_state", None)
-            app.state.events = EventSink(
-                settings,
-                online if online is not None else ExposureLogEvents(app.state.recommender.exposures),
-                log=event_log,
+            app.state.recommender = build_recommender(
+                settings, active, served_log=served_log, online_state=online_state
             )
+            app.state.events = EventSink(settings, app.state.recommender.online_state, log=event_log)
             app.state.model_watch = model_side.watch if model_side is not None else None
             app.state.metrics.watch(app.state.recommender, app.state.model_watch)
             log.info(
@@ -130,6 +136,7 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             for opened in (served_log, event_log):
                 if opened is not None:
                     opened.close()
+            await online_state.aclose()
             if model_side is not None:
                 await model_side.close()
 

@@ -122,12 +122,7 @@ class UserStateCollector(Collector):
     the artefacts' user histories (fixed at load; listed so the two can be compared)."""
 
     def __init__(self, recommender: Recommender) -> None:
-        self._exposures = recommender.exposures
-        a = recommender.artifacts
-        self._history_bytes = sum(
-            x.nbytes for x in (a.history_offsets, a.history_items, a.history_times, a.history_clicked)
-        )
-        self._history_users = len(a.user_ids)
+        self._recommender = recommender
 
     def collect(self) -> Iterator[Metric]:
         size = GaugeMetricFamily(
@@ -137,9 +132,11 @@ class UserStateCollector(Collector):
         evictions = CounterMetricFamily(
             "ranker_user_state_evictions", "Users forgotten, by store and reason.", labels=["store", "reason"]
         )
-        size.add_metric(["history"], self._history_bytes)
-        users.add_metric(["history"], self._history_users)
-        exposures = self._exposures
+        a = self._recommender.artifacts  # the set in force: artefacts are reloaded without a restart
+        history = (a.history_offsets, a.history_items, a.history_times, a.history_clicked)
+        size.add_metric(["history"], sum(x.nbytes for x in history))
+        users.add_metric(["history"], len(a.user_ids))
+        exposures = self._recommender.exposures
         accounted = getattr(exposures, "accounted_bytes", None)
         if accounted is not None:  # an external store (Redis...) reports its own size
             size.add_metric(["exposures"], accounted)

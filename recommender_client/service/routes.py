@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recommender_client.breaker import BreakerState
@@ -82,10 +81,11 @@ async def recommend(request: Request) -> Response:
 
     The body is read and checked by the app's :class:`Intake` (not by FastAPI), so a client's
     mistake is a 4xx with a bounded JSON error and its cost is bounded before any work starts.
-    With an async model client (the service always makes one) the request stays on the event
-    loop and only the Predict call is awaited: the CPU stages take ~1 ms, less than the thread
-    hand-off they would need. A scorer without one (e.g. a LocalScorer given to create_app)
-    runs the blocking pipeline in the thread pool.
+    Always the recommender's async path: the user's online state is read once (awaited)
+    before the stages and the served items recorded after. With an async model client (the
+    service always makes one) the request stays on the event loop and only the Predict call
+    is awaited: the CPU stages take ~1 ms, less than the thread hand-off they would need. A
+    scorer without one (e.g. a LocalScorer given to create_app) runs the stages in a thread.
     """
     state = request.app.state
     settings, metrics = state.settings, state.metrics
@@ -114,12 +114,7 @@ async def recommend(request: Request) -> Response:
     )
     recommender = state.recommender
     try:
-        if recommender.supports_async:
-            batch, ruleset = await recommender.recommend_async(rank_request, observe=metrics.observe_stage)
-        else:
-            batch, ruleset = await run_in_threadpool(
-                recommender.recommend, rank_request, observe=metrics.observe_stage
-            )
+        batch, ruleset = await recommender.recommend_async(rank_request, observe=metrics.observe_stage)
     except ContextError as exc:
         return _refused(metrics, ClientError(400, str(exc), kind="bad_context"))
     except Exception:
