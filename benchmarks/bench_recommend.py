@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recommender_client.features import FeatureJoiner, InMemoryFeatureStore  # noqa: E402
+from recommender_client.plan import RecallConfig, default_sources  # noqa: E402
 from recommender_client.recall.artifacts import load_artifacts  # noqa: E402
 from recommender_client.recall.sources import merge_recall  # noqa: E402
-from recommender_client.recommender import RecallConfig, default_sources  # noqa: E402
 from training.features import FeatureContract  # noqa: E402
 
 
