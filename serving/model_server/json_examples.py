@@ -10,8 +10,9 @@ from typing import Any
 from tensorflow.core.example import example_pb2, feature_pb2
 
 from serving.model_server.errors import ServingError
-from serving.model_server.json_tensor import FLOAT_MAX, decode_b64, invalid, is_b64, is_lossless, lossy_error
-from serving.model_server.json_text import json_type_name, value_to_string
+from serving.model_server.json_debug import value_to_string
+from serving.model_server.json_tensor import decode_b64, invalid, is_b64
+from serving.model_server.json_text import json_type_name
 
 
 def _feature_kind_error(name: str, feature: feature_pb2.Feature) -> ServingError:
@@ -40,15 +41,14 @@ def _add_feature_value(value: Any, name: str, feature: feature_pb2.Feature) -> N
     elif isinstance(value, str):
         need("bytes_list")
         feature.bytes_list.value.append(value.encode("utf-8"))
-    elif isinstance(value, float) or abs(value) >= 2**64:
+    elif isinstance(value, float) or not -(2**63) <= value < 2**64:
+        # rapidjson holds integers outside [-2**63, 2**64) as doubles (json_parse does too)
         need("float_list")
-        if not is_lossless(float(value), 24, FLOAT_MAX):
-            raise lossy_error(value, "float")
-        feature.float_list.value.append(float(value))
+        feature.float_list.value.append(float(value))  # GetFloat: no precision check
     else:
         need("int64_list")
         if value >= 2**63:
-            raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         feature.int64_list.value.append(value)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,14 +16,15 @@ import numpy as np
 from tensorflow.core.framework import types_pb2 as DT
 
 from serving.model_server.errors import ServingError
-from serving.model_server.json_text import json_type_name, parse_error_message, value_to_string
+from serving.model_server.json_debug import value_to_string
+from serving.model_server.json_parse import parse_body
+from serving.model_server.json_text import json_type_name
 from serving.model_server.tensors import dtype_name, numpy_dtype
 
 ROW = "row"
 COLUMNAR = "columnar"
 
-FLOAT_MAX = float(np.finfo(np.float32).max)
-_DOUBLE_MAX = float(np.finfo(np.float64).max)
+MAX_RANK = 64  # numpy's limit on dimensions (TensorShape's is 254); a deeper list is refused
 _INT_RANGES = {  # rapidjson IsInt / IsInt64 / IsUint / IsUint64
     DT.DT_INT32: (-(2**31), 2**31 - 1),
     DT.DT_INT16: (-(2**31), 2**31 - 1),
@@ -42,19 +42,8 @@ def invalid(message: str) -> ServingError:
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    """Parse a request body; TF Serving's errors for empty, malformed or non-object JSON."""
-    if not body:
-        raise invalid("JSON Parse error: The document is empty")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid(parse_error_message(exc)) from None
-    except RecursionError:
-        raise invalid("JSON Parse error: Terminate parsing due to Handler error. at offset: 0") from None
+    """Parse a request body (json_parse.parse_body); TF Serving's error for non-object JSON."""
+    doc = parse_body(body)
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {value_to_string(doc)} Is not object")
     return doc
@@ -72,13 +61,6 @@ def signature_name(doc: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- values
-def lossy_error(value: Any, target: str) -> ServingError:
-    """`LossyDecimalError`: a number the target float type cannot hold exactly."""
-    return invalid(
-        f"Cannot convert JSON value: {value_to_string(value)} to {target} without loss of precision."
-    )
-
-
 def _type_error(value: Any, dtype: int) -> ServingError:
     return invalid(
         f"JSON Value: {value_to_string(value)} Type: {json_type_name(value)} "
@@ -101,14 +83,6 @@ def decode_b64(value: Any) -> bytes:
         raise invalid("Unable to base64 decode") from None
 
 
-def is_lossless(value: int | float, bits: int, max_value: float) -> bool:
-    """rapidjson-based IsLosslessDecimal: ints within 2^bits-1, doubles within range."""
-    if isinstance(value, int) and abs(value) < 2**64:
-        return abs(value) <= (1 << bits) - 1
-    value = float(value)
-    return not np.isfinite(value) or -max_value <= value <= max_value
-
-
 def _convert_scalar(value: Any, dtype: int) -> Any:
     """One leaf value -> a Python value for the tensor (`AddValueToTensor`)."""
     if isinstance(value, dict):
@@ -119,11 +93,7 @@ def _convert_scalar(value: Any, dtype: int) -> Any:
     if dtype in (DT.DT_FLOAT, DT.DT_DOUBLE):
         if not is_number:
             raise _type_error(value, dtype)
-        if dtype == DT.DT_FLOAT and not is_lossless(value, 24, FLOAT_MAX):
-            raise lossy_error(value, "float")
-        if dtype == DT.DT_DOUBLE and not is_lossless(value, 53, _DOUBLE_MAX):
-            raise lossy_error(value, "double")
-        return float(value)
+        return float(value)  # rapidjson's GetFloat/GetDouble: no precision check since TF 2.5
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
@@ -144,9 +114,18 @@ def _convert_scalar(value: Any, dtype: int) -> Any:
 
 
 def _dense_shape(value: Any) -> list[int]:
-    """`GetDenseTensorShape`: sizes of the first element at each nesting level."""
-    shape = []
+    """`GetDenseTensorShape`: sizes of the first element at each nesting level.
+
+    Refuses more than MAX_RANK levels (ours: numpy's limit), which also bounds `_fill`'s
+    recursion whatever the nesting of the body.
+    """
+    shape: list[int] = []
     while isinstance(value, list):
+        if len(shape) == MAX_RANK:
+            raise invalid(
+                f"JSON value nests lists deeper than {MAX_RANK} levels; this server supports "
+                f"tensors of at most {MAX_RANK} dimensions"
+            )
         shape.append(len(value))
         if not value:
             break
@@ -181,16 +160,7 @@ def _fast_flat(values: list[Any], dtype: int) -> np.ndarray | None:
     kinds = set(map(type, values))
     if dtype in (DT.DT_FLOAT, DT.DT_DOUBLE) and kinds <= {float, int}:
         array = np.array(values, dtype=np.float64)
-        if int in kinds:
-            bits = 24 if dtype == DT.DT_FLOAT else 53
-            if any(abs(v) > (1 << bits) - 1 for v in values if type(v) is int):
-                return None
-        if dtype == DT.DT_FLOAT:
-            finite = array[np.isfinite(array)]
-            if finite.size and np.abs(finite).max() > FLOAT_MAX:
-                return None
-            return array.astype(np.float32)
-        return array
+        return _to_float32(array) if dtype == DT.DT_FLOAT else array
     if dtype in _INT_RANGES and kinds == {int}:
         low, high = _INT_RANGES[dtype]
         if min(values) < low or max(values) > high:
@@ -210,8 +180,16 @@ def _fast_flat(values: list[Any], dtype: int) -> np.ndarray | None:
     return None
 
 
+def _to_float32(array: np.ndarray) -> np.ndarray:
+    """rapidjson's GetFloat, a C cast: doubles beyond float32's range become +-inf."""
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
 def _to_array(values: list[Any], shape: list[int], dtype: int) -> np.ndarray:
     np_dtype = numpy_dtype(dtype)
+    if dtype == DT.DT_FLOAT:
+        return _to_float32(np.array(values, dtype=np.float64)).reshape(shape)
     if dtype == DT.DT_STRING:
         out = np.empty(len(values), dtype=object)
         out[:] = values

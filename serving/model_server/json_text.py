@@ -2,7 +2,7 @@
 
 # TF Serving answers with rapidjson's `PrettyWriter` (4-space indent) and writes floats as
 # `absl::StrCat` text with a round-trip fallback (`util/json_tensor.cc`, `WriteDecimal`); its
-# error messages embed request values printed the same way (`JsonValueToString`). Clients
+# error messages embed request values (json_debug.py, `JsonValueToDebugString`). Clients
 # that compare bytes or parse float text see the same thing from this server.
 
 from __future__ import annotations
@@ -85,44 +85,6 @@ def rapidjson_double(value: float) -> str:
     return ("-" if sign else "") + body
 
 
-def _scalar_text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return rapidjson_double(value)
-    return json_string(value)
-
-
-def pretty(value: Any, depth: int = 0) -> str:
-    """Any parsed JSON value printed by rapidjson's PrettyWriter in its default format."""
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        inner = INDENT * (depth + 1)
-        members = ",\n".join(f"{inner}{json_string(k)}: {pretty(v, depth + 1)}" for k, v in value.items())
-        return "{\n" + members + "\n" + INDENT * depth + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        inner = INDENT * (depth + 1)
-        items = ",\n".join(inner + pretty(v, depth + 1) for v in value)
-        return "[\n" + items + "\n" + INDENT * depth + "]"
-    return _scalar_text(value)
-
-
-def value_to_string(value: Any) -> str:
-    """TF Serving's `JsonValueToString`: request values quoted inside error messages."""
-    if isinstance(value, float):
-        return decimal_text(value, double=True)
-    return pretty(value)
-
-
 def json_type_name(value: Any) -> str:
     """TF Serving's `JsonTypeString` names of JSON value types."""
     if value is None:
@@ -141,8 +103,15 @@ def json_type_name(value: Any) -> str:
 
 
 def error_body(message: str) -> bytes:
-    """TF Serving's REST error body (`MakeJsonFromStatus`)."""
-    return encode_text("{\n" + INDENT + '"error": ' + json_string(message) + "\n}")
+    """TF Serving's REST error body (`MakeJsonFromStatus`).
+
+    Never fails: a message holding a lone surrogate (which no UTF-8 text can carry) is written
+    with ASCII escapes instead, still valid JSON.
+    """
+    try:
+        return encode_text("{\n" + INDENT + '"error": ' + json_string(message) + "\n}")
+    except UnicodeEncodeError:
+        return ("{\n" + INDENT + '"error": ' + json.dumps(message) + "\n}").encode("ascii")
 
 
 # rapidjson's English parse-error texts for the situations Python's decoder reports.
@@ -155,6 +124,7 @@ _PARSE_MESSAGES = {
     "Invalid control character at": "Invalid encoding in string.",
     "Invalid \\escape": "Invalid escape character in string.",
     "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Unexpected UTF-8 BOM (decode using utf-8-sig)": "Invalid value.",
 }
 
 
@@ -179,8 +149,11 @@ def _innermost_container(text: str, pos: int) -> str:
     return stack[-1] if stack else "{"
 
 
-def parse_error_message(exc: json.JSONDecodeError) -> str:
-    """Turn a Python JSON decode error into TF Serving's "JSON Parse error: ..." text."""
+def parse_error_message(exc: json.JSONDecodeError, *, offset: int | None = None) -> str:
+    """Turn a Python JSON decode error into TF Serving's "JSON Parse error: ..." text.
+
+    ``offset`` is the error's byte offset (rapidjson's), when the text is not all ASCII.
+    """
     if exc.msg == "Expecting ',' delimiter":
         if _innermost_container(exc.doc, exc.pos) == "[":
             text = "Missing a comma or ']' after an array element."
@@ -188,4 +161,4 @@ def parse_error_message(exc: json.JSONDecodeError) -> str:
             text = "Missing a comma or '}' after an object member."
     else:
         text = _PARSE_MESSAGES.get(exc.msg, exc.msg + ".")
-    return f"JSON Parse error: {text} at offset: {exc.pos}"
+    return f"JSON Parse error: {text} at offset: {exc.pos if offset is None else offset}"

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 from serving.model_server import handlers, json_examples, json_response, json_tensor
 from serving.model_server.errors import ServingError
 from serving.model_server.http_transport import JSON
+from serving.model_server.json_debug import excerpt
 from serving.model_server.json_text import error_body
 from serving.model_server.metrics import Metrics
 from serving.model_server.signatures import DEFAULT_SIGNATURE
@@ -85,7 +86,7 @@ class RestApi:
             return err.http_status, JSON, error_body(err.message)
         except Exception as exc:  # a bug still answers with TF Serving's error shape
             code = grpc.StatusCode.INTERNAL
-            return 500, JSON, error_body(f"{type(exc).__name__}: {exc}")
+            return 500, JSON, error_body(excerpt(f"{type(exc).__name__}: {exc}"))
         finally:
             if self.metrics is not None and api:
                 self.metrics.record_request(
@@ -109,9 +110,12 @@ class RestApi:
         name = unquote(raw_name) if raw_name else ""
         version = None
         if version_text:
+            # absl::SimpleAtoi into an int64: at most 19 digits (Python's int() refuses 4,300+)
+            if len(version_text.lstrip("0")) > 19 or int(version_text) > _INT64_MAX:
+                raise ServingError.invalid_argument(
+                    f"Failed to convert version: {excerpt(version_text)} to numeric."
+                )
             version = int(version_text)
-            if version > _INT64_MAX:
-                raise ServingError.invalid_argument(f"Failed to convert version: {version_text} to numeric.")
         label = unquote(raw_label) if raw_label else None
         if method == "POST":
             routes = {"predict": ("Predict", self._predict), "classify": ("Classify", self._classify)}

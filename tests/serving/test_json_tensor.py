@@ -67,7 +67,7 @@ def test_columnar_named_inputs_and_missing_one() -> None:
             '{"instances" [1]}',
             "JSON Parse error: Missing a colon after a name of object member. at offset: 13",
         ),
-        ("[1]", "JSON Value: [\n    1\n] Is not object"),
+        ("[1]", "JSON Value: [1] Is not object"),
         ('{"x": 1}', "Missing 'inputs' or 'instances' key"),
         ('{"instances": []}', "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
         (
@@ -76,7 +76,7 @@ def test_columnar_named_inputs_and_missing_one() -> None:
         ),
         (
             '{"instances": [1], "inputs": [1]}',
-            'JSON Value: {\n    "instances": [\n        1\n    ],\n    "inputs": [\n        1\n    ]\n} '
+            'JSON Value: {\n    "instances": [1],\n    "inputs": [1]\n} '
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
         ),
         (
@@ -97,8 +97,6 @@ def test_columnar_named_inputs_and_missing_one() -> None:
             '{"inputs": [[1.0], 2.0]}',
             "JSON Value: 2.0 found at incorrect level: 2 in the JSON DOM. Expected at level: 2",
         ),
-        ('{"inputs": [16777216]}', "Cannot convert JSON value: 16777216 to float without loss of precision."),
-        ('{"inputs": [1e39]}', "Cannot convert JSON value: 1e+39 to float without loss of precision."),
         ('{"inputs": [true]}', "JSON Value: true Type: True is not of expected type: float"),
         (
             '{"inputs": {"b64": "!!"}}',
@@ -106,7 +104,7 @@ def test_columnar_named_inputs_and_missing_one() -> None:
         ),
         (
             '{"signature_name": 3, "inputs": [1]}',
-            'JSON Value: {\n    "signature_name": 3,\n    "inputs": [\n        1\n    ]\n} not formatted '
+            'JSON Value: {\n    "signature_name": 3,\n    "inputs": [1]\n} not formatted '
             "correctly. 'signature_name' key must be a string value.",
         ),
     ],
