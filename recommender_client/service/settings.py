@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     )
     rules_path: Path | None = Field(default=None, description="operator rules YAML; none: no rules")
     rules_reload_interval_s: float = Field(default=2.0, ge=0)
+    artifacts_poll_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds between checks of artifacts_dir's manifest; a changed one is loaded "
+        "in the background and swapped in whole (a broken set keeps the old); 0: never reloaded",
+    )
 
     # model server
     protocol: Literal["grpc", "rest"] = "grpc"
