@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from redis.utils import HIREDIS_AVAILABLE
 
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.service.settings import Settings
@@ -265,6 +266,7 @@ def test_the_factory_follows_the_settings(tmp_path: Path) -> None:
     )
     remote = build_online_state(settings)
     assert isinstance(remote, RedisState)
+    assert HIREDIS_AVAILABLE  # the C reply parser: a 500-impression snapshot ~0.5 ms instead of ~3
     assert (remote.ttl_s, remote.max_events_per_user, remote.max_clicks_per_user) == (60.0, 11, 100)
     pool = remote.client.connection_pool
     assert pool.max_connections == 5 and pool.timeout == 0.3  # type: ignore[attr-defined]
