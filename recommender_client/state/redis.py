@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Member = item id, SEP, a token unique to this (process, call, position): each impression
 # is its own member, so one item shown twice counts twice. Tokens never hold SEP.
 SEP = b"\x1f"
+# Ids are any str JSON can carry, lone surrogates included (from a JSON \ud800 escape): stored as
+# UTF-8 with surrogates passed through, so every id round-trips instead of failing to encode.
+ENCODING, ERRORS = "utf-8", "surrogatepass"
 # What a failing store raises: redis-py's own errors (ConnectionError and TimeoutError are
 # RedisErrors), a socket error it did not wrap, and asyncio's timeout.
 STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
@@ -90,6 +93,8 @@ class RedisState:
             timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
+            encoding=ENCODING,
+            encoding_errors=ERRORS,
         )
         return cls(aioredis.Redis.from_pool(pool), ttl_s=ttl_s, **kwargs)
 
@@ -104,14 +109,16 @@ class RedisState:
         items = item_ids[-self.max_events_per_user :]
         base = next(self._counter)
         token = self._nonce + b"%x." % base
-        members = {item.encode() + SEP + token + b"%x" % i: at for i, item in enumerate(items)}
+        members = {
+            item.encode(ENCODING, ERRORS) + SEP + token + b"%x" % i: at for i, item in enumerate(items)
+        }
         imp, _ = self.keys(user_id)
         await self._write(user_id, imp, members, self.max_events_per_user, gt=False)
 
     async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
         if not item_ids:
             return
-        members = {item.encode(): at for item in item_ids[-self.max_clicks_per_user :]}
+        members = {item.encode(ENCODING, ERRORS): at for item in item_ids[-self.max_clicks_per_user :]}
         _, clk = self.keys(user_id)
         await self._write(user_id, clk, members, self.max_clicks_per_user, gt=True)
 
@@ -162,11 +169,11 @@ class RedisState:
             self._failed("read", exc)
             return EMPTY_STATE
         self._answered()
-        items = [member.rpartition(SEP)[0].decode() for member, _ in impressions]
+        items = [member.rpartition(SEP)[0].decode(ENCODING, ERRORS) for member, _ in impressions]
         return UserState(
             impression_items=item_hashes(items),
             impression_times=np.fromiter((t for _, t in impressions), np.float64, len(impressions)),
-            clicked=tuple(member.decode() for member, _ in clicks),
+            clicked=tuple(member.decode(ENCODING, ERRORS) for member, _ in clicks),
             click_times=np.fromiter((t for _, t in clicks), np.float64, len(clicks)),
         )
 

@@ -285,6 +285,20 @@ def test_bad_backend_settings_fail_at_start_up(tmp_path: Path) -> None:
         Settings(artifacts_dir=tmp_path, redis_timeout_s=0)
 
 
+def test_any_json_string_is_an_id(make_state: MakeState) -> None:
+    """Non-ASCII ids and lone surrogates (JSON's "\\ud800") are kept apart and come back whole."""
+    odd_user, odd_item = "u\ud800", "é\udfff}\x1f{"
+
+    async def body(s: OnlineState) -> None:
+        await s.record_impressions(odd_user, [odd_item, "i1"], 5.0)
+        await s.record_clicks(odd_user, [odd_item], 5.0)
+        assert (await s.exposures(odd_user, [odd_item, "i1", "é"], since=0, until=9)).tolist() == [1, 1, 0]
+        assert await s.recent_clicks(odd_user, 3) == [odd_item]
+        assert await s.seen("u") == set()
+
+    run(make_state, body)
+
+
 def test_snapshot_times_are_float64(make_state: MakeState) -> None:
     async def body(s: OnlineState) -> None:
         await s.record_impressions("u", ["i1"], 1_700_000_000.25)
