@@ -105,7 +105,8 @@ def redis_for(args: argparse.Namespace) -> Iterator[str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--zset-max-listpack-entries", "512"],  # as docker/redis.Dockerfile
         stdout=subprocess.DEVNULL,
     )
     try:

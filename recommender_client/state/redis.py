@@ -38,6 +38,10 @@ class RedisState:
     impressions (``max_clicks_per_user`` clicks) and ``PEXPIRE`` both keys by ``ttl_s``, so a
     user not recorded for ``ttl_s`` seconds (Redis's clock) is forgotten, as in process.
 
+    Memory: ~33 bytes an impression when Redis keeps the set as a listpack
+    (``zset-max-listpack-entries`` >= ``max_events_per_user``, as docker/redis.Dockerfile sets),
+    16 KB a user at 500; ~120 bytes as a skiplist (Redis's default past 128 members).
+
     Bounds: a call records at most the newest per-user maximum of its items (the trim would drop
     the others anyway); reads fetch at most the per-user maxima; one pool of ``max_connections``
     connections, waiting at most ``timeout_s`` for one; every socket read and connect times out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from recommender_client.service.settings import Settings
 from serving.tfserving_config import server_flags
 from tests.docker.dockerfiles import Instruction, env_of, named, parse
 
@@ -140,6 +141,10 @@ def test_redis_is_debians_non_root_without_persistence_and_bounded(redis: list[I
     assert argv[0] == "redis-server"
     assert (flags["--save"], flags["--appendonly"], flags["--port"]) == ("", "no", "6379")
     assert (flags["--maxmemory"], flags["--maxmemory-policy"]) == ("256mb", "allkeys-lru")
+    assert (
+        int(flags["--zset-max-listpack-entries"])
+        >= Settings.model_fields["exposure_max_events_per_user"].default
+    )
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(workdir), "--protected-mode", "yes"],
+        + ["--dir", str(workdir), "--protected-mode", "yes", "--zset-max-listpack-entries", "512"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
