@@ -1,4 +1,4 @@
-"""Two real ranker processes sharing one redis-server apply one frequency cap (issue 18 item 5).
+"""Two real ranker processes sharing one redis-server apply one frequency cap and one seen set (issue 18 item 5).
 
 Each ranker is ``python -m recommender_client.service`` with no model server at its gRPC target,
 so it answers in recall order (degraded) and every answer is deterministic; the cap rule is the
@@ -103,5 +103,38 @@ def test_two_rankers_sharing_redis_apply_one_frequency_cap(
     keys = sorted(store.keys())
     assert keys == [b"recsys:{u:u2}:imp"]
     assert store.zcard(keys[0]) == len(first + second + third) and 0 < store.pttl(keys[0])
+    store.flushdb()
+    store.close()
+
+
+SEEN = "rules:\n  - {name: seen, type: filter_seen, ttl_hours: 24}\n"
+
+
+def click(base: str, user: str, item: str) -> None:
+    event = {"event_id": f"c-{user}-{item}", "request_id": "r1", "user_id": user, "item_id": item}
+    event |= {"type": "click", "position": 0, "timestamp": T}
+    assert httpx.post(f"{base}/events", json={"events": [event]}, timeout=10).json()["accepted"] == 1
+
+
+def test_a_click_posted_to_one_ranker_is_seen_by_the_other(
+    artifacts_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SEEN)
+    with rankers(artifacts_dir, rules, {"RANKER_STATE_BACKEND": "memory"}) as (a, b):
+        before = served(b, "u9", k=3)  # u9 has no history: nothing is seen yet
+        click(a, "u9", before[0])
+        assert served(b, "u9", k=3) == before  # B never hears of the click
+        assert before[0] not in served(a, "u9", k=3)  # A does
+
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+    store = redis.Redis.from_url(url)
+    store.flushdb()
+    shared = {"RANKER_STATE_BACKEND": "redis", "RANKER_REDIS_URL": url, "RANKER_REDIS_TIMEOUT_S": "1"}
+    with rankers(artifacts_dir, rules, shared) as (a, b):
+        assert served(b, "u9", k=3) == before
+        click(a, "u9", before[0])
+        assert before[0] not in served(b, "u9", k=3)
+    assert store.zrange("recsys:{u:u9}:clk", 0, -1, withscores=True) == [(before[0].encode(), T)]
     store.flushdb()
     store.close()
