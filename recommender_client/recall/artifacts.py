@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import atomic_path, atomic_write_text
+from training.features import atomic_write_bytes
 
 ARTIFACTS_VERSION = 1
 MANIFEST = "manifest.json"
@@ -84,6 +88,8 @@ class RecallArtifacts:
     user_features: Mapping[str, list[Any]]  # feature name -> values aligned with user_ids
     item_features: Mapping[str, list[Any]]  # feature name -> values aligned with catalog
     user_index: Mapping[str, int] = field(default_factory=dict, compare=False)
+    # epoch seconds the set was written (the manifest's built_at; None until saved)
+    built_at: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.user_index:
@@ -98,72 +104,97 @@ class RecallArtifacts:
 
 
 def save_artifacts(artifacts: RecallArtifacts, directory: str | os.PathLike[str]) -> Path:
-    """Write every file atomically into ``directory``; the manifest is written last."""
+    """Write every file atomically into ``directory``; the manifest is written last.
+
+    The manifest lists each file's size and SHA-256 and the time of writing (``built_at``), so
+    a reader that polls the directory (the service reloads it without a restart) can tell a
+    complete set from one being rewritten under it, and report the set's age.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     cat = artifacts.catalog
-    _write_json(
-        out / ITEMS_FILE,
-        {
-            "item_ids": list(cat.item_ids),
-            "category": list(cat.category),
-            "tags": list(cat.tags),
-            "publish_time": [None if not np.isfinite(t) else float(t) for t in cat.publish_time],
-            "features": {k: list(v) for k, v in artifacts.item_features.items()},
+    files = {
+        ITEMS_FILE: _json_bytes(
+            {
+                "item_ids": list(cat.item_ids),
+                "category": list(cat.category),
+                "tags": list(cat.tags),
+                "publish_time": [None if not np.isfinite(t) else float(t) for t in cat.publish_time],
+                "features": {k: list(v) for k, v in artifacts.item_features.items()},
+            }
+        ),
+        USERS_FILE: _json_bytes(
+            {
+                "user_ids": list(artifacts.user_ids),
+                "features": {k: list(v) for k, v in artifacts.user_features.items()},
+            }
+        ),
+        POPULARITY_FILE: _npz_bytes(
+            popular_items=artifacts.popular_items.astype(np.int32),
+            popular_scores=artifacts.popular_scores.astype(np.float32),
+            category_names=np.asarray(artifacts.category_names, dtype=str),
+            category_offsets=artifacts.category_offsets.astype(np.int64),
+            category_items=artifacts.category_items.astype(np.int32),
+            category_scores=artifacts.category_scores.astype(np.float32),
+        ),
+        ITEMCF_FILE: _npz_bytes(
+            neighbors=artifacts.cf_neighbors.astype(np.int32),
+            scores=artifacts.cf_scores.astype(np.float32),
+        ),
+        HISTORY_FILE: _npz_bytes(
+            offsets=artifacts.history_offsets.astype(np.int64),
+            items=artifacts.history_items.astype(np.int32),
+            times=artifacts.history_times.astype(np.float64),
+            clicked=artifacts.history_clicked.astype(bool),
+        ),
+    }
+    for name, data in files.items():
+        atomic_write_bytes(out / name, data)
+    manifest = {
+        "artifacts_version": ARTIFACTS_VERSION,
+        "as_of": artifacts.as_of,
+        "half_life_days": artifacts.half_life_days,
+        "num_items": len(cat),
+        "num_users": len(artifacts.user_ids),
+        "built_at": artifacts.built_at if artifacts.built_at is not None else time.time(),
+        "files": {
+            name: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()} for name, b in files.items()
         },
-    )
-    _write_json(
-        out / USERS_FILE,
-        {
-            "user_ids": list(artifacts.user_ids),
-            "features": {k: list(v) for k, v in artifacts.user_features.items()},
-        },
-    )
-    _write_npz(
-        out / POPULARITY_FILE,
-        popular_items=artifacts.popular_items.astype(np.int32),
-        popular_scores=artifacts.popular_scores.astype(np.float32),
-        category_names=np.asarray(artifacts.category_names, dtype=str),
-        category_offsets=artifacts.category_offsets.astype(np.int64),
-        category_items=artifacts.category_items.astype(np.int32),
-        category_scores=artifacts.category_scores.astype(np.float32),
-    )
-    _write_npz(
-        out / ITEMCF_FILE,
-        neighbors=artifacts.cf_neighbors.astype(np.int32),
-        scores=artifacts.cf_scores.astype(np.float32),
-    )
-    _write_npz(
-        out / HISTORY_FILE,
-        offsets=artifacts.history_offsets.astype(np.int64),
-        items=artifacts.history_items.astype(np.int32),
-        times=artifacts.history_times.astype(np.float64),
-        clicked=artifacts.history_clicked.astype(bool),
-    )
-    _write_json(
-        out / MANIFEST,
-        {
-            "artifacts_version": ARTIFACTS_VERSION,
-            "as_of": artifacts.as_of,
-            "half_life_days": artifacts.half_life_days,
-            "num_items": len(cat),
-            "num_users": len(artifacts.user_ids),
-        },
-    )
+    }
+    atomic_write_bytes(out / MANIFEST, _json_bytes(manifest))
     return out
 
 
 def load_artifacts(directory: str | os.PathLike[str]) -> RecallArtifacts:
-    """Load and cross-check an artefact directory written by :func:`save_artifacts`."""
+    """Load and cross-check an artefact directory written by :func:`save_artifacts`.
+
+    Each file is read once and checked against the size and SHA-256 the manifest lists (sets
+    written before the manifest had them are only cross-checked), so a set rewritten while it
+    is read fails with ``ArtifactError`` instead of mixing two sets. ``built_at`` is the
+    manifest's, or its file's mtime for sets written before it had one.
+    """
     root = Path(directory)
-    manifest = _read_json(root / MANIFEST)
+    manifest = _parse_json(root / MANIFEST, _read_bytes(root / MANIFEST))
     if manifest.get("artifacts_version") != ARTIFACTS_VERSION:
         raise ArtifactError(
             f"{root / MANIFEST}: unsupported artifacts_version {manifest.get('artifacts_version')!r}"
             f" (expected {ARTIFACTS_VERSION})"
         )
-    items = _read_json(root / ITEMS_FILE)
-    users = _read_json(root / USERS_FILE)
+    files = manifest.get("files")
+    expected: dict[str, Any] = files if isinstance(files, dict) else {}
+    mismatched: list[str] = []
+
+    def read(name: str) -> bytes:
+        data = _read_bytes(root / name)
+        want = expected.get(name)
+        if want is not None and (
+            len(data) != want.get("bytes") or hashlib.sha256(data).hexdigest() != want.get("sha256")
+        ):
+            mismatched.append(name)
+        return data
+
+    items = _parse_json(root / ITEMS_FILE, read(ITEMS_FILE))
+    users = _parse_json(root / USERS_FILE, read(USERS_FILE))
     try:
         catalog = Catalog(
             item_ids=tuple(items["item_ids"]),
@@ -175,9 +206,17 @@ def load_artifacts(directory: str | os.PathLike[str]) -> RecallArtifacts:
         )
     except KeyError as exc:
         raise ArtifactError(f"{root / ITEMS_FILE}: missing key {exc}") from exc
-    pop = _read_npz(root / POPULARITY_FILE)
-    cf = _read_npz(root / ITEMCF_FILE)
-    hist = _read_npz(root / HISTORY_FILE)
+    pop = _parse_npz(root / POPULARITY_FILE, read(POPULARITY_FILE))
+    cf = _parse_npz(root / ITEMCF_FILE, read(ITEMCF_FILE))
+    hist = _parse_npz(root / HISTORY_FILE, read(HISTORY_FILE))
+    if mismatched:  # after parsing: a file that does not even parse is named as such first
+        raise ArtifactError(
+            f"{root}: {', '.join(mismatched)} do not match the manifest's sizes and sha256 "
+            "(the set is being rewritten, or damaged)"
+        )
+    built_at = manifest.get("built_at")
+    if not isinstance(built_at, (int, float)):
+        built_at = (root / MANIFEST).stat().st_mtime
     user_ids = tuple(users.get("user_ids", ()))
     artifacts = RecallArtifacts(
         catalog=catalog,
@@ -198,6 +237,7 @@ def load_artifacts(directory: str | os.PathLike[str]) -> RecallArtifacts:
         history_clicked=hist["clicked"],
         user_features=dict(users.get("features", {})),
         item_features=dict(items.get("features", {})),
+        built_at=float(built_at),
     )
     _check(artifacts, root)
     return artifacts
@@ -235,31 +275,36 @@ def _check(a: RecallArtifacts, root: Path) -> None:
         raise ArtifactError(f"{root}: " + "; ".join(problems))
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, separators=(",", ":")))
+def _json_bytes(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as bool
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as bool
+    return buffer.getvalue()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
+        return path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"cannot read artefact {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+
+
+def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     return data
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _parse_npz(path: Path, raw: bytes) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"cannot read artefact {path}: {exc}") from exc

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.ranking import LocalScorer, Scorer
 from recommender_client.recall.artifacts import RecallArtifacts, load_artifacts
+from recommender_client.recall.reload import ArtifactWatch
 from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.rerank.reload import RuleBook
 from recommender_client.served_log import ServedLog
@@ -34,11 +35,13 @@ def build_recommender(
     *,
     served_log: ServedLog | None = None,
     online_state: OnlineState | None = None,
+    artifacts: RecallArtifacts | None = None,
 ) -> Recommender:
     """Load the contract, artefacts and rules and wire the pipeline around ``scorer``.
 
     ``online_state`` is the store of users' impressions and clicks; by default the one the
-    settings ask for (``state_backend``: in this process, or Redis).
+    settings ask for (``state_backend``: in this process, or Redis). ``artifacts``: already
+    loaded (by the lifespan's ``ArtifactWatch``); by default read from ``artifacts_dir``.
     """
     assert settings.contract_path is not None
     contract = FeatureContract.load(settings.contract_path)
@@ -48,7 +51,8 @@ def build_recommender(
             f"the feature contract has {len(context)} context features, more than max_context_keys="
             f"{settings.max_context_keys}: raise RANKER_MAX_CONTEXT_KEYS to at least {len(context)}"
         )
-    artifacts = load_artifacts(settings.artifacts_dir)
+    if artifacts is None:
+        artifacts = load_artifacts(settings.artifacts_dir)
     rules = (
         RuleBook(settings.rules_path, min_interval_s=settings.rules_reload_interval_s)
         if settings.rules_path is not None
@@ -115,16 +119,24 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
         served_log = served_log_for(settings)
         event_log = events_log(settings)
         online_state = build_online_state(settings)  # on this loop: a Redis client binds to it
+        watch: ArtifactWatch | None = None
         try:
             app.state.settings = settings
             app.state.metrics = ServiceMetrics()
             app.state.intake = Intake(settings)
-            app.state.recommender = build_recommender(
-                settings, active, served_log=served_log, online_state=online_state
+            watch = ArtifactWatch(
+                settings.artifacts_dir,
+                swap=lambda new: recommender.swap_artifacts(new, fallback=fallback_for(settings, new)),
+                poll_interval_s=settings.artifacts_poll_interval_s,
             )
+            recommender = app.state.recommender = build_recommender(
+                settings, active, served_log=served_log, online_state=online_state, artifacts=watch.load()
+            )
+            app.state.artifact_watch = watch
+            watch.start()
             app.state.events = EventSink(settings, app.state.recommender.online_state, log=event_log)
             app.state.model_watch = model_side.watch if model_side is not None else None
-            app.state.metrics.watch(app.state.recommender, app.state.model_watch)
+            app.state.metrics.watch(app.state.recommender, app.state.model_watch, watch)
             log.info(
                 "ranker ready: model %r over %s, artefacts %s",
                 settings.model_name,
@@ -133,6 +145,8 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
             )
             yield
         finally:
+            if watch is not None:
+                await watch.stop()
             for opened in (served_log, event_log):
                 if opened is not None:
                     opened.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from recommender_client.model_check import ModelWatch
+    from recommender_client.recall.reload import ArtifactWatch
     from recommender_client.recommender import Recommender
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -72,14 +75,52 @@ class ServiceMetrics:
             child = self._stage_children[stage] = self.stage_seconds.labels(stage=stage)
         child.observe(seconds)
 
-    def watch(self, recommender: Recommender, model: ModelWatch | None = None) -> None:
-        """Report the recommender's rules failures, per-user state and the model's health,
-        read at each scrape."""
+    def watch(
+        self,
+        recommender: Recommender,
+        model: ModelWatch | None = None,
+        artifacts: ArtifactWatch | None = None,
+    ) -> None:
+        """Report the recommender's rules failures, per-user state, artefacts and the model's
+        health, read at each scrape."""
         rules = recommender.rules
         self.rules_reload_failures.set_function(lambda: rules.failures if rules is not None else 0)
         self.registry.register(UserStateCollector(recommender))
+        self.registry.register(ArtifactsCollector(recommender, artifacts))
         if model is not None:
             self.registry.register(ModelHealthCollector(model))
+
+
+class ArtifactsCollector(Collector):
+    """The artefact set in force: its age and the reloads that replaced it (or were refused).
+
+    Alert on ``ranker_artifacts_age_seconds`` above the rebuild period (the builds stopped, or
+    every new set is refused: ``ranker_artifacts_reload_failures_total`` grows and /readyz
+    names the error); ``ranker_artifacts_reload_failures_total`` counts each refused manifest once.
+    """
+
+    def __init__(self, recommender: Recommender, watch: ArtifactWatch | None) -> None:
+        self._recommender = recommender
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        built_at = self._recommender.artifacts.built_at
+        yield GaugeMetricFamily(
+            "ranker_artifacts_age_seconds",
+            "Seconds since the artefact set in force was built (its manifest's built_at).",
+            value=time.time() - built_at if built_at is not None else math.nan,
+        )
+        watch = self._watch
+        yield CounterMetricFamily(
+            "ranker_artifacts_reloads",
+            "Artefact sets loaded without a restart.",
+            value=watch.reloads if watch else 0,
+        )
+        yield CounterMetricFamily(
+            "ranker_artifacts_reload_failures",
+            "New artefact sets refused (the set in force was kept).",
+            value=watch.failures if watch else 0,
+        )
 
 
 class ModelHealthCollector(Collector):

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from recommender_client.breaker import BreakerState
 from recommender_client.model_check import ModelReport
+from recommender_client.recall.artifacts import RecallArtifacts
+from recommender_client.recall.reload import ArtifactWatch
 
 
 def readiness(state: Any) -> tuple[int, dict[str, Any]]:
@@ -47,5 +50,23 @@ def readiness(state: Any) -> tuple[int, dict[str, Any]]:
         "rules_version": recommender.current_rules().digest,
         "rules_error": rules.last_error if rules is not None else None,
         "items": len(recommender.artifacts.catalog.item_ids),
+        "artifacts": artifacts_report(recommender.artifacts, getattr(state, "artifact_watch", None)),
     }
     return 200, body
+
+
+def artifacts_report(artifacts: RecallArtifacts, watch: ArtifactWatch | None) -> dict[str, Any]:
+    """The set in force: when it was built and from which data, and how its reloads went.
+
+    Old artefacts still serve (the online state keeps seen and caps current), so their age is
+    a field and a metric (``ranker_artifacts_age_seconds``), never a reason to be unready.
+    """
+    built_at = artifacts.built_at
+    return {
+        "built_at": built_at,
+        "age_s": round(time.time() - built_at, 3) if built_at is not None else None,
+        "as_of": artifacts.as_of,
+        "reloads": watch.reloads if watch is not None else 0,
+        "reload_failures": watch.failures if watch is not None else 0,
+        "reload_error": watch.last_error if watch is not None else None,
+    }

@@ -19,9 +19,9 @@ from recommender_client.ranking import LocalScorer
 from recommender_client.recall.artifacts import load_artifacts
 from recommender_client.recall.sources import ItemCFRecall, recent_clicks
 from recommender_client.service.app import create_app
-from recommender_client.service.settings import Settings
 from recommender_client.state.protocol import UserState
 from tests.recommender_client.conftest import DAY, T
+from tests.recommender_client.test_service import settings_for
 
 SEEN = "  - {name: seen, type: filter_seen, ttl_hours: 24}\n"
 CAP = "  - {name: cap-2, type: frequency_cap, max_impressions: 2, period_hours: 1}\n"
@@ -29,19 +29,7 @@ CAP = "  - {name: cap-2, type: frequency_cap, max_impressions: 2, period_hours: 
 
 def app_for(artifacts_dir: Path, tmp_path: Path, rules: str, *, now: float, **overrides: Any) -> TestClient:
     (tmp_path / "rules.yaml").write_text("rules:\n" + rules)
-    settings = Settings(
-        **{
-            "artifacts_dir": artifacts_dir,
-            "rules_path": tmp_path / "rules.yaml",
-            "fixed_now": now,
-            "quota_itemcf": 2,
-            "quota_category_popularity": 2,
-            "quota_new": 1,
-            "quota_popularity": 10,
-            "max_candidates": 10,
-        }
-        | overrides
-    )
+    settings = settings_for(artifacts_dir, rules_path=tmp_path / "rules.yaml", fixed_now=now, **overrides)
     scorer = LocalScorer(load_artifacts(artifacts_dir).popularity_of(), intercept=0.0, slope=1.0)
     return TestClient(create_app(settings, scorer=scorer))
 
