@@ -93,7 +93,9 @@ class Recommender:
         self.served_log = served_log
         self.record_served = record_served
         self.model_name = model_name
-        self.state_failures = 0
+        # calls to the online state that raised, by kind (a store that handles its own
+        # failures, as RedisState does, counts them itself and never raises)
+        self.state_failures = {"read": 0, "record": 0}
         self._recall = recall
         self._predict_timeout_s = predict_timeout_s
         self._clock = clock
@@ -203,7 +205,7 @@ class Recommender:
             try:
                 await self.online_state.record_impressions(request.user_id, batch.items, request.now)
             except Exception as exc:
-                self._state_failed("record_impressions", exc)
+                self._state_failed("record", exc)
         return batch, plan.ruleset
 
     async def _snapshot(self, user_id: str, since: float) -> UserState:
@@ -212,13 +214,14 @@ class Recommender:
         try:
             return await self.online_state.snapshot(user_id, impressions_since=since)
         except Exception as exc:
-            self._state_failed("snapshot", exc)
+            self._state_failed("read", exc)
             return EMPTY_STATE
 
     def _state_failed(self, op: str, exc: Exception) -> None:
-        self.state_failures += 1
-        if self.state_failures == 1 or self.state_failures % 1000 == 0:
-            log.warning("online state %s failed (%d so far): %r", op, self.state_failures, exc)
+        self.state_failures[op] += 1
+        count = self.state_failures[op]
+        if count == 1 or count % 1000 == 0:  # a store that is down fails every request
+            log.warning("online state %s failed (%d so far): %r", op, count, exc)
 
     def _served(self, request: RankRequest, batch: Batch, ruleset: RuleSet) -> Batch:
         """Stamp a ranked batch's propensities and maybe log it."""

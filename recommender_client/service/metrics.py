@@ -187,3 +187,12 @@ class UserStateCollector(Collector):
         yield size
         yield users
         yield evictions
+        errors = CounterMetricFamily(
+            "ranker_online_state_errors",
+            "Online-state calls that failed (answered with an empty state, or a write dropped), by op.",
+            labels=["op"],
+        )
+        store_errors = getattr(self._recommender.online_state, "errors", None) or {}
+        for op, count in self._recommender.state_failures.items():
+            errors.add_metric([op], count + store_errors.get(op, 0))
+        yield errors

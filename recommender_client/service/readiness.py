@@ -51,8 +51,24 @@ def readiness(state: Any) -> tuple[int, dict[str, Any]]:
         "rules_error": rules.last_error if rules is not None else None,
         "items": len(recommender.artifacts.catalog.item_ids),
         "artifacts": artifacts_report(recommender.artifacts, getattr(state, "artifact_watch", None)),
+        "online_state": online_state_report(recommender),
     }
     return 200, body
+
+
+def online_state_report(recommender: Any) -> dict[str, Any]:
+    """Which store holds the users' impressions and clicks, and how many calls to it failed.
+
+    A store that is down does not make the replica unready: requests are answered without
+    the state (no seen or caps from it), which is what the failure counts say.
+    """
+    store = recommender.online_state
+    store_errors = getattr(store, "errors", None) or {}
+    return {
+        "store": type(store).__name__,
+        "shared": bool(getattr(store, "shared", False)),
+        "errors": {op: n + store_errors.get(op, 0) for op, n in recommender.state_failures.items()},
+    }
 
 
 def artifacts_report(artifacts: RecallArtifacts, watch: ArtifactWatch | None) -> dict[str, Any]:

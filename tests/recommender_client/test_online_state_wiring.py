@@ -20,6 +20,7 @@ from recommender_client.recall.artifacts import load_artifacts
 from recommender_client.recall.sources import ItemCFRecall, recent_clicks
 from recommender_client.service.app import create_app
 from recommender_client.state.protocol import UserState
+from tests.recommender_client.client.servers import free_port
 from tests.recommender_client.conftest import DAY, T
 from tests.recommender_client.test_service import settings_for
 
@@ -140,3 +141,18 @@ def test_a_capped_pin_is_not_served(artifacts_dir: Path, tmp_path: Path) -> None
             event("s2", "u1", "i4", "impression", T - 10),
         )
         assert ids(client, "u1", k=3, **body) == ["i2", "i3", "i1"]
+
+
+def test_a_store_that_is_down_fails_no_request(artifacts_dir: Path, tmp_path: Path) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with app_for(artifacts_dir, tmp_path, CAP, now=T, state_backend="redis", redis_url=down) as client:
+        for _ in range(3):  # nothing is stored, so nothing is capped: the same answer each time
+            assert ids(client, "u2", k=2) == ["i2", "i3"]
+        post(client, event("c1", "u2", "i2", "click", T - 1))  # accepted, the write dropped
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["online_state"]["store"] == "RedisState"
+        # one snapshot read and one impressions write per request, one click write
+        assert ready["online_state"]["errors"] == {"read": 3, "record": 4}
+        metrics = client.get("/metrics").text
+        assert 'ranker_online_state_errors_total{op="read"} 3.0' in metrics
+        assert 'ranker_online_state_errors_total{op="record"} 4.0' in metrics
