@@ -6,13 +6,15 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from recommender_client.breaker import CircuitBreaker
 from recommender_client.state.protocol import EMPTY_STATE, UserState, item_hashes
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,11 @@ class RedisState:
     Failures never reach the client: a request must be answered while Redis is down, and an
     unrecorded impression only loosens a cap. A failed ``snapshot`` (or other read) returns the
     empty state, a failed record is dropped; both are counted in ``errors`` (by operation, for
-    the metrics) and logged once when failures start and once when Redis answers again.
+    the metrics) and logged once when failures start and once when Redis answers again. After
+    ``breaker``'s threshold of failures in a row (3) no call is made for its cool-down (1 s;
+    counted as ``skipped``), then one trial call: an unreachable Redis whose packets vanish
+    would otherwise cost every request a timeout for the read and another for the write.
+    No retries (redis-py's are off on a pool of our own): the next request tries again.
     """
 
     shared = True
@@ -63,6 +69,7 @@ class RedisState:
         max_events_per_user: int = 500,
         max_clicks_per_user: int = 100,
         key_prefix: str = "recsys:",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if min(max_events_per_user, max_clicks_per_user) < 1 or not ttl_s >= 0.001:
             raise ValueError(
@@ -75,7 +82,8 @@ class RedisState:
         self.max_events_per_user = max_events_per_user
         self.max_clicks_per_user = max_clicks_per_user
         self.key_prefix = key_prefix
-        self.errors = {"record": 0, "read": 0}
+        self.breaker = breaker if breaker is not None else CircuitBreaker(failure_threshold=3, cooldown_s=1.0)
+        self.errors = {"record": 0, "read": 0, "skipped": 0}
         self._failing = False
         self._nonce = os.urandom(4).hex().encode()  # tells this process's tokens from another's
         self._counter = itertools.count()
@@ -130,17 +138,35 @@ class RedisState:
         self, user_id: str, key: str, members: dict[bytes, float], keep: int, *, gt: bool
     ) -> None:
         """Add, trim to the newest ``keep`` and refresh both keys' TTL, in one round trip."""
+
+        def commands(pipe: Pipeline) -> None:
+            pipe.zadd(key, members, gt=gt)
+            pipe.zremrangebyrank(key, 0, -keep - 1)
+            for name in self.keys(user_id):
+                pipe.pexpire(name, self._ttl_ms)
+
+        await self._run("record", commands)
+
+    async def _run(self, op: str, commands: Callable[[Pipeline], None]) -> list[Any] | None:
+        """One pipelined round trip; ``None`` when Redis failed, or the breaker is open after
+        failures and the call is not made at all (``errors["skipped"]``)."""
+        if not self.breaker.allow():
+            self.errors["skipped"] += 1
+            return None
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zadd(key, members, gt=gt)
-                pipe.zremrangebyrank(key, 0, -keep - 1)
-                for name in self.keys(user_id):
-                    pipe.pexpire(name, self._ttl_ms)
-                await pipe.execute()
+                commands(pipe)
+                replies: list[Any] = await pipe.execute()
         except STORE_ERRORS as exc:
-            self._failed("record", exc)
-        else:
-            self._answered()
+            self.breaker.record(exc)
+            self._failed(op, exc)
+            return None
+        except BaseException as exc:  # cancelled with the request: frees a half-open trial
+            self.breaker.record(exc)
+            raise
+        self.breaker.record(None)
+        self._answered()
+        return replies
 
     async def exposures(
         self, user_id: str, item_ids: Sequence[str], *, since: float, until: float
@@ -157,22 +183,16 @@ class RedisState:
     async def snapshot(self, user_id: str, *, impressions_since: float) -> UserState:
         """Impressions at or after ``impressions_since`` and the kept clicks, in one round trip."""
         imp, clk = self.keys(user_id)
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrevrangebyscore(
-                    imp,
-                    "+inf",
-                    _score_min(impressions_since),
-                    start=0,
-                    num=self.max_events_per_user,
-                    withscores=True,
-                )
-                pipe.zrevrange(clk, 0, self.max_clicks_per_user - 1, withscores=True)
-                impressions, clicks = await pipe.execute()
-        except STORE_ERRORS as exc:
-            self._failed("read", exc)
+
+        def commands(pipe: Pipeline) -> None:
+            since = _score_min(impressions_since)
+            pipe.zrevrangebyscore(imp, "+inf", since, start=0, num=self.max_events_per_user, withscores=True)
+            pipe.zrevrange(clk, 0, self.max_clicks_per_user - 1, withscores=True)
+
+        replies = await self._run("read", commands)
+        if replies is None:
             return EMPTY_STATE
-        self._answered()
+        impressions, clicks = replies
         items = [member.rpartition(SEP)[0].decode(ENCODING, ERRORS) for member, _ in impressions]
         return UserState(
             impression_items=item_hashes(items),

@@ -36,15 +36,16 @@ def _pings(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_redis(workdir: Path) -> Iterator[RedisServer]:
-    """``redis-server`` on 127.0.0.1 with no RDB or AOF, in ``workdir``; terminated at the end.
+def running_redis(workdir: Path, *, port: int | None = None) -> Iterator[RedisServer]:
+    """``redis-server`` on 127.0.0.1 (``port``, or a free one) with no RDB or AOF, in ``workdir``;
+    terminated at the end.
 
     Skips the test when the binary is absent (``make test`` installs Debian's redis-server).
     """
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (make test installs it: apt-get install redis-server)")
-    port = free_port()
+    port = port if port is not None else free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         + ["--dir", str(workdir), "--protected-mode", "yes", "--zset-max-listpack-entries", "512"],

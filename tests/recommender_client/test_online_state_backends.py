@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from redis.utils import HIREDIS_AVAILABLE
 
+from recommender_client.breaker import CircuitBreaker
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.service.settings import Settings
 from recommender_client.state.factory import build_online_state
@@ -226,7 +227,7 @@ def test_redis_down_serves_the_empty_state_and_counts(tmp_path: Path) -> None:
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     snap, counts, alive, errors = asyncio.run(against(nobody))
     assert snap is EMPTY_STATE and counts == [0] and alive is False
-    assert errors == {"record": 2, "read": 2}
+    assert errors == {"record": 2, "read": 1, "skipped": 1}  # 3 failures open the breaker
 
     with running_redis(tmp_path) as server:
 
@@ -236,7 +237,33 @@ def test_redis_down_serves_the_empty_state_and_counts(tmp_path: Path) -> None:
 
         snap, counts, alive, errors = asyncio.run(against(server.url, stop=stop))
     assert snap is EMPTY_STATE and counts == [0] and alive is False
-    assert errors == {"record": 2, "read": 2}
+    assert errors == {"record": 2, "read": 1, "skipped": 1}  # 3 failures open the breaker
+
+
+def test_after_failures_no_call_is_made_until_the_cool_down_then_one_trial(tmp_path: Path) -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=5.0, clock=lambda: now[0])
+    port = free_port()
+
+    async def main() -> tuple[dict[str, int], list[int]]:
+        state = RedisState.from_url(
+            f"redis://127.0.0.1:{port}/0", ttl_s=600.0, timeout_s=1.0, breaker=breaker
+        )
+        assert await state.snapshot("u", impressions_since=0.0) is EMPTY_STATE  # nobody listens: fails
+        await state.record_impressions("u", ["i1"], 1.0)  # fails: the breaker opens
+        with running_redis(tmp_path, port=port):
+            await state.record_impressions("u", ["i1"], 2.0)  # Redis is back, but not tried yet
+            assert await state.snapshot("u", impressions_since=0.0) is EMPTY_STATE
+            now[0] = 5.0
+            await state.record_impressions("u", ["i2"], 3.0)  # the trial: it succeeds and closes
+            counts = (await state.exposures("u", ["i1", "i2"], since=0, until=9)).tolist()
+            errors = dict(state.errors)
+            await state.aclose()
+        return errors, counts
+
+    errors, counts = asyncio.run(main())
+    assert errors == {"record": 1, "read": 1, "skipped": 2}
+    assert counts == [0, 1]  # only the trial's write reached Redis
 
 
 def test_redis_state_refuses_bad_bounds() -> None:
@@ -271,6 +298,7 @@ def test_the_factory_follows_the_settings(tmp_path: Path) -> None:
     pool = remote.client.connection_pool
     assert pool.max_connections == 5 and pool.timeout == 0.3  # type: ignore[attr-defined]
     kwargs = pool.connection_kwargs
+    assert pool.make_connection().retry.get_retries() == 0  # one attempt: the breaker decides the next
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.internal", 6380, 2)
     assert kwargs["socket_timeout"] == 0.3 and kwargs["socket_connect_timeout"] == 0.3
     asyncio.run(remote.aclose())
