@@ -9,7 +9,7 @@
 #    PyPI, redis-server from the Debian mirror)
 # 4. trains and exports a tiny model on the host (.venv), builds the recall artefacts; starts the
 #    model-server image alone with `recsys-serving-config up` (Docker SDK), checks it, `down`
-# 5. starts docker/compose.yaml on 127.0.0.1 with the embedded model server, checks health,
+# 5. starts docker/compose.yaml on 127.0.0.1 with the embedded model server and redis, checks health,
 #    publishes version 2 into the mounted model folder and waits for it to be AVAILABLE,
 #    requests recommendations and checks them
 # 6. tears everything down: compose down -v, work folder, dockerd if this script started it
@@ -338,6 +338,11 @@ print("user %s: %d items %s, %d model-scored (%.4f..%.4f), %d candidates, degrad
 }
 answer="$(recommend "$user_id")"
 ok "recommend (version 1): $answer"
+# The ranker keeps its online state in the redis service: the served items are its impressions.
+stored="$(docker exec "$("${COMPOSE[@]}" ps -q redis)" redis-cli ZCARD "recsys:{u:$user_id}:imp")" ||
+  die "redis-cli in the redis container failed"
+[[ "$stored" == "$K" ]] || die "redis holds $stored impressions for $user_id, expected $K"
+ok "online state in redis: $stored impressions of $user_id (recsys:{u:$user_id}:imp)"
 
 # Publish a new version into the mounted folder while the stack runs (export writes a hidden
 # staging folder and renames it, so the server never sees half a version).
