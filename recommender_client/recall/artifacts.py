@@ -187,8 +187,10 @@ def load_artifacts(directory: str | os.PathLike[str]) -> RecallArtifacts:
     def read(name: str) -> bytes:
         data = _read_bytes(root / name)
         want = expected.get(name)
-        if want is not None and (
-            len(data) != want.get("bytes") or hashlib.sha256(data).hexdigest() != want.get("sha256")
+        if name in expected and (
+            not isinstance(want, dict)
+            or len(data) != want.get("bytes")
+            or hashlib.sha256(data).hexdigest() != want.get("sha256")
         ):
             mismatched.append(name)
         return data

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from recommender_client.service.readiness import online_state_errors
+
 if TYPE_CHECKING:
     from recommender_client.model_check import ModelWatch
     from recommender_client.recall.reload import ArtifactWatch
@@ -192,7 +194,6 @@ class UserStateCollector(Collector):
             "Online-state calls that failed (answered with an empty state, or a write dropped), by op.",
             labels=["op"],
         )
-        store_errors = getattr(self._recommender.online_state, "errors", None) or {}
-        for op, count in self._recommender.state_failures.items():
-            errors.add_metric([op], count + store_errors.get(op, 0))
+        for op, count in sorted(online_state_errors(self._recommender).items()):
+            errors.add_metric([op], count)
         yield errors

@@ -63,12 +63,20 @@ def online_state_report(recommender: Any) -> dict[str, Any]:
     the state (no seen or caps from it), which is what the failure counts say.
     """
     store = recommender.online_state
-    store_errors = getattr(store, "errors", None) or {}
     return {
         "store": type(store).__name__,
         "shared": bool(getattr(store, "shared", False)),
-        "errors": {op: n + store_errors.get(op, 0) for op, n in recommender.state_failures.items()},
+        "errors": online_state_errors(recommender),
     }
+
+
+def online_state_errors(recommender: Any) -> dict[str, int]:
+    """Failed calls by op: the store's own counts (``RedisState.errors``, which also counts the
+    calls its breaker skipped) plus the calls that raised out of the store into the recommender."""
+    counts = dict(getattr(recommender.online_state, "errors", None) or {})
+    for op, n in recommender.state_failures.items():
+        counts[op] = counts.get(op, 0) + n
+    return counts
 
 
 def artifacts_report(artifacts: RecallArtifacts, watch: ArtifactWatch | None) -> dict[str, Any]:
