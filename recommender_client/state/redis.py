@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from recommender_client.breaker import CircuitBreaker
 from recommender_client.state.protocol import EMPTY_STATE, UserState, item_hashes
@@ -56,7 +56,9 @@ class RedisState:
     ``breaker``'s threshold of failures in a row (3) no call is made for its cool-down (1 s;
     counted as ``skipped``), then one trial call: an unreachable Redis whose packets vanish
     would otherwise cost every request a timeout for the read and another for the write.
-    No retries (redis-py's are off on a pool of our own): the next request tries again.
+    An error answer (``ResponseError``: a refused value, a key of another type) is counted but
+    does not move the breaker: Redis is up. No retries (redis-py's are off on a pool of our
+    own): the next request tries again.
     """
 
     shared = True
@@ -158,7 +160,10 @@ class RedisState:
                 commands(pipe)
                 replies: list[Any] = await pipe.execute()
         except STORE_ERRORS as exc:
-            self.breaker.record(exc)
+            if isinstance(exc, ResponseError):  # Redis answered (a refused value, a foreign key)
+                self.breaker.release()
+            else:
+                self.breaker.record(exc)
             self._failed(op, exc)
             return None
         except BaseException as exc:  # cancelled with the request: frees a half-open trial

@@ -266,6 +266,25 @@ def test_after_failures_no_call_is_made_until_the_cool_down_then_one_trial(tmp_p
     assert counts == [0, 1]  # only the trial's write reached Redis
 
 
+def test_a_refused_command_is_counted_but_does_not_open_the_breaker(redis_server: RedisServer) -> None:
+    """Redis answering with an error is not an outage: the next calls still go to Redis."""
+
+    async def main() -> tuple[dict[str, int], list[int]]:
+        state = RedisState.from_url(redis_server.url, ttl_s=600.0, key_prefix=f"t{uuid.uuid4().hex}:")
+        imp, _ = state.keys("u")
+        await state.client.set(imp, b"not a sorted set")  # every ZADD on it answers WRONGTYPE
+        for _ in range(4):
+            await state.record_impressions("u", ["i1"], 1.0)
+        await state.client.delete(imp)
+        await state.record_impressions("u", ["i1"], 2.0)
+        counts = (await state.exposures("u", ["i1"], since=0, until=9)).tolist()
+        errors = dict(state.errors)
+        await state.aclose()
+        return errors, counts
+
+    assert asyncio.run(main()) == ({"record": 4, "read": 0, "skipped": 0}, [1])
+
+
 def test_redis_state_refuses_bad_bounds() -> None:
     with pytest.raises(ValueError, match="max_events_per_user and max_clicks_per_user must be >= 1"):
         RedisState.from_url("redis://127.0.0.1:1/0", ttl_s=1.0, max_events_per_user=0)
