@@ -29,12 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-seed", type=int, help="synthetic data: generator seed")
     parser.add_argument("--model", choices=MODEL_CHOICES, help="model (default deepfm)")
     parser.add_argument("--model-config", help="JSON object of ModelConfig fields, e.g. '{\"dropout\": 0.1}'")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default 5)")
+    parser.add_argument(
+        "--epochs", type=int, help="maximum epochs (default 5); raise it to continue a finished run"
+    )
     parser.add_argument("--batch-size", type=int, help="training batch size (default 1024)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, help="model/shuffle seed (default 0)")
     parser.add_argument(
-        "--patience", type=int, help="early stopping: epochs without val AUC gain (default 2)"
+        "--patience",
+        type=int,
+        help="early stopping: stop after N epochs in a row without val AUC gain (default 2)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -83,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from training.train import train
 
-    result = train(config)
+    try:
+        result = train(config)
+    except ConfigError as exc:  # a checkpoint of other settings in --out (checkpoint.ResumeMismatch)
+        print(f"recsys-train: error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"best epoch {result.best_epoch}: val AUC {result.best_val_auc:.5f} "
         f"({result.epochs_run} epochs, stopped early: {result.stopped_early}); output in {result.out_dir}"

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from training import checkpoint as ckpt
 from training.config import TrainConfig
 from training.features import FeatureContract, atomic_write_text
 
 MODEL_FILENAME = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
-STATE_FILENAME = "state.json"
 LOG_FILENAME = "train_log.csv"
 METRICS_FILENAME = "metrics.json"
 CONFIG_FILENAME = "config.json"
@@ -59,22 +59,6 @@ def predict_frame(model: Any, frame: Any, contract: FeatureContract, batch_size:
 
     dataset = make_tf_dataset(frame, contract, batch_size, shuffle_seed=None).map(lambda x, y: x)
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64).reshape(-1)
-
-
-def _read_state(checkpoint_dir: Path) -> dict[str, Any] | None:
-    state_file = checkpoint_dir / STATE_FILENAME
-    if not state_file.exists():
-        return None
-    return json.loads(state_file.read_text(encoding="utf-8"))
-
-
-def _save_checkpoint(model: Any, checkpoint_dir: Path, state: dict[str, Any]) -> None:
-    """Save the model (weights + optimizer + RNG state) and the loop state, atomically."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    tmp_model = checkpoint_dir / f".last.{state['epoch']}.keras"
-    model.save(tmp_model)
-    tmp_model.replace(checkpoint_dir / "last.keras")
-    atomic_write_text(checkpoint_dir / STATE_FILENAME, json.dumps(state, indent=2) + "\n")
 
 
 def _reseed_generators(model: Any, epoch: int) -> None:
@@ -128,9 +112,15 @@ def train(
 ) -> TrainResult:
     """Run (or resume) training as ``config`` says; returns the best epoch's summary.
 
-    If ``out_dir/checkpoints`` holds a checkpoint written by the same config, training resumes
-    after its epoch with the saved weights, optimizer slots and RNG state; each epoch shuffles
-    with ``seed + epoch``, so an interrupted-and-resumed run ends where an uninterrupted one does.
+    If ``out_dir/checkpoints`` holds a checkpoint of the same training settings (``epochs``,
+    ``verbose``, ``out_dir`` and ``eval_batch_size`` may differ: ``checkpoint.RESUME_FREE_FIELDS``),
+    training resumes after its committed epoch with the saved weights, optimizer slots and RNG
+    state; a larger ``epochs`` continues a finished run (one that stopped early stays stopped).
+    Each epoch shuffles with ``seed + epoch``, so an interrupted-and-resumed run ends where an
+    uninterrupted one does. The checkpoint is checked before anything is written.
+
+    Raises:
+        checkpoint.ResumeMismatch: the checkpoint trains differently (a ``ConfigError``).
     ``on_batch_end(epoch, batch)`` lets tests interrupt mid-epoch (raise TrainingInterrupted).
     """
     import keras
@@ -138,36 +128,35 @@ def train(
     from training.data import load_source, make_tf_dataset
 
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out_dir / CHECKPOINT_DIR
+    state = ckpt.read_state(checkpoint_dir)
+    if state is not None:  # checked before anything is loaded or written
+        ckpt.check_resumable(checkpoint_dir, state, config.to_dict())
     if splits is None:
         splits = load_source(config.data, config.data_path, **config.data_options)
     contract: FeatureContract = splits.contract
+    if state is not None and FeatureContract.load(out_dir) != contract:
+        raise ckpt.ResumeMismatch(
+            f"{out_dir}: the data now gives another feature contract than the checkpoint's; "
+            "use a new --out directory"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     contract.save(out_dir)
     atomic_write_text(out_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
 
     keras.utils.set_random_seed(config.seed)
-    state = _read_state(checkpoint_dir)
-    if state is not None and state.get("config") != config.to_dict():
-        raise RuntimeError(
-            f"{checkpoint_dir} holds a checkpoint of a different config; use a new --out directory"
-        )
     if state is not None:
-        from training.layers import load_keras_model
-
-        model = load_keras_model(checkpoint_dir / "last.keras")
         history: list[dict[str, float]] = state["history"]
         start_epoch = int(state["epoch"]) + 1
-        best_auc, best_epoch, waited = (
-            float(state["best_val_auc"]),
-            int(state["best_epoch"]),
-            int(state["waited"]),
-        )
-        if state.get("finished"):
+        stop = ckpt.Patience(float(state["best_val_auc"]), int(state["best_epoch"]), int(state["waited"]))
+        if state.get("stopped_early") or start_epoch > config.epochs:
             return _result(out_dir, state, history)
+        from training.layers import load_keras_model
+
+        model = load_keras_model(ckpt.weights_path(checkpoint_dir, state))
     else:
         model = _new_model(config, contract)
-        history, start_epoch, best_auc, best_epoch, waited = [], 1, -np.inf, 0, 0
+        history, start_epoch, stop = [], 1, ckpt.Patience(-np.inf, 0, 0)
 
     valid_labels = splits.valid[contract.label].to_numpy()
     stopped_early = False
@@ -204,25 +193,22 @@ def train(
             print(
                 f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)"
             )
-        if val_auc > best_auc + config.min_delta:
-            best_auc, best_epoch, waited = val_auc, epoch, 0
+        stop = stop.update(epoch, val_auc, min_delta=config.min_delta)
+        if stop.improved:
             _save_best(model, out_dir)
-        else:
-            waited += 1
-        stopped_early = waited > config.patience
-        finished = stopped_early or epoch == config.epochs
+        stopped_early = stop.should_stop(config.patience)
         state = {
             "config": config.to_dict(),
             "epoch": epoch,
-            "best_val_auc": best_auc,
-            "best_epoch": best_epoch,
-            "waited": waited,
+            "best_val_auc": stop.best,
+            "best_epoch": stop.best_epoch,
+            "waited": stop.waited,
             "history": history,
-            "finished": finished,
+            "finished": stopped_early or epoch == config.epochs,
             "stopped_early": stopped_early,
         }
-        _save_checkpoint(model, checkpoint_dir, state)
         _write_log(out_dir, history)
+        ckpt.commit(model, checkpoint_dir, state)
         if stopped_early:
             break
     assert state is not None

@@ -1,0 +1,147 @@
+"""Resume: checked before anything is written, weights and state committed together, Keras' patience."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from training import checkpoint as ckpt  # noqa: E402
+from training.cli import main as train_main  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_source  # noqa: E402
+from training.train import train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory):
+    return load_source("synthetic", None, num_rows=3000, seed=7, cache_dir=str(tmp_path_factory.mktemp("s")))
+
+
+def _config(out: Path, **overrides) -> TrainConfig:
+    """A small ``lr`` run (a few seconds an epoch); ``overrides`` replace any field."""
+    fixed = dict(model="lr", epochs=3, batch_size=256, learning_rate=3e-3, seed=3, patience=10, verbose=0)
+    return TrainConfig.from_dict({"out_dir": str(out), **fixed, **overrides})
+
+
+def _final_weights(out: Path) -> list[np.ndarray]:
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    model = keras.saving.load_model(out / "checkpoints" / state["weights"])
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_crash_between_weights_and_state_resumes_from_the_committed_epoch(
+    splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = train(_config(tmp_path / "straight"), splits=splits)
+
+    out = tmp_path / "crashed"
+    real_commit_state = ckpt.commit_state
+
+    def crash_on_epoch_2(checkpoint_dir: Path, state: dict) -> None:
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt("power cut after epoch 2's weights, before its state")
+        real_commit_state(checkpoint_dir, state)
+
+    monkeypatch.setattr(ckpt, "commit_state", crash_on_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(out, epochs=2), splits=splits)
+    monkeypatch.setattr(ckpt, "commit_state", real_commit_state)
+    files = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert files == ["epoch-0001.keras", "epoch-0002.keras", "state.json"]  # epoch 2 written, not committed
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 1
+
+    resumed = train(_config(out, epochs=2), splits=splits)  # retrains epoch 2 from epoch 1's weights
+    assert resumed.epochs_run == 2
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0002.keras", "state.json"]
+    # raising --epochs continues the finished run; it ends where the straight 3-epoch run did
+    continued = train(_config(out, epochs=3), splits=splits)
+    assert continued.epochs_run == 3
+    for a, b in zip(_final_weights(tmp_path / "straight"), _final_weights(out), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        [r["val_auc"] for r in straight.history], [r["val_auc"] for r in continued.history], atol=1e-6
+    )
+
+
+def test_failed_resume_writes_nothing_and_is_a_one_line_cli_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    base = ["--data", "synthetic", "--rows", "1500", "--model", "lr", "--epochs", "1", "--quiet"]
+    assert train_main([*base, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # other data and learning rate: refused before the data is loaded or any file is touched
+    changed = ["--data", "synthetic", "--rows", "1600", "--model", "lr", "--learning-rate", "0.01"]
+    assert train_main([*changed, "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("recsys-train: error: ")
+    assert "data_options" in err and "learning_rate" in err and "epochs" not in err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    # verbose (no --quiet) and a larger --epochs are not training changes: the run continues
+    assert train_main([*base[:-3], "--epochs", "2", "--out", str(out)]) == 0
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+
+
+def test_check_resumable_ignores_only_the_free_fields(tmp_path: Path) -> None:
+    saved = _config(tmp_path).to_dict()
+    (tmp_path / "epoch-0001.keras").write_bytes(b"x")
+    state = {"config": saved, "weights": "epoch-0001.keras"}
+    free = saved | {"out_dir": "elsewhere", "verbose": 1, "epochs": 9, "eval_batch_size": 7}
+    ckpt.check_resumable(tmp_path, state, free)
+    for key, value in (("seed", 4), ("patience", 1), ("batch_size", 128), ("model_config", {"l2": 1.0})):
+        with pytest.raises(ckpt.ResumeMismatch, match=f"\\({key} "):
+            ckpt.check_resumable(tmp_path, state, saved | {key: value})
+    with pytest.raises(ckpt.ResumeMismatch, match="names epoch-0002.keras, which is missing"):
+        ckpt.check_resumable(tmp_path, {**state, "weights": "epoch-0002.keras"}, saved)
+
+
+SEQUENCES = [
+    [0.70, 0.71, 0.71, 0.71, 0.72, 0.70, 0.70, 0.70],
+    [0.70, 0.69, 0.72, 0.72, 0.7205, 0.73, 0.73, 0.73, 0.73],
+    [0.60, 0.60],
+    [0.50, 0.51, 0.52, 0.53],
+]
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+@pytest.mark.parametrize("values", SEQUENCES)
+def test_patience_stops_where_keras_early_stopping_does(values: list[float], patience: int) -> None:
+    min_delta = 1e-3
+    keras_stop = keras.callbacks.EarlyStopping(
+        monitor="val_auc", mode="max", patience=patience, min_delta=min_delta
+    )
+    keras_stop.set_model(keras.Sequential())
+    keras_stop.model.stop_training = False
+    keras_stop.on_train_begin()
+    keras_epochs = len(values)
+    for index, value in enumerate(values):
+        keras_stop.on_epoch_end(index, {"val_auc": value})
+        if keras_stop.model.stop_training:
+            keras_epochs = index + 1
+            break
+
+    ours, our_epochs = ckpt.Patience(-np.inf, 0, 0), len(values)
+    for epoch, value in enumerate(values, start=1):
+        ours = ours.update(epoch, value, min_delta=min_delta)
+        if ours.should_stop(patience):
+            our_epochs = epoch
+            break
+    assert our_epochs == keras_epochs
+
+
+def test_patience_hand_counted() -> None:
+    # 0.71 at epoch 2 is the best; epochs 3 and 4 gain less than min_delta: patience 2 stops at 4
+    stop = ckpt.Patience(-np.inf, 0, 0)
+    for epoch, value in enumerate([0.70, 0.71, 0.7105, 0.709], start=1):
+        stop = stop.update(epoch, value, min_delta=1e-3)
+    assert (stop.best_epoch, stop.waited, stop.should_stop(2), stop.should_stop(3)) == (2, 2, True, False)

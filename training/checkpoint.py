@@ -1,0 +1,128 @@
+"""Epoch checkpoints committed in two renames, the resume check and the early-stopping rule.
+
+A checkpoint is an epoch-numbered weights file (``epoch-0003.keras``) plus ``state.json`` naming
+it. The weights file is written first (temporary name + rename), then ``state.json`` (same), and
+only then are older epoch files pruned: a crash at any point leaves ``state.json`` pointing at a
+complete file of the epoch it describes, so a resumed run never trains an epoch on top of itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import ConfigError
+from training.features import atomic_path, atomic_write_text
+
+STATE_FILENAME = "state.json"
+LEGACY_WEIGHTS = "last.keras"
+_EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
+
+# TrainConfig fields a resumed run may change: they do not change what an epoch trains.
+# ``epochs`` may be raised to continue a finished run; ``eval_batch_size`` only batches prediction.
+RESUME_FREE_FIELDS = frozenset({"out_dir", "verbose", "epochs", "eval_batch_size"})
+
+
+class ResumeMismatch(ConfigError):
+    """The output directory holds a checkpoint of a run that trains differently."""
+
+
+def weights_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.keras"
+
+
+def read_state(checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The committed loop state, or None when no epoch was ever committed."""
+    state_file = checkpoint_dir / STATE_FILENAME
+    if not state_file.exists():
+        return None
+    try:
+        return json.loads(state_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:  # state.json is written by rename, so this is outside damage
+        raise ResumeMismatch(f"{state_file} is not valid JSON ({exc}); use a new --out directory") from exc
+
+
+def weights_path(checkpoint_dir: Path, state: dict[str, Any]) -> Path:
+    """The weights file the committed state points at (``last.keras`` for pre-commit checkpoints)."""
+    return checkpoint_dir / str(state.get("weights", LEGACY_WEIGHTS))
+
+
+def check_resumable(checkpoint_dir: Path, state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse a resume whose config trains differently from the checkpoint's, naming the fields.
+
+    Raises:
+        ResumeMismatch: on differing training fields or a missing weights file.
+    """
+    saved = state.get("config", {})
+    differing = sorted(
+        key
+        for key in set(saved) | set(config)
+        if key not in RESUME_FREE_FIELDS and saved.get(key) != config.get(key)
+    )
+    if differing:
+        detail = ", ".join(f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in differing)
+        raise ResumeMismatch(
+            f"{checkpoint_dir} holds a checkpoint trained with other settings ({detail}); "
+            "use a new --out directory or the checkpoint's settings"
+        )
+    if not weights_path(checkpoint_dir, state).is_file():
+        raise ResumeMismatch(
+            f"{checkpoint_dir}: state.json names {weights_path(checkpoint_dir, state).name}, which is missing"
+        )
+
+
+def commit(model: Any, checkpoint_dir: Path, state: dict[str, Any]) -> None:
+    """Write the epoch's weights, then ``state.json`` pointing at them, then prune older files.
+
+    ``model.save`` needs a ``.keras`` name, so the temporary file is ``.epoch-N.<random>.tmp.keras``.
+    """
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    name = weights_name(int(state["epoch"]))
+    with atomic_path(checkpoint_dir / name) as tmp:
+        keras_tmp = tmp.with_suffix(".keras")
+        model.save(keras_tmp)
+        keras_tmp.replace(tmp)
+    commit_state(checkpoint_dir, {**state, "weights": name})
+    prune(checkpoint_dir, keep=name)
+
+
+def commit_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:
+    """The commit point: after this rename the new epoch is the one a resume starts from."""
+    atomic_write_text(checkpoint_dir / STATE_FILENAME, json.dumps(state, indent=2) + "\n")
+
+
+def prune(checkpoint_dir: Path, *, keep: str) -> None:
+    """Remove every epoch file but ``keep``, the legacy ``last.keras`` and stray temporary files."""
+    for path in checkpoint_dir.iterdir():
+        stale_epoch = _EPOCH_FILE.match(path.name) and path.name != keep
+        temporary = path.name.startswith(".") and path.name.endswith(".keras")
+        if stale_epoch or temporary or path.name == LEGACY_WEIGHTS:
+            path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Patience:
+    """Early stopping on a metric to maximise, as ``keras.callbacks.EarlyStopping`` counts it.
+
+    An epoch improves when ``value > best + min_delta``; after ``patience`` epochs in a row
+    without improvement training stops (``patience=0``: at the first epoch that does not improve).
+    """
+
+    best: float
+    best_epoch: int
+    waited: int
+
+    def update(self, epoch: int, value: float, *, min_delta: float) -> Patience:
+        if value > self.best + min_delta:
+            return Patience(best=value, best_epoch=epoch, waited=0)
+        return Patience(best=self.best, best_epoch=self.best_epoch, waited=self.waited + 1)
+
+    @property
+    def improved(self) -> bool:
+        return self.waited == 0
+
+    def should_stop(self, patience: int) -> bool:
+        return self.waited > 0 and self.waited >= patience
