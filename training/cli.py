@@ -8,8 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from training.config import DATA_SOURCES, ConfigError, TrainConfig, read_config_file
+from training.data.splits import SPLIT_KINDS
 
 MODEL_CHOICES = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
+
+
+def _data_source(value: str) -> str:
+    if value in DATA_SOURCES or value.lower().endswith((".yaml", ".yml")):
+        return value
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(DATA_SOURCES)} or give a dataset spec .yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="JSON/YAML file of training settings")
     parser.add_argument("--out", dest="out_dir", help="output directory (model, contract, metrics, log)")
-    parser.add_argument("--data", choices=DATA_SOURCES, help="data source (default synthetic)")
+    parser.add_argument(
+        "--data",
+        type=_data_source,
+        help=f"data source: {', '.join(DATA_SOURCES)} or a dataset spec file (.yaml) (default synthetic)",
+    )
+    parser.add_argument(
+        "--split", choices=SPLIT_KINDS, help="how to cut train/valid/test (movielens default per-user)"
+    )
     parser.add_argument("--data-path", help="data directory (synthetic parquet dir, ml-100k dir, Criteo TSV)")
     parser.add_argument("--rows", type=int, help="synthetic data: number of rows to generate")
     parser.add_argument("--data-seed", type=int, help="synthetic data: generator seed")
@@ -65,6 +79,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         options["num_rows"] = args.rows
     if args.data_seed is not None:
         options["seed"] = args.data_seed
+    if args.split is not None:
+        options["split"] = args.split
     values["data_options"] = options
     if args.model_config:
         try:
@@ -85,11 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"recsys-train: error: {exc}", file=sys.stderr)
         return 2
+    from training.data import DataError
     from training.train import train
 
     try:
         result = train(config)
-    except ConfigError as exc:  # a checkpoint of other settings in --out (checkpoint.ResumeMismatch)
+    except (ConfigError, DataError) as exc:  # other settings in --out; unusable data (file, column, row)
         print(f"recsys-train: error: {exc}", file=sys.stderr)
         return 2
     print(

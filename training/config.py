@@ -38,8 +38,10 @@ class TrainConfig:
     verbose: int = 1
 
     def __post_init__(self) -> None:
-        if self.data not in DATA_SOURCES:
-            raise ConfigError(f"data must be one of {DATA_SOURCES}, got {self.data!r}")
+        if self.data not in DATA_SOURCES and not self.data.lower().endswith((".yaml", ".yml")):
+            raise ConfigError(
+                f"data must be one of {DATA_SOURCES} or a dataset spec .yaml, got {self.data!r}"
+            )
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -20,9 +20,9 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Splits:
-    """A data source cut by time into train/valid/test, with the contract built from train.
+    """A data source cut into train/valid/test, with the contract built from train.
 
-    Every frame holds every contract feature column in its wire dtype (str, int64, float32),
+    ``split`` says how it was cut (``SplitSpec.describe()``), for reports. Every frame holds every contract feature column in its wire dtype (str, int64, float32),
     ``label`` (int64 0/1) and, where the source knows them, ``p_true``, ``user_id``,
     ``item_id`` and ``timestamp``.
     """
@@ -32,6 +32,7 @@ class Splits:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    split: str = "global time split"
 
     def sizes(self) -> dict[str, int]:
         """Rows per split, for logs and reports."""

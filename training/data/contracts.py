@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from training.features import MULTI_VALUE_SEPARATOR, NUMERIC_TRANSFORMS, Entity, Feature, FeatureKind
+from training.features import (
+    MULTI_VALUE_SEPARATOR,
+    NUMERIC_TRANSFORMS,
+    Entity,
+    Feature,
+    FeatureContract,
+    FeatureKind,
+)
 
 from .base import DataError
 
@@ -130,3 +139,64 @@ def numeric_feature(
     return Feature(
         name=name, kind=FeatureKind.NUMERIC, entity=Entity(entity), mean=mean, std=std, transform=transform
     )
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """How to build one contract feature from the training split (a data set's declaration).
+
+    ``kind`` is ``categorical`` (string or int, from the column's dtype), ``multi_categorical``
+    (``|``-joined tokens) or ``numeric``. Only training rows are ever counted, so validation and
+    test values the model never saw map to the OOV bucket exactly as they will when served.
+    """
+
+    name: str
+    kind: str
+    entity: Entity | str
+    min_count: int = 1
+    max_vocab: int = 100_000
+    hash_buckets: int | None = None
+    num_oov: int = 1
+    embedding_dim: int = 8
+    transform: str = "none"
+    max_len: int | None = None
+
+
+def feature_from_recipe(recipe: FeatureRecipe, train: pd.DataFrame) -> Feature:
+    """The contract feature ``recipe`` declares, from the training rows of its column."""
+    if recipe.name not in train.columns:
+        raise DataError(f"feature {recipe.name!r}: no such column in the training rows")
+    values = train[recipe.name]
+    if recipe.kind == "numeric":
+        return numeric_feature(recipe.name, values, recipe.entity, transform=recipe.transform)
+    shared = {"min_count": recipe.min_count, "num_oov": recipe.num_oov, "embedding_dim": recipe.embedding_dim}
+    if recipe.kind == "multi_categorical":
+        return multi_categorical_feature(recipe.name, values, recipe.entity, max_len=recipe.max_len, **shared)
+    if recipe.kind == "categorical":
+        return categorical_feature(
+            recipe.name,
+            values,
+            recipe.entity,
+            max_vocab=recipe.max_vocab,
+            hash_buckets=recipe.hash_buckets,
+            **shared,  # type: ignore[arg-type]
+        )
+    raise DataError(f"feature {recipe.name!r}: unknown kind {recipe.kind!r}")
+
+
+def contract_from_recipes(
+    train: pd.DataFrame, recipes: Sequence[FeatureRecipe], *, source: str, label: str = "label"
+) -> FeatureContract:
+    """The feature contract of ``recipes``, every vocabulary and statistic from ``train`` only."""
+    features = tuple(feature_from_recipe(recipe, train) for recipe in recipes)
+    return FeatureContract(features=features, label=label, metadata=(("source", source),))
+
+
+def fill_numeric_defaults(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
+    """Missing numeric values become the contract default, what a client sends for a missing value."""
+    fills = {
+        f.name: frame[f.name].fillna(np.float32(f.default)).astype(np.float32)
+        for f in contract.features
+        if f.kind is FeatureKind.NUMERIC and f.name in frame.columns
+    }
+    return frame.assign(**fills) if fills else frame

@@ -13,8 +13,9 @@ import pandas as pd
 from training.context_features import derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, FeatureContract
 
-from .base import DEFAULT_FRACTIONS, DataError, Splits, parse_numeric, time_split
-from .contracts import categorical_feature, multi_categorical_feature, numeric_feature
+from .base import DataError, Splits, check_fractions, parse_numeric
+from .contracts import FeatureRecipe, contract_from_recipes
+from .splits import SplitSpec, build_splits, split_spec_with
 from .text_tables import read_atomic, read_delimited
 
 # Genre order of the 19 flags in GroupLens u.item (u.genre); RecBole uses the same names.
@@ -243,38 +244,50 @@ def read_movielens(path: str | os.PathLike[str], *, rating_threshold: float = 4.
     return out.iloc[order].reset_index(drop=True)
 
 
-def movielens_contract(train: pd.DataFrame, *, embedding_dim: int = 8) -> FeatureContract:
-    """Contract for MovieLens CTR: user id/age/gender/occupation, item id/genres/year, hour of day."""
-    features = (
-        categorical_feature("user_id", train["user_id"], Entity.USER, embedding_dim=embedding_dim),
-        categorical_feature("age_bucket", train["age_bucket"], Entity.USER, embedding_dim=embedding_dim),
-        categorical_feature("gender", train["gender"], Entity.USER, embedding_dim=embedding_dim),
-        categorical_feature("occupation", train["occupation"], Entity.USER, embedding_dim=embedding_dim),
-        categorical_feature("item_id", train["item_id"], Entity.ITEM, embedding_dim=embedding_dim),
-        multi_categorical_feature("genres", train["genres"], Entity.ITEM, embedding_dim=embedding_dim),
-        numeric_feature("release_year", train["release_year"], Entity.ITEM),
-        categorical_feature("hour", train["hour"], Entity.CONTEXT, embedding_dim=embedding_dim),
+def movielens_recipes(*, embedding_dim: int = 8, min_count: int = 1) -> tuple[FeatureRecipe, ...]:
+    """MovieLens' features as a dataset spec would declare them (``min_count`` for the two ids)."""
+    ids = {"min_count": min_count, "embedding_dim": embedding_dim}
+    small = {"embedding_dim": embedding_dim}
+    return (
+        FeatureRecipe("user_id", "categorical", Entity.USER, **ids),
+        FeatureRecipe("age_bucket", "categorical", Entity.USER, **small),
+        FeatureRecipe("gender", "categorical", Entity.USER, **small),
+        FeatureRecipe("occupation", "categorical", Entity.USER, **small),
+        FeatureRecipe("item_id", "categorical", Entity.ITEM, **ids),
+        FeatureRecipe("genres", "multi_categorical", Entity.ITEM, **small),
+        FeatureRecipe("release_year", "numeric", Entity.ITEM),
+        FeatureRecipe("hour", "categorical", Entity.CONTEXT, **small),
     )
-    return FeatureContract(features=features, label="label", metadata=(("source", "movielens"),))
+
+
+def movielens_contract(train: pd.DataFrame, *, embedding_dim: int = 8, min_count: int = 1) -> FeatureContract:
+    """Contract for MovieLens CTR: user id/age/gender/occupation, item id/genres/year, hour of day."""
+    recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count)
+    return contract_from_recipes(train, recipes, source="movielens")
 
 
 def load_movielens(
     path: str | os.PathLike[str],
     *,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    split: str | SplitSpec = "per-user",
+    fractions: Sequence[float] | None = None,
     embedding_dim: int = 8,
     rating_threshold: float = 4.0,
+    min_count: int = 1,
 ) -> Splits:
-    """Read MovieLens, split globally by time (train strictly before valid before test).
+    """Read MovieLens and split it: per user by default (model comparison), ``global`` for cold start.
 
-    A missing release year becomes the training mean (the contract default), so frames carry
-    no NaN while the model sees exactly what a cold-start client would send.
+    The per-user split holds out each user's last 20% of ratings for test and the 10% before
+    for validation (ties in the reader's order: timestamp, then item id), so every test user is
+    known; the global time split (train strictly before valid before test) is mostly new users.
+    ``fractions`` (train, valid, test) override the split's shares. A missing release year
+    becomes the training mean (the contract default), so frames carry no NaN while the model
+    sees exactly what a cold-start client would send.
     """
-    train, valid, test = time_split(read_movielens(path, rating_threshold=rating_threshold), fractions)
-    contract = movielens_contract(train, embedding_dim=embedding_dim)
-    fill = np.float32(contract["release_year"].default)
-    parts = [
-        part.assign(release_year=part["release_year"].fillna(fill).astype(np.float32))
-        for part in (train, valid, test)
-    ]
-    return Splits("movielens", contract, *parts)
+    spec = split if isinstance(split, SplitSpec) else split_spec_with(SplitSpec(), split)
+    if fractions is not None:
+        _, valid, test = check_fractions(fractions)
+        spec = SplitSpec(kind=spec.kind, valid=valid, test=test, seed=spec.seed)
+    frame = read_movielens(path, rating_threshold=rating_threshold)
+    recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count)
+    return build_splits("movielens", frame, recipes, spec, source="movielens")

@@ -106,7 +106,7 @@ def load_source(source: str, path: str | os.PathLike[str] | None = None, **optio
     """Load a named source and split it by time into train/valid/test with a contract from train.
 
     Args:
-        source: ``synthetic``, ``movielens`` or ``criteo``.
+        source: ``synthetic``, ``movielens``, ``criteo``, or a dataset spec file (``.yaml``/``.yml``).
         path: the data directory or file. For ``synthetic`` it may be None: the data is then
             generated from ``num_rows``/``seed`` (and other SyntheticConfig fields) into
             ``cache_dir`` (reused when already there), or, without ``cache_dir``, through a
@@ -114,6 +114,12 @@ def load_source(source: str, path: str | os.PathLike[str] | None = None, **optio
         **options: ``fractions`` (train, valid, test), ``embedding_dim``, and source-specific
             options (criteo: ``max_rows``, ``max_vocab``, ``min_count``, ``hash_buckets``).
     """
+    from .spec import is_spec_path
+
+    if is_spec_path(source):  # the user's own logs, declared in a YAML dataset spec
+        from .user_logs import load_dataset_spec
+
+        return load_dataset_spec(source, **options)
     if source == "synthetic":
         from .synthetic import load_synthetic
 

@@ -110,7 +110,7 @@ def test_rows_labels_and_features_by_hand(tmp_path: Path) -> None:
 
 
 def test_time_split_never_trains_on_the_future(tmp_path: Path) -> None:
-    splits = load_movielens(write_grouplens(tmp_path / "gl"), fractions=(0.6, 0.2, 0.2))
+    splits = load_movielens(write_grouplens(tmp_path / "gl"), split="global", fractions=(0.6, 0.2, 0.2))
     assert splits.sizes() == {"train": 6, "valid": 2, "test": 2}
     assert splits.train["timestamp"].max() < splits.valid["timestamp"].min()
     assert splits.valid["timestamp"].max() < splits.test["timestamp"].min()
@@ -142,7 +142,7 @@ def test_contract_entities_and_json(tmp_path: Path) -> None:
 
 
 def test_real_ml100k(movielens_dir: Path) -> None:
-    splits = load_source("movielens", movielens_dir)
+    splits = load_source("movielens", movielens_dir, split="global")
     everything = pd.concat([splits.train, splits.valid, splits.test], ignore_index=True)
     assert len(everything) == 100_000
     assert everything["user_id"].nunique() == 943 and everything["item_id"].nunique() == 1_682
