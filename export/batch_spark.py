@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -75,7 +76,7 @@ def _worker_scorer(version_dir: str, chunk_rows: int, threads: int) -> BatchScor
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
             except RuntimeError:
                 pass
-            scorer = _SCORERS[key] = BatchScorer.load(version_dir, chunk_rows=chunk_rows)
+            scorer = _SCORERS[key] = BatchScorer.load(Path(version_dir), chunk_rows=chunk_rows)
         return scorer
 
 
