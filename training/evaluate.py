@@ -351,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [describe_run(spec) for spec in args.model]
         source, path, data_options = _data_settings(args, runs)
         from training.data import load_source
+        from training.data.splits import split_summary
 
         splits = load_source(source, path, **data_options)
         frame = splits.test if args.split == "test" else splits.valid
@@ -365,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         summary = report.compare(results)
         summary["data"] = {"source": source, "path": path, "options": data_options, "split": args.split}
+        summary["data"] |= split_summary(splits, frame)  # how it was cut, share of new users/items
         written = report.write_report(results, args.out, summary=summary)
     except (OSError, ValueError) as exc:
         print(f"recsys-evaluate: error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from training.data.splits import split_note
 from training.features import atomic_path, atomic_write_text
 
 # Scalars shown in the Markdown table: (result key, column header); "{k}" is the ranking cut-off.
@@ -289,7 +290,7 @@ def _describe(summary: Mapping[str, Any]) -> str:
     data = summary.get("data") or {}
     where = (
         f"{data.get('split', 'evaluation')} split of {data['source']}" if "source" in data else "one split"
-    )
+    ) + split_note(data)
     return (
         f"{where}: {summary['rows']} rows, {summary['positives']} clicks. Mean ± sample std over seeds; "
         f"plots show each model's first seed."

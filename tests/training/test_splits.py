@@ -17,6 +17,8 @@ from training.data.splits import (
     per_user_counts,
     per_user_split,
     random_split,
+    split_note,
+    split_summary,
 )
 
 
@@ -120,3 +122,22 @@ def test_split_spec_rejects_bad_combinations() -> None:
         per_user_split(
             pd.DataFrame({"user_id": list("abc"), "timestamp": [1, 2, 3]}), SplitSpec(kind="per-user")
         )
+
+
+def test_report_note_states_split_and_cold_shares() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": list("xyzxyw"),
+            "timestamp": [1, 2, 3, 1, 2, 5],
+        }
+    )
+    recipes = [FeatureRecipe("item_id", "categorical", "item")]
+    splits = build_splits("t", frame, recipes, SplitSpec(kind="global", valid=0.2, test=0.2), source="t")
+    # time order: a1 b1 a2 b2 a3 c5 -> train a1 b1 a2 b2, valid a3, test c5 (new user c, new item w)
+    data = {"split": "test"} | split_summary(splits, splits.test)
+    assert split_note(data) == (
+        " (global time split (latest 20% of events to test, the 20% before to validation); "
+        "100.0% of rows with a new user; 100.0% of rows with a new item)"
+    )
+    assert split_note({"split": "test"}) == ""

@@ -213,3 +213,20 @@ def build_splits(
     contract = contract_from_recipes(train, recipes, source=source)
     parts = [fill_numeric_defaults(part, contract) for part in (train, valid, test)]
     return Splits(name, contract, *parts, split=split.describe())
+
+
+def split_summary(splits: Splits, frame: pd.DataFrame) -> dict[str, float | int | str]:
+    """What an evaluation report states about its data: how it was split, how cold ``frame`` is."""
+    return {"split_kind": splits.split, **cold_shares(splits.train, frame)}
+
+
+def split_note(data: dict) -> str:
+    """``(per-user time split (...); 0.0% of rows with a new user, 0.6% with a new item)`` or ``""``."""
+    if "split_kind" not in data:
+        return ""
+    shares = [
+        f"{data[key]:.1%} of rows with a new {what}"
+        for key, what in (("cold_user_share", "user"), ("cold_item_share", "item"))
+        if key in data
+    ]
+    return f" ({'; '.join([data['split_kind'], *shares])})"
