@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -369,7 +370,10 @@ class CrossLayer(keras.layers.Layer):
 
     Full rank (``projection_dim=None``): ``W`` is ``[dim, dim]``. Low rank: ``W = U @ V`` with
     ``U`` ``[dim, projection_dim]`` and ``V`` ``[projection_dim, dim]`` (the DCN-V2 "mixture-free"
-    low-rank variant), which cuts parameters from dim^2 to 2*dim*r.
+    low-rank variant), which cuts parameters from dim^2 to 2*dim*r. ``V`` has its own initialiser
+    (``kernel_v_initializer``; by default ``kernel_initializer`` re-seeded, see
+    ``distinct_initializer``): one seeded instance called twice returns the same numbers, which
+    made ``V`` start as a copy of ``U``'s values.
 
     Input: ``[x0, x]`` (each ``[batch, dim]``), or a single ``x0`` meaning ``x = x0``.
     Output: ``[batch, dim]``.
@@ -382,6 +386,7 @@ class CrossLayer(keras.layers.Layer):
         kernel_initializer: Any = "glorot_uniform",
         bias_initializer: Any = "zeros",
         kernel_regularizer: Any = None,
+        kernel_v_initializer: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -390,6 +395,11 @@ class CrossLayer(keras.layers.Layer):
         self.projection_dim = None if projection_dim is None else int(projection_dim)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_v_initializer = (
+            distinct_initializer(self.kernel_initializer)
+            if kernel_v_initializer is None
+            else keras.initializers.get(kernel_v_initializer)
+        )
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
@@ -417,7 +427,7 @@ class CrossLayer(keras.layers.Layer):
             self.kernel_v = add(
                 name="kernel_v",
                 shape=(r, dim),
-                initializer=self.kernel_initializer,
+                initializer=self.kernel_v_initializer,
                 regularizer=self.kernel_regularizer,
             )
         self.bias = (
@@ -443,6 +453,7 @@ class CrossLayer(keras.layers.Layer):
             "projection_dim": self.projection_dim,
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_v_initializer": keras.initializers.serialize(self.kernel_v_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
@@ -452,8 +463,8 @@ class CrossLayer(keras.layers.Layer):
 class CrossNetwork(keras.layers.Layer):
     """A stack of ``num_layers`` ``CrossLayer``s: ``x_{l+1} = x0 * (x_l @ W_l + b_l) + x_l``.
 
-    Each layer's kernel is Glorot-uniform seeded with ``seed + l`` so builds are reproducible and
-    the layers do not start identical.
+    Each layer's kernel (``U`` when low rank) is Glorot-uniform seeded with ``seed + l`` and its
+    ``V`` with ``seed + num_layers + l``, so builds are reproducible and no two kernels start equal.
 
     Input: ``[batch, dim]``. Output: ``[batch, dim]``.
     """
@@ -480,6 +491,7 @@ class CrossNetwork(keras.layers.Layer):
             CrossLayer(
                 projection_dim=projection_dim,
                 kernel_initializer=keras.initializers.GlorotUniform(seed=self.seed + i),
+                kernel_v_initializer=keras.initializers.GlorotUniform(seed=self.seed + self.num_layers + i),
                 kernel_regularizer=regularizer,
                 name=f"cross_{i}",
             )
@@ -526,6 +538,22 @@ class SumLogits(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tuple[int | None]:
         return (_first_shape(input_shape)[0],)
+
+
+def distinct_initializer(initializer: keras.initializers.Initializer) -> keras.initializers.Initializer:
+    """A copy of ``initializer`` drawing other numbers: an int seed becomes an unrelated one.
+
+    Keras initialisers are stateless, so one instance (seeded or not) returns the same values on
+    every call. An unseeded copy picks its own seed; one without a seed (zeros) is returned as is.
+    """
+    config = keras.initializers.serialize(initializer)
+    inner = config.get("config", {}) if isinstance(config, dict) else {}
+    if "seed" not in inner:
+        return initializer
+    seed = inner["seed"]
+    if isinstance(seed, int):
+        inner["seed"] = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0] % (2**31 - 1))
+    return keras.initializers.deserialize(config)
 
 
 def _first_shape(input_shape: Any) -> tuple[int | None, ...]:
