@@ -77,7 +77,8 @@ def make_tf_dataset(
 
     Shuffling is a numpy permutation from ``shuffle_seed`` applied before slicing, so the order
     is exact (a full shuffle, not a windowed one), independent of TensorFlow's global seed and
-    identical on every run: training passes ``seed + epoch`` to make a resumed run bit-exact.
+    identical on every run: training passes ``seed + epoch`` so a resumed run is bit-exact on the
+    same machine and thread settings (``tests/training/test_train.py`` asserts equal weights).
     ``shuffle_seed=None`` keeps the frame's order (evaluation).
     """
     import tensorflow as tf  # imported here so the data layer's readers work without TensorFlow
