@@ -22,6 +22,8 @@ CONFIG_FILENAME = "config.json"
 SCORE_BATCH_SIZE = 4096
 CURVE_POINTS = 200
 MAX_ERROR_CHARS = 600
+# Per-user metrics, None without a user column; the ``_long`` ones skip users with <= k rows.
+RANKED_KEYS = ("gauc", "ndcg", "hit_rate", "ndcg_long", "hit_rate_long")
 
 
 class EvaluationError(ValueError):
@@ -65,7 +67,7 @@ def _core_metrics(
     if labels.shape[0] == 0:
         return (
             out
-            | dict.fromkeys(("auc", "gauc", "logloss", "ece", "ndcg", "hit_rate"), None)
+            | dict.fromkeys(RANKED_KEYS + ("auc", "gauc", "logloss", "ece"), None)
             | {"undefined": {"all": "slice has no rows"}}
         )
 
@@ -76,8 +78,8 @@ def _core_metrics(
     out["logloss"] = guarded("logloss", lambda: m.logloss(labels, probs))
     out["ece"] = m.expected_calibration_error(labels, probs, n_bins=n_bins, strategy=bin_strategy)
     if users is None:
-        out["gauc"] = out["ndcg"] = out["hit_rate"] = None
-        undefined["gauc"] = undefined["ndcg"] = undefined["hit_rate"] = "no user column"
+        out |= dict.fromkeys(RANKED_KEYS, None)
+        undefined |= dict.fromkeys(RANKED_KEYS[:3], "no user column")
     else:
         per = m.per_group_auc(labels, probs, users)
         counted = ~np.isnan(per["auc"])
@@ -88,6 +90,10 @@ def _core_metrics(
         out["ndcg"] = ranking.ndcg if ranking else None
         out["hit_rate"] = ranking.hit_rate if ranking else None
         out["ranking_users"] = ranking.users if ranking else 0
+        # users with <= k rows have HR@k = 1 by construction: reported apart (metrics.RankingQuality)
+        out["ranking_short_users"] = ranking.short_users if ranking else 0
+        out["ndcg_long"] = ranking.long_ndcg if ranking else None
+        out["hit_rate_long"] = ranking.long_hit_rate if ranking else None
         if ranking is None:
             undefined["hit_rate"] = undefined["ndcg"]
     if p_true is not None:
@@ -121,7 +127,9 @@ def evaluate_predictions(
     """Every offline metric for one model's predicted click probabilities on one split.
 
     Returns a JSON-ready dict: counts, AUC, GAUC, logloss, ECE, NDCG@k / HitRate@k (per user,
-    only when ``user_col`` exists), mean predicted vs observed CTR, the reliability curve and a
+    only when ``user_col`` exists; each user's logged rows are ranked, and ``ndcg_long`` /
+    ``hit_rate_long`` leave out the ``ranking_short_users`` with k rows or fewer, whose HitRate@k
+    is 1 by construction), mean predicted vs observed CTR, the reliability curve and a
     thinned ROC curve; with a ``p_true`` column (synthetic data) the oracle AUC and the model's
     gap to it (``oracle_auc - auc``); with ``train_frame`` the same scalars per slice
     (``user_new``: users never seen in training, ``user_returning``, ``item_new``,

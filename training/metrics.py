@@ -248,13 +248,22 @@ def expected_calibration_error(
 
 @dataclass(frozen=True)
 class RankingQuality:
-    """Mean NDCG@k and HitRate@k over the users that have at least one positive."""
+    """Mean NDCG@k and HitRate@k over the users that have at least one positive.
+
+    The lists ranked are each user's logged rows only (not the catalogue), so a user with ``k``
+    or fewer rows and a positive has HitRate@k = 1 whatever the scores: ``short_users`` counts
+    them and ``long_*`` are the means over the other users (None when there are none).
+    """
 
     k: int
     ndcg: float
     hit_rate: float
     users: int
     users_skipped: int
+    short_users: int = 0
+    long_users: int = 0
+    long_ndcg: float | None = None
+    long_hit_rate: float | None = None
 
 
 def ranking_quality(
@@ -269,6 +278,8 @@ def ranking_quality(
     * HitRate@k: 1 if the user has a positive among their top k by predicted score, else 0.
 
     Both are averaged over users with equal weight; users without a positive are skipped.
+    Protocol: each user's list is their rows here (logged impressions), not every item; users
+    with at most ``k`` rows are counted apart (``short_users``) and left out of ``long_*``.
     Tied scores are handled as the expectation over a uniformly random order among the ties
     (for NDCG the tie-averaged DCG of scikit-learn's ``ndcg_score``, for HitRate the
     hypergeometric chance that a tied positive lands in the top k), so the result never
@@ -307,12 +318,19 @@ def ranking_quality(
         m, p, slots = int(run_len[r]), int(run_pos[r]), int(run_slots[r])
         miss[run_group[r]] = float(np.prod([(m - p - j) / (m - j) for j in range(slots)]))
     hits = np.where(sure, 1.0, 1.0 - miss)
+    ndcg = np.zeros(n_groups)
+    ndcg[has_pos] = dcg[has_pos] / idcg[has_pos]
+    long = has_pos & (np.bincount(c, minlength=n_groups) > k)
     return RankingQuality(
         k=k,
-        ndcg=float(np.mean(dcg[has_pos] / idcg[has_pos])),
+        ndcg=float(np.mean(ndcg[has_pos])),
         hit_rate=float(np.mean(hits[has_pos])),
         users=int(has_pos.sum()),
         users_skipped=int((~has_pos).sum()),
+        short_users=int((has_pos & ~long).sum()),
+        long_users=int(long.sum()),
+        long_ndcg=float(np.mean(ndcg[long])) if long.any() else None,
+        long_hit_rate=float(np.mean(hits[long])) if long.any() else None,
     )
 
 

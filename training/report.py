@@ -22,6 +22,8 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ece", "ECE"),
     ("ndcg", "NDCG@{k}"),
     ("hit_rate", "HR@{k}"),
+    ("ndcg_long", "NDCG@{k} >{k} rows"),
+    ("hit_rate_long", "HR@{k} >{k} rows"),
     ("oracle_gap", "Gap to oracle AUC"),
 )
 SLICE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -104,7 +106,21 @@ def compare(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any
         }
     assert reference is not None
     first = next(iter(results.values()))[0]
-    return {"rows": reference[2], "positives": reference[3], "k": first.get("k", 10), "models": models}
+    k = first.get("k", 10)
+    out = {"rows": reference[2], "positives": reference[3], "k": k, "models": models}
+    if first.get("ranking_users"):
+        out["ranking_protocol"] = ranking_protocol(first, k)
+    return out
+
+
+def ranking_protocol(result: Mapping[str, Any], k: int) -> str:
+    """How NDCG@k/HR@k were computed, and how many users' HR@k is 1 by construction."""
+    short, users = result.get("ranking_short_users", 0), result["ranking_users"]
+    return (
+        f"NDCG@{k} and HR@{k} rank each user's logged impressions in this split only, not the "
+        f"catalogue. {short} of the {users} users with a click have {k} or fewer rows, so their "
+        f"HR@{k} is 1 whatever the model; the '>{k} rows' columns leave them out."
+    )
 
 
 def _cell(stats: Mapping[str, Any] | None, digits: int) -> str:
@@ -266,12 +282,13 @@ def write_report(
     summary = dict(summary) if summary is not None else compare(results)
     out = Path(out_dir)
     table = markdown_table(summary)
+    protocol = f"\n{summary['ranking_protocol']}\n" if summary.get("ranking_protocol") else ""
     first = {name: seeds[0] for name, seeds in results.items()}
     oracle = next((r["oracle_roc"] for r in first.values() if "oracle_roc" in r), None)
     return {
         "json": write_json(out / JSON_NAME, {"summary": summary, "results": results}),
         "markdown": _write_text(
-            out / MARKDOWN_NAME, f"# Offline evaluation\n\n{_describe(summary)}\n\n{table}"
+            out / MARKDOWN_NAME, f"# Offline evaluation\n\n{_describe(summary)}\n\n{table}{protocol}"
         ),
         "roc": plot_roc(
             {n: r["roc"] for n, r in first.items()},
