@@ -219,3 +219,22 @@ def test_recsys_train_from_a_spec_end_to_end(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["data"] == str(spec)
     # odd items click far more often: even a 1-epoch LR ranks validation better than chance
     assert json.loads((out / "metrics.json").read_text())["best_val_auc"] > 0.6
+
+
+def test_the_documented_example_spec_loads() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples" / "dataset_spec"
+    splits = load_source(str(root / "spec.yaml"))
+    kinds = {f.name: f.kind.value for f in splits.contract.features}
+    assert kinds == {
+        "customer": "categorical_string",
+        "product": "categorical_string",
+        "category": "categorical_string",
+        "tags": "multi_categorical",
+        "price": "numeric",
+        "device": "categorical_string",
+    }
+    raw = pd.read_csv(root / "events.csv")
+    per_user = raw.groupby("customer").size()
+    assert len(splits.test) == sum(max(1, int(n * 0.2)) for n in per_user)
+    assert set(splits.train["tags"].str.split("|").explode()) <= {"new", "sale", "gift", "eco"}
+    assert splits.contract["price"].transform == "log1p"
