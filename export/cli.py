@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="publish despite an AUC regression")
     p.add_argument("--reason", default="", help="why --force is used (required with --force)")
     p.add_argument("--min-rows", type=int, default=10_000, help="held-out rows needed for parity")
+    p.add_argument(
+        "--mlflow-uri",
+        default=None,
+        help="register a blessed version in this MLflow registry (default: MLFLOW_TRACKING_URI; "
+        "unset: none), e.g. sqlite:///mlflow.db",
+    )
 
     p = sub.add_parser("onnx", help="export the numeric core to ONNX and check parity with the SavedModel")
     p.add_argument("--model-dir", required=True, type=Path, help="training run directory")
@@ -166,6 +172,12 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     print(f"record: {result.record_path}")
     if result.path is not None:
         print(f"published {result.path}")
+        from export.mlflow_model import register_blessed, tracking_uri
+
+        uri = tracking_uri(args.mlflow_uri)
+        if uri is not None:
+            registered = register_blessed(result.path, record, model_name=args.name, uri=uri)
+            print(f"registered in MLflow ({uri}): models:/{registered.name}/{registered.version}")
     return 0 if result.blessed else EXIT_REJECTED
 
 

@@ -164,3 +164,25 @@ def test_errors_exit_non_zero_and_write_nothing(cli_base, run_dir, tmp_path, cap
         "--force needs a reason",
     )
     fails(["verify", str(tmp_path / "absent" / "1")], "does not exist")
+
+
+def test_publish_registers_the_blessed_version_in_mlflow(run_dir, tmp_path, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = tmp_path / "base"
+    args = [
+        "publish",
+        "--model-dir",
+        str(run_dir),
+        "--base",
+        str(base),
+        "--name",
+        "ctr",
+        "--min-rows",
+        "2000",
+    ]
+    assert main([*args, "--mlflow-uri", uri]) == 0
+    assert f"registered in MLflow ({uri}): models:/ctr/1" in capsys.readouterr().out
+    assert main([*args, "--mlflow-uri", uri]) == 0
+    versions = mlflow.MlflowClient(tracking_uri=uri).search_model_versions("name='ctr'")
+    assert sorted((int(v.version), v.tags["serving_version"]) for v in versions) == [(1, "1"), (2, "2")]
