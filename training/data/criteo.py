@@ -132,7 +132,8 @@ def load_criteo(
     parts = [
         part.fillna(fills).astype(dict.fromkeys(INT_COLUMNS, np.float32)) for part in (train, valid, test)
     ]
-    return Splits("criteo", contract, *parts)
+    split = f"file-order split (the file is in time order: last {1 - train_f - valid_f:.0%} to test, the {valid_f:.0%} before to validation)"
+    return Splits("criteo", contract, *parts, split=split)
 
 
 def write_criteo_tsv(

@@ -20,12 +20,14 @@ from .base import (
     DataError,
     Splits,
     atomic_write_parquet,
+    check_fractions,
     check_labels,
     read_parquet_checked,
     time_split,
 )
 from .contracts import categorical_feature, multi_categorical_feature, numeric_feature
 from .metrics import roc_auc
+from .splits import SplitSpec
 from .synthetic_world import DEVICES, SyntheticConfig, World, build_world, true_logit
 
 # Rows are drawn in fixed blocks, each with its own seeded RNG, so the data does not depend on
@@ -295,7 +297,9 @@ def load_synthetic(
     seed = read_config(root).seed if (root / META_FILE).is_file() else None
     train, valid, test = time_split(read_events(root), fractions)
     contract = synthetic_contract(train, embedding_dim=embedding_dim, seed=seed)
-    return Splits("synthetic", contract, train, valid, test)
+    _, valid_f, test_f = check_fractions(fractions)
+    split = SplitSpec(kind="global", valid=valid_f, test=test_f).describe()
+    return Splits("synthetic", contract, train, valid, test, split=split)
 
 
 def oracle_auc(frame: pd.DataFrame) -> float:
