@@ -37,7 +37,7 @@ def tracking_uri(explicit: str | None) -> str | None:
 def _pyfunc_class() -> type:
     import mlflow.pyfunc
 
-    class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
+    class SavedModelPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         """Scores a DataFrame of contract columns with the carried SavedModel version."""
 
         def load_context(self, context: Any) -> None:

@@ -1,0 +1,144 @@
+"""Benchmark recsys-batch-score: rows/s of the local and Spark backends against the bare signature loop.
+
+Writes ``--rows`` rows (default 2,000,000) of contract-shaped data for the given export (values
+drawn from each feature's vocabulary, with 5% unseen, numeric values around their statistics) as
+``--files`` Parquet files, then times, in this order:
+
+* ``bare``: the in-process signature over the same rows already decoded to wire arrays, in the
+  scorer's chunks (no reading, no writing): the ceiling;
+* ``local``: ``recsys-batch-score --backend local`` end to end (read, check, score, write);
+* ``spark one-shot``: the Spark backend including the session's start-up;
+* ``spark warm``: the Spark backend again with the session (and its Python workers) up.
+
+Each is run ``--repeats`` times (one-shot once) and the median is reported. Numbers go into notes,
+never asserts.
+
+Example:
+    python benchmarks/bench_batch_score.py --model runs/demo/serving/ctr/1 --rows 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from export.batch_input import discover_inputs, wire_inputs  # noqa: E402
+from export.batch_job import BatchScoreConfig, score_local  # noqa: E402
+from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer  # noqa: E402
+from training.features import FeatureContract, FeatureKind  # noqa: E402
+
+
+def synthetic_table(contract: FeatureContract, rows: int, rng: np.random.Generator) -> pa.Table:
+    """Rows shaped like the contract's features (5% of categorical values unseen)."""
+    columns = {}
+    for f in contract.features:
+        if f.kind is FeatureKind.NUMERIC:
+            values = rng.normal(f.mean, f.std, rows)
+            if f.transform == "log1p":
+                values = np.expm1(np.abs(values))
+            columns[f.name] = pa.array(values.astype(np.float32))
+            continue
+        vocab = list(f.vocabulary or [f"h{i}" for i in range(1000)])
+        picks = rng.integers(0, len(vocab), rows)
+        if f.dtype == "int64":
+            values = np.asarray(vocab, dtype=np.int64)[picks]
+            values[rng.random(rows) < 0.05] = -7
+            columns[f.name] = pa.array(values)
+            continue
+        strings = np.asarray(vocab, dtype=object)[picks]
+        if f.kind is FeatureKind.MULTI_CATEGORICAL:
+            second = np.asarray(vocab, dtype=object)[rng.integers(0, len(vocab), rows)]
+            strings = np.char.add(np.char.add(strings.astype(str), "|"), second.astype(str)).astype(object)
+        strings[rng.random(rows) < 0.05] = "unseen"
+        columns[f.name] = pa.array(strings, pa.string())
+    columns["row_id"] = pa.array(np.arange(rows, dtype=np.int64))
+    return pa.table(columns)
+
+
+def bare_loop(scorer: BatchScorer, table: pa.Table) -> float:
+    """Seconds to score the table's decoded wire arrays with nothing else around the model."""
+    inputs = wire_inputs(scorer.contract, table, fill_defaults=False, where="bench", first_row=0)
+    start = time.perf_counter()
+    scorer.score(inputs)
+    return time.perf_counter() - start
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="SavedModel version directory")
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--files", type=int, default=8, help="input Parquet files")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    scorer = BatchScorer.load(args.model, chunk_rows=DEFAULT_CHUNK_ROWS)
+    table = synthetic_table(scorer.contract, args.rows, np.random.default_rng(args.seed))
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        root = Path(tmp)
+        step = -(-args.rows // args.files)
+        (root / "in").mkdir()
+        for k in range(args.files):
+            pq.write_table(table.slice(k * step, step), root / "in" / f"part-{k:03d}.parquet")
+        files, fmt = discover_inputs([str(root / "in")])
+
+        def job(backend: str, name: str) -> BatchScoreConfig:
+            return BatchScoreConfig(
+                version_dir=args.model,
+                inputs=tuple(files),
+                input_format=fmt,
+                output=root / name,
+                passthrough=("row_id",),
+                backend=backend,
+                overwrite=True,
+                spark_master=args.spark_master,
+                progress=False,
+            )
+
+        results: dict[str, list[float]] = {"bare": [], "local": []}
+        bare_loop(scorer, table.slice(0, 50_000))  # warm the graph
+        for _ in range(args.repeats):
+            results["bare"].append(bare_loop(scorer, table))
+            results["local"].append(timed(lambda: score_local(job("local", "local"))))
+        if not args.skip_spark:
+            from export.batch_spark import score_spark
+
+            results["spark one-shot"] = [timed(lambda: score_spark(job("spark", "spark")))]
+            results["spark warm"] = [
+                timed(lambda: score_spark(job("spark", "spark"))) for _ in range(args.repeats)
+            ]
+    base = args.rows / statistics.median(results["bare"])
+    print(f"{args.rows:,} rows of {args.model} ({len(scorer.contract.names)} features), {args.files} files")
+    print(f"{'path':16} {'rows/s':>12} {'vs bare':>8}   runs (s)")
+    for name, times in results.items():
+        rate = args.rows / statistics.median(times)
+        print(f"{name:16} {rate:12,.0f} {rate / base:8.2f}   {' '.join(f'{t:.1f}' for t in times)}")
+    if "spark warm" in results:
+        local = args.rows / statistics.median(results["local"])
+        warm = args.rows / statistics.median(results["spark warm"])
+        print(f"spark warm / local: {warm / local:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
