@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from training.config import ConfigError
+from training.config import ConfigError, TrainConfig
 from training.features import atomic_path, atomic_write_text
 
 STATE_FILENAME = "state.json"
@@ -56,7 +56,8 @@ def check_resumable(checkpoint_dir: Path, state: dict[str, Any], config: dict[st
     Raises:
         ResumeMismatch: on differing training fields or a missing weights file.
     """
-    saved = state.get("config", {})
+    # a checkpoint written before a field existed trained with that field's default
+    saved = {**_field_defaults(), **state.get("config", {})}
     differing = sorted(
         key
         for key in set(saved) | set(config)
@@ -72,6 +73,10 @@ def check_resumable(checkpoint_dir: Path, state: dict[str, Any], config: dict[st
         raise ResumeMismatch(
             f"{checkpoint_dir}: state.json names {weights_path(checkpoint_dir, state).name}, which is missing"
         )
+
+
+def _field_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
 def commit(model: Any, checkpoint_dir: Path, state: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from training.config import DATA_SOURCES, ConfigError, TrainConfig, read_config_file
+from training.config import DATA_SOURCES, ConfigError, TrainConfig, model_defaults, read_config_file
 from training.data.splits import SPLIT_KINDS
 
 MODEL_CHOICES = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--epochs", type=int, help="maximum epochs (default 5); raise it to continue a finished run"
     )
-    parser.add_argument("--batch-size", type=int, help="training batch size (default 1024)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default 1024; lr: 2**20)")
+    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3; lr: 0.1)")
+    parser.add_argument(
+        "--passes", type=int, help="passes over the training data per epoch (default 1; lr: 50)"
+    )
     parser.add_argument("--seed", type=int, help="model/shuffle seed (default 0)")
     parser.add_argument(
         "--patience",
@@ -71,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "learning_rate",
         "seed",
         "patience",
+        "passes",
     ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -91,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         values["verbose"] = 0
     if "out_dir" not in values:
         raise ConfigError("--out (or out_dir in --config) is required")
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict({**model_defaults(str(values.get("model", TrainConfig.model))), **values})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,7 +165,7 @@ def train(
         _reseed_generators(model, epoch)
         train_ds = make_tf_dataset(
             splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch
-        )
+        ).repeat(config.passes)
         callbacks = (
             []
             if on_batch_end is None
@@ -186,7 +186,7 @@ def train(
             "val_auc": val_auc,
             "val_logloss": _logloss(valid_labels, scores),
             "seconds": seconds,
-            "examples_per_second": len(splits.train) / seconds,
+            "examples_per_second": len(splits.train) * config.passes / seconds,
         }
         history.append(row)
         if config.verbose:
