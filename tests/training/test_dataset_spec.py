@@ -238,3 +238,21 @@ def test_the_documented_example_spec_loads() -> None:
     assert len(splits.test) == sum(max(1, int(n * 0.2)) for n in per_user)
     assert set(splits.train["tags"].str.split("|").explode()) <= {"new", "sale", "gift", "eco"}
     assert splits.contract["price"].transform == "log1p"
+
+
+def test_recsys_train_reports_a_bad_spec_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    EVENTS.assign(clicked=["yes"] + [0] * 11).to_csv(tmp_path / "log.csv", index=False)
+    spec = write_spec(tmp_path, "log.csv")
+    assert main(["--data", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "recsys-train: error:" in err and "log.csv: column 'clicked', line 2: unparsable number 'yes'" in err
+    )
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit):  # argparse: neither a built-in source nor a .yaml spec
+        main(["--data", "clicks.json", "--out", str(tmp_path / "run")])
+    assert "or give a dataset spec .yaml" in capsys.readouterr().err
