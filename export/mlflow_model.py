@@ -83,6 +83,25 @@ def log_saved_model(version_dir: Path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) 
     )
 
 
+EXPERIMENT = "recsys"
+
+
+def experiment_id(uri: str, name: str = EXPERIMENT) -> str:
+    """The experiment runs are logged in, created on first use. With a ``sqlite:///`` store its
+    artifacts go beside the database file (``mlartifacts/``), not into ``./mlruns`` of whatever
+    folder the command ran in, MLflow's default."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
 def register_blessed(
     version_dir: Path, record: Mapping[str, Any], *, model_name: str, uri: str, run_name: str | None = None
 ) -> Any:
@@ -98,7 +117,9 @@ def register_blessed(
     version = int(Path(version_dir).name)
     mlflow.set_tracking_uri(uri)
     candidate = record.get("candidate") or {}
-    with mlflow.start_run(run_name=run_name or f"{model_name}-v{version}-publish"):
+    with mlflow.start_run(
+        experiment_id=experiment_id(uri), run_name=run_name or f"{model_name}-v{version}-publish"
+    ):
         mlflow.log_params(
             {"model_name": model_name, "serving_version": version, "tolerance": record.get("tolerance")}
         )
