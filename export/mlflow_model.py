@@ -12,7 +12,6 @@ file, artifacts beside it (MLflow 3 refuses the old ``./mlruns`` file store by d
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,13 @@ from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer
 from export.errors import ExportError
 from export.saved_model import read_assets
 from training.features import FeatureContract
+from training.tracking import experiment_id, tracking_uri
+
+__all__ = ["log_saved_model", "model_signature", "register_blessed", "tracking_uri", "experiment_id"]
 
 ARTIFACT_KEY = "saved_model"
 MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
 _COLSPEC_TYPES = {"string": "string", "int64": "long", "float32": "float"}
-
-
-def tracking_uri(explicit: str | None) -> str | None:
-    """``--mlflow-uri`` if given, else ``MLFLOW_TRACKING_URI``, else None (tracking off)."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 def _pyfunc_class() -> type:
@@ -81,25 +78,6 @@ def log_saved_model(version_dir: Path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) 
         signature=model_signature(contract),
         model_config={"chunk_rows": chunk_rows},
     )
-
-
-EXPERIMENT = "recsys"
-
-
-def experiment_id(uri: str, name: str = EXPERIMENT) -> str:
-    """The experiment runs are logged in, created on first use. With a ``sqlite:///`` store its
-    artifacts go beside the database file (``mlartifacts/``), not into ``./mlruns`` of whatever
-    folder the command ran in, MLflow's default."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return str(client.create_experiment(name, artifact_location=location))
 
 
 def register_blessed(
