@@ -1,4 +1,4 @@
-"""Cold start learns: with min_count 2 the OOV row of an id feature receives gradient in training."""
+"""Cold start learns: training rows that map an id to OOV (cold-start copies, min_count) train its row."""
 
 from __future__ import annotations
 
@@ -8,15 +8,38 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("tensorflow")
+from training.config import TrainConfig
+from training.data import DataError
+from training.data.cold_start import with_cold_start_rows
+from training.data.contracts import FeatureRecipe
+from training.data.splits import SplitSpec, build_splits
+from training.features import FeatureContract
 
-from training.config import TrainConfig  # noqa: E402
-from training.data.contracts import FeatureRecipe  # noqa: E402
-from training.data.splits import SplitSpec, build_splits  # noqa: E402
-from training.features import FeatureContract  # noqa: E402
+
+def test_cold_start_rows_by_hand() -> None:
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "a", "a", "b", "c"],
+            "item_id": ["x", "x", "y", "x", "z", "x"],
+            "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "timestamp": [5, 1, 2, 9, 3, 7],
+        }
+    )
+    out = with_cold_start_rows(train, ("user_id", "item_id"), 2)
+    pd.testing.assert_frame_equal(out.iloc[:6], train)
+    copies = out.iloc[6:]
+    # by time: b1 a2 b3 a5 c7 a9 -> users' first two: b1 a2 b3 a5 c7; items': x(b1) y(a2) z(b3) x(a5)
+    assert list(zip(copies["user_id"], copies["item_id"], copies["timestamp"], strict=True)) == [
+        ("", "x", 1), ("", "y", 2), ("", "z", 3), ("", "x", 5), ("", "x", 7),
+        ("b", "", 1), ("a", "", 2), ("b", "", 3), ("a", "", 5),
+    ]  # fmt: skip
+    assert copies["price"].tolist() == [2.0, 3.0, 5.0, 1.0, 6.0, 2.0, 3.0, 5.0, 1.0]
+    assert with_cold_start_rows(train, ("user_id",), 0) is train
+    with pytest.raises(DataError, match="must hold strings"):
+        with_cold_start_rows(train.assign(user_id=[1, 2, 1, 1, 2, 3]), ("user_id",), 1)
 
 
-def _splits(min_count: int):
+def _splits(min_count: int, cold_start_rows: int = 0):
     rng = np.random.default_rng(5)
     n = 400
     # items 0..19 are frequent, 20..59 appear once each: only those go to OOV with min_count 2
@@ -33,7 +56,16 @@ def _splits(min_count: int):
         FeatureRecipe("user_id", "categorical", "user", min_count=1),
         FeatureRecipe("item_id", "categorical", "item", min_count=min_count),
     ]
-    return build_splits("t", frame, recipes, SplitSpec(kind="random", seed=1), source="t")
+    split = SplitSpec(kind="random", seed=1)
+    return build_splits(
+        "t",
+        frame,
+        recipes,
+        split,
+        source="t",
+        id_columns=("user_id", "item_id"),
+        cold_start_rows=cold_start_rows,
+    )
 
 
 def _oov_row(model, contract: FeatureContract) -> np.ndarray:
@@ -50,16 +82,19 @@ def _oov_row(model, contract: FeatureContract) -> np.ndarray:
     return np.concatenate([r[0] for r in rows])  # FM: the linear weight and the factor
 
 
-@pytest.mark.parametrize(("min_count", "trained"), [(1, False), (2, True)])
-def test_oov_row_moves_only_when_train_has_rare_values(tmp_path: Path, min_count: int, trained: bool) -> None:
+@pytest.mark.parametrize(("min_count", "copies", "trained"), [(1, 0, False), (2, 0, True), (1, 1, True)])
+def test_oov_row_moves_only_when_training_rows_map_to_it(
+    tmp_path: Path, min_count: int, copies: int, trained: bool
+) -> None:
+    pytest.importorskip("tensorflow")
     from training.layers import load_keras_model
     from training.models import ModelConfig, build_model
     from training.train import train
 
-    splits = _splits(min_count)
+    splits = _splits(min_count, copies)
     vocabulary = splits.contract["item_id"].vocabulary
-    rare_in_train = int((~splits.train["item_id"].isin(vocabulary)).sum())
-    assert (rare_in_train > 0) is trained  # min_count 1: every training value has its own row
+    oov_in_train = int((~splits.train["item_id"].isin(vocabulary)).sum())
+    assert (oov_in_train > 0) is trained  # min_count 1, no copies: every training value has its own row
     config = TrainConfig(
         out_dir=str(tmp_path / "run"),
         model="fm",

@@ -39,7 +39,7 @@ features:
     entity: item
   device: {min_count: 1}
   tags: {separator: ";", entity: item, min_count: 1}
-defaults: {min_count: 2, embedding_dim: 4}
+defaults: {min_count: 2, embedding_dim: 4, cold_start_rows: 0}
 split: {kind: per-user, test_last_n: 1, valid_last_n: 1}
 """
 

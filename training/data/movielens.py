@@ -14,6 +14,7 @@ from training.context_features import derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, FeatureContract
 
 from .base import DataError, Splits, check_fractions, parse_numeric
+from .cold_start import DEFAULT_COLD_START_ROWS
 from .contracts import FeatureRecipe, contract_from_recipes
 from .splits import SplitSpec, build_splits, split_spec_with
 from .text_tables import read_atomic, read_delimited
@@ -274,13 +275,16 @@ def load_movielens(
     embedding_dim: int = 8,
     rating_threshold: float = 4.0,
     min_count: int = 1,
+    cold_start_rows: int = DEFAULT_COLD_START_ROWS,
 ) -> Splits:
     """Read MovieLens and split it: per user by default (model comparison), ``global`` for cold start.
 
     The per-user split holds out each user's last 20% of ratings for test and the 10% before
     for validation (ties in the reader's order: timestamp, then item id), so every test user is
     known; the global time split (train strictly before valid before test) is mostly new users.
-    ``fractions`` (train, valid, test) override the split's shares. A missing release year
+    ``fractions`` (train, valid, test) override the split's shares. Train then gets
+    ``cold_start_rows`` copies of each user's and item's first ratings with the id blanked, so
+    new users and items meet a trained OOV row (``cold_start.py``). A missing release year
     becomes the training mean (the contract default), so frames carry no NaN while the model
     sees exactly what a cold-start client would send.
     """
@@ -290,4 +294,12 @@ def load_movielens(
         spec = SplitSpec(kind=spec.kind, valid=valid, test=test, seed=spec.seed)
     frame = read_movielens(path, rating_threshold=rating_threshold)
     recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count)
-    return build_splits("movielens", frame, recipes, spec, source="movielens")
+    return build_splits(
+        "movielens",
+        frame,
+        recipes,
+        spec,
+        source="movielens",
+        id_columns=("user_id", "item_id"),
+        cold_start_rows=cold_start_rows,
+    )

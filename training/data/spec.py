@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .base import DataError
+from .cold_start import DEFAULT_COLD_START_ROWS
 from .splits import SplitSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -78,9 +79,11 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_count: int = Field(default=2, ge=1)
+    min_count: int = Field(default=1, ge=1)
     max_vocab: int = Field(default=100_000, ge=1, le=10_000_000)
     embedding_dim: int = Field(default=8, ge=1, le=1024)
+    # copies of each user's and item's first training events with the id blanked (cold_start.py)
+    cold_start_rows: int = Field(default=DEFAULT_COLD_START_ROWS, ge=0, le=100)
 
 
 class DatasetSpec(BaseModel):

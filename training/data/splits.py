@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import DataError, Splits, check_fractions, time_split
+from .cold_start import with_cold_start_rows
 from .contracts import FeatureRecipe, contract_from_recipes, fill_numeric_defaults
 
 SplitKind = Literal["global", "per-user", "random"]
@@ -206,11 +207,23 @@ def split_spec_with(spec: SplitSpec, split: str | SplitSpec | None) -> SplitSpec
 
 
 def build_splits(
-    name: str, frame: pd.DataFrame, recipes: Sequence[FeatureRecipe], split: SplitSpec, *, source: str
+    name: str,
+    frame: pd.DataFrame,
+    recipes: Sequence[FeatureRecipe],
+    split: SplitSpec,
+    *,
+    source: str,
+    id_columns: Sequence[str] = (),
+    cold_start_rows: int = 0,
 ) -> Splits:
-    """Cut ``frame``, build the contract from the training part only, fill missing numerics."""
+    """Cut ``frame``, build the contract from the training part only, fill missing numerics.
+
+    With ``cold_start_rows`` > 0 the training part then gets that many copies of each id's first
+    events with the id blanked (``cold_start.with_cold_start_rows``), so the OOV rows train.
+    """
     train, valid, test = apply_split(frame, split)
     contract = contract_from_recipes(train, recipes, source=source)
+    train = with_cold_start_rows(train, id_columns, cold_start_rows)
     parts = [fill_numeric_defaults(part, contract) for part in (train, valid, test)]
     return Splits(name, contract, *parts, split=split.describe())
 

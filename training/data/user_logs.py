@@ -104,4 +104,12 @@ def load_dataset_spec(
     chosen = split_spec_with(spec.split, split)
     if chosen.kind != "random" and "timestamp" not in frame.columns:
         raise DataError(f"{spec_path}: a {chosen.kind} split needs a timestamp column")
-    return build_splits(spec.name, frame, recipes, chosen, source=f"spec:{spec.name}")
+    return build_splits(
+        spec.name,
+        frame,
+        recipes,
+        chosen,
+        source=f"spec:{spec.name}",
+        id_columns=(spec.user, spec.item),
+        cold_start_rows=spec.defaults.cold_start_rows,
+    )

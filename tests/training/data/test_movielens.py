@@ -110,7 +110,9 @@ def test_rows_labels_and_features_by_hand(tmp_path: Path) -> None:
 
 
 def test_time_split_never_trains_on_the_future(tmp_path: Path) -> None:
-    splits = load_movielens(write_grouplens(tmp_path / "gl"), split="global", fractions=(0.6, 0.2, 0.2))
+    splits = load_movielens(
+        write_grouplens(tmp_path / "gl"), split="global", fractions=(0.6, 0.2, 0.2), cold_start_rows=0
+    )
     assert splits.sizes() == {"train": 6, "valid": 2, "test": 2}
     assert splits.train["timestamp"].max() < splits.valid["timestamp"].min()
     assert splits.valid["timestamp"].max() < splits.test["timestamp"].min()
@@ -127,7 +129,7 @@ def test_time_split_never_trains_on_the_future(tmp_path: Path) -> None:
 
 
 def test_contract_entities_and_json(tmp_path: Path) -> None:
-    splits = load_movielens(write_grouplens(tmp_path / "gl"), fractions=(0.6, 0.2, 0.2))
+    splits = load_movielens(write_grouplens(tmp_path / "gl"), fractions=(0.6, 0.2, 0.2), cold_start_rows=0)
     contract = splits.contract
     assert [(f.name, f.entity) for f in contract.features] == [
         ("user_id", Entity.USER), ("age_bucket", Entity.USER), ("gender", Entity.USER),
@@ -142,7 +144,7 @@ def test_contract_entities_and_json(tmp_path: Path) -> None:
 
 
 def test_real_ml100k(movielens_dir: Path) -> None:
-    splits = load_source("movielens", movielens_dir, split="global")
+    splits = load_source("movielens", movielens_dir, split="global", cold_start_rows=0)
     everything = pd.concat([splits.train, splits.valid, splits.test], ignore_index=True)
     assert len(everything) == 100_000
     assert everything["user_id"].nunique() == 943 and everything["item_id"].nunique() == 1_682
@@ -153,6 +155,24 @@ def test_real_ml100k(movielens_dir: Path) -> None:
     assert set(splits.contract["genres"].vocabulary) <= set(GENRES)
     assert not everything["release_year"].isna().any()
     assert everything.loc[everything["item_id"] == "1412", "release_year"].iloc[0] == 1995
+
+
+def test_real_ml100k_default_per_user_split_with_cold_start_rows(movielens_dir: Path) -> None:
+    raw = load_source("movielens", movielens_dir, cold_start_rows=0)
+    splits = load_source("movielens", movielens_dir)
+    assert "per-user" in splits.split and set(splits.test["user_id"]) <= set(raw.train["user_id"])
+    # every user has >= 20 ratings: test gets floor(20%), valid floor(10%) of each user's ratings
+    counts = pd.concat([raw.train, raw.valid, raw.test])["user_id"].value_counts()
+    assert len(raw.test) == sum(int(n * 0.2) for n in counts) and len(raw.valid) == sum(
+        int(n * 0.1) for n in counts
+    )
+    # copies: each user's and item's first 2 training ratings (fewer if it has fewer), id blanked
+    items = raw.train["item_id"].value_counts()
+    expected = 2 * raw.train["user_id"].nunique() + int(np.minimum(items, 2).sum())
+    assert len(splits.train) == len(raw.train) + expected
+    copies = splits.train.iloc[len(raw.train) :]
+    assert ((copies["user_id"] == "") ^ (copies["item_id"] == "")).all()
+    assert splits.contract == raw.contract  # vocabularies and statistics from the real rows only
 
 
 @pytest.mark.parametrize(
