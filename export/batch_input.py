@@ -157,7 +157,11 @@ def iter_batches(
     """The file's ``columns`` (those present) in batches of at most ``batch_rows``: memory stays
     bounded whatever the file's size."""
     if fmt == "parquet":
-        reader = pq.ParquetFile(path)
+        # String features are read as dictionaries: ids repeat, and a dictionary's values become
+        # Python bytes once per distinct value instead of once per row (wire_inputs)
+        names = set(pq.read_schema(path).names)
+        strings = [f.name for f in contract.features if f.dtype == "string" and f.name in names]
+        reader = pq.ParquetFile(path, read_dictionary=strings)
         present = [c for c in columns if c in reader.schema_arrow.names]
         yield from reader.iter_batches(batch_size=batch_rows, columns=present)
         return
@@ -174,6 +178,17 @@ def iter_batches(
                 yield batch.select(present).slice(start, batch_rows)
     except pa.ArrowInvalid as exc:
         raise ContractMismatchError(f"{path}: {exc}") from exc
+
+
+def _dictionary_strings(column: pa.DictionaryArray, feature: Feature, where: str) -> np.ndarray:
+    """A dictionary-encoded string column as an object array of bytes, each distinct value one
+    Python object shared by its rows (numpy indexing, no per-row conversion)."""
+    if not (pa.types.is_string(column.type.value_type) or pa.types.is_large_string(column.type.value_type)):
+        raise ContractMismatchError(
+            f"{where}: column {feature.name!r} is {column.type}, the contract wants string"
+        )
+    values = column.dictionary.cast(pa.binary()).to_numpy(zero_copy_only=False)
+    return values[column.indices.to_numpy(zero_copy_only=False)]
 
 
 def wire_inputs(
@@ -195,6 +210,11 @@ def wire_inputs(
             column: pa.Array = pa.array(np.full(batch.num_rows, feature.default), type=wire)
         else:
             column = batch.column(names.index(feature.name))
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            if feature.dtype == "string" and pa.types.is_dictionary(column.type) and not column.null_count:
+                out[feature.name] = _dictionary_strings(column, feature, where)
+                continue
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
             column = column.cast(wire, safe=feature.dtype != "float32")
