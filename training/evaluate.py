@@ -290,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data",
-        choices=("synthetic", "movielens", "criteo"),
-        help="data source (default: the one the models were trained on)",
+        help="synthetic, movielens, criteo or a dataset spec .yaml (default: what the models were trained on)",
     )
     parser.add_argument("--data-path", help="data location for movielens/criteo")
     parser.add_argument(

@@ -219,6 +219,13 @@ def test_recsys_train_from_a_spec_end_to_end(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["data"] == str(spec)
     # odd items click far more often: even a 1-epoch LR ranks validation better than chance
     assert json.loads((out / "metrics.json").read_text())["best_val_auc"] > 0.6
+    # recsys-evaluate finds the spec in config.json; its report states the split and cold shares
+    from training.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--model", str(out), "--out", str(tmp_path / "eval")]) == 0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "per-user time split (last 20% of each user's events to test" in report
+    assert "0.0% of rows with a new user" in report
 
 
 def test_the_documented_example_spec_loads() -> None:
