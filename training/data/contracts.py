@@ -185,11 +185,17 @@ def feature_from_recipe(recipe: FeatureRecipe, train: pd.DataFrame) -> Feature:
 
 
 def contract_from_recipes(
-    train: pd.DataFrame, recipes: Sequence[FeatureRecipe], *, source: str, label: str = "label"
+    train: pd.DataFrame,
+    recipes: Sequence[FeatureRecipe],
+    *,
+    source: str,
+    label: str = "label",
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> FeatureContract:
     """The feature contract of ``recipes``, every vocabulary and statistic from ``train`` only."""
     features = tuple(feature_from_recipe(recipe, train) for recipe in recipes)
-    return FeatureContract(features=features, label=label, metadata=(("source", source),))
+    pairs = tuple(sorted([("source", source), *metadata])) if metadata else (("source", source),)
+    return FeatureContract(features=features, label=label, metadata=pairs)
 
 
 def fill_numeric_defaults(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:

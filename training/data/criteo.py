@@ -18,7 +18,7 @@ from .base import (
     check_fractions,
     parse_numeric,
 )
-from .contracts import categorical_feature, numeric_feature, signed_log1p
+from .contracts import FeatureRecipe, contract_from_recipes, signed_log1p
 from .text_tables import read_delimited
 
 INT_COLUMNS: tuple[str, ...] = tuple(f"I{i}" for i in range(1, 14))
@@ -84,13 +84,11 @@ def criteo_contract(
     anonymous, so every feature is a ``context`` feature: the request carries all.
     """
     transform = "log1p" if log_counts else "none"
-    features = [
-        numeric_feature(name, train[name], Entity.CONTEXT, transform=transform) for name in INT_COLUMNS
-    ]
-    features += [
-        categorical_feature(
+    recipes = [FeatureRecipe(name, "numeric", Entity.CONTEXT, transform=transform) for name in INT_COLUMNS]
+    recipes += [
+        FeatureRecipe(
             name,
-            train[name],
+            "categorical",
             Entity.CONTEXT,
             min_count=min_count,
             max_vocab=max_vocab,
@@ -99,7 +97,7 @@ def criteo_contract(
         )
         for name in CAT_COLUMNS
     ]
-    return FeatureContract(features=tuple(features), label="label", metadata=(("source", "criteo"),))
+    return contract_from_recipes(train, recipes, source="criteo")
 
 
 def load_criteo(

@@ -25,7 +25,7 @@ from .base import (
     read_parquet_checked,
     time_split,
 )
-from .contracts import categorical_feature, multi_categorical_feature, numeric_feature
+from .contracts import FeatureRecipe, contract_from_recipes
 from .metrics import roc_auc
 from .splits import SplitSpec
 from .synthetic_world import DEVICES, SyntheticConfig, World, build_world, true_logit
@@ -271,20 +271,21 @@ def synthetic_contract(
     ``price`` is log1p-transformed in the graph: the true logit uses z-scored log(price), which
     linear and FM terms can then represent.
     """
-    features = (
-        categorical_feature("user_id", train["user_id"], Entity.USER, embedding_dim=embedding_dim),
-        categorical_feature("user_segment", train["user_segment"], Entity.USER, embedding_dim=embedding_dim),
-        numeric_feature("user_activity", train["user_activity"], Entity.USER),
-        categorical_feature("item_id", train["item_id"], Entity.ITEM, embedding_dim=embedding_dim),
-        categorical_feature("category", train["category"], Entity.ITEM, embedding_dim=embedding_dim),
-        multi_categorical_feature("tags", train["tags"], Entity.ITEM, embedding_dim=embedding_dim),
-        numeric_feature("price", train["price"], Entity.ITEM, transform="log1p"),
-        categorical_feature("hour", train["hour"], Entity.CONTEXT, embedding_dim=embedding_dim),
-        categorical_feature("device", train["device"], Entity.CONTEXT, embedding_dim=embedding_dim),
-        categorical_feature("position", train["position"], Entity.CONTEXT, embedding_dim=embedding_dim),
+    dim = {"embedding_dim": embedding_dim}
+    recipes = (
+        FeatureRecipe("user_id", "categorical", Entity.USER, **dim),
+        FeatureRecipe("user_segment", "categorical", Entity.USER, **dim),
+        FeatureRecipe("user_activity", "numeric", Entity.USER),
+        FeatureRecipe("item_id", "categorical", Entity.ITEM, **dim),
+        FeatureRecipe("category", "categorical", Entity.ITEM, **dim),
+        FeatureRecipe("tags", "multi_categorical", Entity.ITEM, **dim),
+        FeatureRecipe("price", "numeric", Entity.ITEM, transform="log1p"),
+        FeatureRecipe("hour", "categorical", Entity.CONTEXT, **dim),
+        FeatureRecipe("device", "categorical", Entity.CONTEXT, **dim),
+        FeatureRecipe("position", "categorical", Entity.CONTEXT, **dim),
     )
-    metadata = [("source", "synthetic")] + ([("seed", str(seed))] if seed is not None else [])
-    return FeatureContract(features=features, label="label", metadata=tuple(sorted(metadata)))
+    metadata = [("seed", str(seed))] if seed is not None else []
+    return contract_from_recipes(train, recipes, source="synthetic", metadata=metadata)
 
 
 def load_synthetic(
