@@ -263,3 +263,22 @@ def test_recsys_train_reports_a_bad_spec_in_one_line(
     with pytest.raises(SystemExit):  # argparse: neither a built-in source nor a .yaml spec
         main(["--data", "clicks.json", "--out", str(tmp_path / "run")])
     assert "or give a dataset spec .yaml" in capsys.readouterr().err
+
+
+def test_hash_buckets_max_vocab_and_cold_start_rows(tmp_path: Path) -> None:
+    EVENTS.to_parquet(tmp_path / "log.parquet", index=False)
+    text = SPEC.replace("  price:\n", "  price:\n  movie: {hash_buckets: 64}\n  uid: {max_vocab: 2}\n")
+    text = text.replace("cold_start_rows: 0", "cold_start_rows: 1").replace(
+        "  device: {min_count: 1}", "  device: {}"
+    )
+    splits = load_source(str(write_spec(tmp_path, "log.parquet", text)))
+    assert (splits.contract["movie"].hash_buckets, splits.contract["movie"].vocabulary) == (64, None)
+    # three train users exceed max_vocab 2: hashed into the next power of two above 2 x 3
+    assert (splits.contract["uid"].hash_buckets, splits.contract["uid"].vocabulary) == (8, None)
+    # device keeps a vocabulary but is no id: no copies; both ids hashed: no copies at all
+    assert len(splits.train) == 6
+    only_items_hashed = text.replace("  uid: {max_vocab: 2}\n", "")
+    splits = load_source(str(write_spec(tmp_path, "log.parquet", only_items_hashed)))
+    copies = splits.train.iloc[6:]  # each of the 3 users' first training event, its id blanked
+    assert copies["uid"].tolist() == ["", "", ""] and sorted(copies["timestamp"]) == [1, 2, 3]
+    assert sorted(copies["user_id"]) == ["u0", "u1", "u2"]  # the evaluation's id column is kept

@@ -223,7 +223,9 @@ def build_splits(
     """
     train, valid, test = apply_split(frame, split)
     contract = contract_from_recipes(train, recipes, source=source)
-    train = with_cold_start_rows(train, id_columns, cold_start_rows)
+    # a hashed id has no OOV row (a new id lands in some id's bucket): copies would teach nothing
+    with_vocabulary = [c for c in id_columns if contract[c].vocabulary is not None]
+    train = with_cold_start_rows(train, with_vocabulary, cold_start_rows)
     parts = [fill_numeric_defaults(part, contract) for part in (train, valid, test)]
     return Splits(name, contract, *parts, split=split.describe())
 
