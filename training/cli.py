@@ -84,6 +84,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.data_seed is not None:
         options["seed"] = args.data_seed
     if args.split is not None:
+        source = str(values.get("data", "synthetic"))
+        if source != "movielens" and not source.lower().endswith((".yaml", ".yml")):
+            raise ConfigError(f"--split applies to movielens and dataset specs, not {source!r}")
         options["split"] = args.split
     values["data_options"] = options
     if args.model_config:

@@ -260,6 +260,8 @@ def test_recsys_train_reports_a_bad_spec_in_one_line(
         "recsys-train: error:" in err and "log.csv: column 'clicked', line 2: unparsable number 'yes'" in err
     )
     assert "Traceback" not in err
+    assert main(["--data", "criteo", "--split", "random", "--out", str(tmp_path / "run")]) == 2
+    assert "--split applies to movielens and dataset specs, not 'criteo'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: neither a built-in source nor a .yaml spec
         main(["--data", "clicks.json", "--out", str(tmp_path / "run")])
     assert "or give a dataset spec .yaml" in capsys.readouterr().err
