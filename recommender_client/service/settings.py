@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     )
     rules_path: Path | None = Field(default=None, description="operator rules YAML; none: no rules")
     rules_reload_interval_s: float = Field(default=2.0, ge=0)
+    experiments_path: Path | None = Field(
+        default=None,
+        description="experiments YAML (or JSON): arms selecting a model name, version or "
+        "version_label with traffic shares, and the one active; read at start-up (a changed "
+        "split mid-experiment would move users between arms); none: no experiment",
+    )
     artifacts_poll_interval_s: float = Field(
         default=10.0,
         ge=0,
