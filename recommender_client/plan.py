@@ -11,6 +11,7 @@ from operator import itemgetter
 import numpy as np
 
 from recommender_client.breaker import CircuitBreaker
+from recommender_client.experiment_scoring import ExperimentArms
 from recommender_client.features import FeatureJoiner, InMemoryFeatureStore
 from recommender_client.pipeline import USER_STATE, Operator, Pipeline
 from recommender_client.propensity import RecordExploration
@@ -105,12 +106,21 @@ def load_stages(
     predict_timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
     generation: int = 0,
+    arms: ExperimentArms | None = None,
 ) -> Loaded:
     """The stages that read ``artifacts`` (recall, the feature join) and score, built once per set.
 
     Building checks the set against the contract (``FeatureJoiner`` refuses stored values that
-    do not fit), so a set that cannot serve fails here, before it replaces anything.
+    do not fit), so a set that cannot serve fails here, before it replaces anything. With
+    ``arms`` (a running experiment) each user's arm picks the model (``ScoreExperiment``).
     """
+    score: Operator = (
+        arms.stage(fallback=fallback, timeout_s=predict_timeout_s, clock=clock)
+        if arms is not None
+        else ScoreCandidates(
+            scorer, breaker=breaker, fallback=fallback, timeout_s=predict_timeout_s, clock=clock
+        )
+    )
     head: tuple[Operator, ...] = (
         RecallCandidates(
             artifacts.catalog,
@@ -119,7 +129,7 @@ def load_stages(
             max_candidates=recall.max_candidates,
         ),
         JoinFeatures(FeatureJoiner(contract, InMemoryFeatureStore.from_artifacts(artifacts))),
-        ScoreCandidates(scorer, breaker=breaker, fallback=fallback, timeout_s=predict_timeout_s, clock=clock),
+        score,
         OrderByScore(record_position=True),
     )
     return Loaded(artifacts, head, generation)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from recommender_client.breaker import CircuitBreaker
+from recommender_client.experiment_scoring import ExperimentArms
 from recommender_client.pipeline import USER_STATE, Batch, Pipeline, RankRequest, StageObserver
 from recommender_client.plan import Loaded, Plan, RecallConfig, build_plan, history_ids, load_stages
 from recommender_client.propensity import propensities
@@ -60,6 +61,8 @@ class Recommender:
         served_log: sampled log of served lists with the model inputs sent (training joins, skew).
         predict_timeout_s: upper bound on one scoring call.
         model_name: the model asked for (the answer's own name and version are what is logged).
+        arms: the running experiment (per-arm scorers and breakers, the stable arm's being
+            ``breaker``); ``None``: every request is scored by ``scorer``.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Recommender:
         predict_timeout_s: float = 1.0,
         model_name: str = "model",
         clock: Callable[[], float] = time.monotonic,
+        arms: ExperimentArms | None = None,
     ) -> None:
         self.contract = contract
         self.scorer = scorer
@@ -93,6 +97,7 @@ class Recommender:
         self.served_log = served_log
         self.record_served = record_served
         self.model_name = model_name
+        self.arms = arms
         # calls to the online state that raised, by kind (a store that handles its own
         # failures, as RedisState does, counts them itself and never raises)
         self.state_failures = {"read": 0, "record": 0}
@@ -114,6 +119,7 @@ class Recommender:
             predict_timeout_s=self._predict_timeout_s,
             clock=self._clock,
             generation=generation,
+            arms=self.arms,
         )
 
     @property
@@ -250,4 +256,7 @@ class Recommender:
             inputs=batch.values.get("model_inputs"),
             degraded=bool(batch.values.get("degraded", False)),
             rules_version=ruleset.digest,
+            experiment=batch.values.get("experiment"),
+            arm=batch.values.get("arm"),
+            served_arm=batch.values.get("served_arm"),
         )

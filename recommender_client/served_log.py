@@ -49,7 +49,9 @@ class ServedLog(JsonLinesLog):
     TF Serving) and ``features``: per contract feature, the value in the Predict request's row
     of that item (null for an item never joined). It replaces the 1% skew log: re-scoring
     ``features`` offline and comparing with ``scores`` measures online/offline skew
-    (``recommender_client.skew``).
+    (``recommender_client.skew``). Under an experiment, ``experiment``, ``arm`` (assigned by
+    the user id) and ``served_arm`` (whose model scored the list: the stable arm after a
+    canary fell back, null when degraded); all three null without one.
     """
 
     def __init__(self, path: Any, *, rate: float = 1.0, **kwargs: Any) -> None:
@@ -73,6 +75,9 @@ class ServedLog(JsonLinesLog):
         inputs: Mapping[str, np.ndarray] | None,
         degraded: bool,
         rules_version: str,
+        experiment: str | None = None,
+        arm: str | None = None,
+        served_arm: str | None = None,
     ) -> None:
         """Queue one served list (the caller checked :meth:`sampled`)."""
         rows = [it.row for it in items]
@@ -95,6 +100,9 @@ class ServedLog(JsonLinesLog):
                 "model_version": model_version,
                 "degraded": degraded,
                 "rules_version": rules_version,
+                "experiment": experiment,
+                "arm": arm,
+                "served_arm": served_arm,
                 "items": [it.item_id for it in items],
                 "positions": [it.position for it in items],
                 "scores": [jsonable(it.score) for it in items],

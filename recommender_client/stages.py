@@ -138,9 +138,7 @@ class ScoreCandidates(Operator):
     """
 
     requires = frozenset({"model_inputs", "recall_position"})
-    produces = frozenset(
-        {"model_score", "rank_score", "degraded", "degraded_reason", "scores", "served_by"}
-    )
+    produces = frozenset({"model_score", "rank_score", "degraded", "degraded_reason", "scores", "served_by"})
 
     def __init__(
         self,
@@ -180,7 +178,9 @@ class ScoreCandidates(Operator):
         if self.breaker is not None:
             self.breaker.record(exc)
 
-    def _model_scores(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
+    def attempt(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
+        """One scorer call (admitted by the deadline and the breaker, its outcome recorded): the
+        result, or why there is none. :meth:`finish` turns either into the batch's scores."""
         timeout, reason = self._admit(batch)
         if reason is not None:
             return None, reason
@@ -201,7 +201,8 @@ class ScoreCandidates(Operator):
         self._record(None)
         return result, None
 
-    async def _model_scores_async(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
+    async def attempt_async(self, batch: Batch) -> tuple[ScoringResult | None, str | None]:
+        """:meth:`attempt` awaiting the scorer."""
         timeout, reason = self._admit(batch)
         if reason is not None:
             return None, reason
@@ -226,17 +227,17 @@ class ScoreCandidates(Operator):
         return result, None
 
     def transform(self, batch: Batch) -> Batch:
-        result, reason = self._model_scores(batch) if len(batch) else (EMPTY_RESULT, None)
-        return self._finish(batch, result, reason)
+        result, reason = self.attempt(batch) if len(batch) else (EMPTY_RESULT, None)
+        return self.finish(batch, result, reason)
 
     async def transform_async(self, batch: Batch) -> Batch:
         """:meth:`transform` awaiting the scorer (used when it has ``score_async``)."""
         if not getattr(self.scorer, "supports_async", False):
             return self.transform(batch)
-        result, reason = await self._model_scores_async(batch) if len(batch) else (EMPTY_RESULT, None)
-        return self._finish(batch, result, reason)
+        result, reason = await self.attempt_async(batch) if len(batch) else (EMPTY_RESULT, None)
+        return self.finish(batch, result, reason)
 
-    def _finish(self, batch: Batch, result: ScoringResult | None, reason: str | None) -> Batch:
+    def finish(self, batch: Batch, result: ScoringResult | None, reason: str | None) -> Batch:
         n = len(batch)
         if result is not None:
             model = np.asarray(result.scores, dtype=np.float32)

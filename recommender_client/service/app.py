@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from recommender_client.breaker import CircuitBreaker
+from recommender_client.experiment_scoring import ExperimentArms
+from recommender_client.experiments import load_experiments
 from recommender_client.ranking import LocalScorer, Scorer
 from recommender_client.recall.artifacts import RecallArtifacts, load_artifacts
 from recommender_client.recall.reload import ArtifactWatch
@@ -42,6 +44,8 @@ def build_recommender(
     ``online_state`` is the store of users' impressions and clicks; by default the one the
     settings ask for (``state_backend``: in this process, or Redis). ``artifacts``: already
     loaded (by the lifespan's ``ArtifactWatch``); by default read from ``artifacts_dir``.
+    The experiments file, when set, is read here: a broken one stops the start-up
+    (``ExperimentError`` naming each fault's location).
     """
     assert settings.contract_path is not None
     contract = FeatureContract.load(settings.contract_path)
@@ -58,6 +62,13 @@ def build_recommender(
         if settings.rules_path is not None
         else None
     )
+    breaker = new_breaker(settings)
+    experiment = load_experiments(settings.experiments_path) if settings.experiments_path else None
+    arms = (
+        ExperimentArms(experiment, scorer, breaker=breaker, new_breaker=lambda: new_breaker(settings))
+        if experiment is not None
+        else None
+    )
     return Recommender(
         contract=contract,
         artifacts=artifacts,
@@ -68,15 +79,21 @@ def build_recommender(
             new_item_days=settings.new_item_days,
         ),
         rules=rules,
-        breaker=CircuitBreaker(
-            failure_threshold=settings.breaker_failure_threshold, cooldown_s=settings.breaker_cooldown_s
-        ),
+        breaker=breaker,
         fallback=fallback_for(settings, artifacts),
         online_state=online_state if online_state is not None else build_online_state(settings),
         served_log=served_log,
         record_served=settings.impressions_from == "served",
         predict_timeout_s=settings.predict_timeout_s,
         model_name=settings.model_name,
+        arms=arms,
+    )
+
+
+def new_breaker(settings: Settings) -> CircuitBreaker:
+    """A circuit breaker as the settings configure it (the service's, and one per extra arm)."""
+    return CircuitBreaker(
+        failure_threshold=settings.breaker_failure_threshold, cooldown_s=settings.breaker_cooldown_s
     )
 
 

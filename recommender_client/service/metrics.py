@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -66,6 +66,7 @@ class ServiceMetrics:
             buckets=(0, 10, 50, 100, 200, 500, 1000, 2000),
             registry=self.registry,
         )
+        self.arms = ArmMetrics(self.registry)
 
         # labels() takes a lock and builds a key on every call; a dozen stages per request made
         # that ~3% of the service's CPU, so each labelled child is looked up once.
@@ -76,6 +77,10 @@ class ServiceMetrics:
         if child is None:
             child = self._stage_children[stage] = self.stage_seconds.labels(stage=stage)
         child.observe(seconds)
+
+    def observe_arm(self, values: Mapping[str, Any], seconds: float) -> None:
+        """Count one answered request under the running experiment (see :class:`ArmMetrics`)."""
+        self.arms.observe(values, seconds)
 
     def watch(
         self,
@@ -91,6 +96,53 @@ class ServiceMetrics:
         self.registry.register(ArtifactsCollector(recommender, artifacts))
         if model is not None:
             self.registry.register(ModelHealthCollector(model))
+
+
+class ArmMetrics:
+    """Per-arm series of the running experiment (one experiment, at most 16 arms: bounded labels).
+
+    ``ranker_arm_requests_total{experiment, arm, served_arm}``: answers by the user's arm and
+    the arm whose model scored (``none`` when degraded; the stable arm after a canary fell
+    back); ``ranker_arm_request_seconds{experiment, arm}``; ``ranker_arm_errors_total{experiment,
+    arm, reason}``: that arm's model calls that failed, a canary's rescued by the stable arm
+    included; ``ranker_arm_degraded_total{experiment, arm, reason}``: that arm's users answered
+    without any model.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        names = ["experiment", "arm"]
+        self.requests = Counter(
+            "ranker_arm_requests", "Answers per experiment arm.", [*names, "served_arm"], registry=registry
+        )
+        self.seconds = Histogram(
+            "ranker_arm_request_seconds",
+            "Time to answer /recommend, per experiment arm.",
+            names,
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "ranker_arm_errors",
+            "Failed model calls per arm, by reason.",
+            [*names, "reason"],
+            registry=registry,
+        )
+        self.degraded = Counter(
+            "ranker_arm_degraded",
+            "Answers without the model per arm, by reason.",
+            [*names, "reason"],
+            registry=registry,
+        )
+
+    def observe(self, values: Mapping[str, Any], seconds: float) -> None:
+        experiment, arm = str(values["experiment"]), str(values["arm"])
+        served = values.get("served_arm")
+        self.requests.labels(experiment, arm, served if served is not None else "none").inc()
+        self.seconds.labels(experiment, arm).observe(seconds)
+        for failed, reason in values.get("arm_errors", ()):
+            self.errors.labels(experiment, failed, reason).inc()
+        if values.get("degraded"):
+            self.degraded.labels(experiment, arm, str(values.get("degraded_reason"))).inc()
 
 
 class ArtifactsCollector(Collector):

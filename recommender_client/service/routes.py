@@ -131,6 +131,9 @@ async def recommend(request: Request) -> Response:
     took = time.monotonic() - started
     metrics.request_seconds.labels(degraded=str(degraded).lower()).observe(took)
     metrics.requests.labels(status="200").inc()
+    values = batch.values
+    if values.get("experiment") is not None:
+        metrics.observe_arm(values, took)
     served_by = batch.values.get("served_by")
     answer = RecommendResponse(
         request_id=rid,
@@ -148,6 +151,9 @@ async def recommend(request: Request) -> Response:
         ),
         model_version=served_by.version if served_by is not None else None,
         rules_version=ruleset.digest,
+        experiment=values.get("experiment"),
+        arm=values.get("arm"),
+        served_arm=values.get("served_arm"),
         candidates=len(batch.values.get("model_items", ())),
         took_ms=round(took * 1000, 3),
     )

@@ -138,5 +138,12 @@ class RecommendResponse(BaseModel):
         "over REST, whose Predict answer carries no model_spec)"
     )
     rules_version: str
+    experiment: str | None = Field(default=None, description="the running experiment (null: none)")
+    arm: str | None = Field(default=None, description="the user's arm in it (by a hash of the user id)")
+    served_arm: str | None = Field(
+        default=None,
+        description="the arm whose model scored the list: the stable arm when the user's arm's "
+        "model was missing (a canary fallback), null when degraded or without an experiment",
+    )
     candidates: int
     took_ms: float

@@ -2,7 +2,9 @@
 versions and signatures (no TensorFlow: our wire-compatible messages, on grpc.server).
 
 Predict answers ``ctr`` = 0.5 * the first float32 input when there is one named ``x``, else
-0.25 for every row, with ``model_spec.version`` = ``version``; it sleeps ``delay_s`` first, or
+0.25 for every row, with ``model_spec.version`` = ``version`` (or the version a request's label maps to in
+``labels``, or the version it asked for; NOT_FOUND outside ``labels``/``versions``, each
+request's spec recorded in ``specs``); it sleeps ``delay_s`` first, or
 aborts with ``abort`` (a grpc.StatusCode name; ``metadata_abort`` for GetModelMetadata alone). GetModelMetadata describes ``signature``
 (input name -> dtype, plus ``output``); GetModelStatus reports ``version`` as ``state``.
 Counters: ``calls`` per method, ``in_flight`` and its maximum (how many Predicts overlapped).
@@ -49,6 +51,9 @@ class Script:
     metadata_abort: str | None = None
     signature: Mapping[str, str] = field(default_factory=lambda: {"x": "float32"})
     output: tuple[str, str] = ("ctr", "float32")
+    labels: Mapping[str, int] = field(default_factory=dict)
+    versions: frozenset[int] | None = None
+    specs: list[tuple[str, int | None, str | None]] = field(default_factory=list)
     calls: Counter = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -65,6 +70,25 @@ class Script:
             self.in_flight -= 1
 
 
+def _served_version(script: Script, spec, context: grpc.ServicerContext) -> int:
+    """The version a Predict's model_spec selects, recorded in ``specs``; NOT_FOUND (TF Serving's
+    texts) for a label not in ``labels`` or a version not in ``versions``."""
+    which = spec.WhichOneof("version_choice")
+    label = spec.version_label if which == "version_label" else None
+    asked = spec.version.value if which == "version" else None
+    with script.lock:
+        script.specs.append((spec.name, asked, label))
+    if label is not None and label not in script.labels:
+        context.abort(grpc.StatusCode.NOT_FOUND, f"Unrecognized servable version label: {label}")
+    version = script.labels[label] if label is not None else asked if asked is not None else script.version
+    if script.versions is not None and version not in script.versions:
+        context.abort(
+            grpc.StatusCode.NOT_FOUND,
+            f"Servable not found for request: Specific({spec.name}, {version})",
+        )
+    return version
+
+
 def _handlers(script: Script) -> grpc.GenericRpcHandler:
     def predict(request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
         script.enter("Predict")
@@ -73,13 +97,14 @@ def _handlers(script: Script) -> grpc.GenericRpcHandler:
                 time.sleep(script.delay_s)
             if script.abort:
                 context.abort(getattr(grpc.StatusCode, script.abort), f"scripted {script.abort}")
+            version = _served_version(script, request.model_spec, context)
             inputs = {name: decode_tensor(t, name=name) for name, t in request.inputs.items()}
             rows = len(next(iter(inputs.values()))) if inputs else 0
             x = inputs.get("x")
             ctr = (0.5 * x).astype(np.float32) if x is not None else np.full(rows, 0.25, np.float32)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = request.model_spec.name
-            response.model_spec.version.value = script.version
+            response.model_spec.version.value = version
             fill_tensor(response.outputs[script.output[0]], ctr, name=script.output[0])
             return response
         finally:
