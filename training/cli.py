@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from training.config import DATA_SOURCES, ConfigError, TrainConfig, model_defaults, read_config_file
 from training.data.splits import SPLIT_KINDS
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="early stopping: stop after N epochs in a row without val AUC gain (default 2)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--mlflow-uri",
+        help="log the run to this MLflow tracking URI (default: MLFLOW_TRACKING_URI; unset: no "
+        "tracking), e.g. sqlite:///mlflow.db; a resumed run continues its MLflow run",
+    )
     return parser
 
 
@@ -109,10 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recsys-train: error: {exc}", file=sys.stderr)
         return 2
     from training.data import DataError
-    from training.train import train
+    from training.tracking import tracked_run, tracking_uri
+    from training.train import check_resume, train
 
     try:
-        result = train(config)
+        check_resume(config)  # a refused resume opens no MLflow run
+        uri = tracking_uri(args.mlflow_uri)
+        with tracked_run(uri, kind="train", out_dir=Path(config.out_dir), resume=True) as tracker:
+            result = train(config, tracker=tracker)
     except (ConfigError, DataError) as exc:  # other settings in --out; unusable data (file, column, row)
         print(f"recsys-train: error: {exc}", file=sys.stderr)
         return 2

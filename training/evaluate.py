@@ -305,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=10, help="cut-off for NDCG@k and HitRate@k")
     parser.add_argument("--bins", type=int, default=10, help="calibration bins")
     parser.add_argument("--bin-strategy", choices=("uniform", "quantile"), default="uniform")
+    parser.add_argument(
+        "--mlflow-uri",
+        help="log the evaluation to this MLflow tracking URI (default: MLFLOW_TRACKING_URI; unset: none)",
+    )
     return parser
 
 
@@ -375,6 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["data"] = {"source": source, "path": path, "options": data_options, "split": args.split}
         summary["data"] |= split_summary(splits, frame)  # how it was cut, share of new users/items
         written = report.write_report(results, args.out, summary=summary)
+        from training.tracking import log_evaluation, tracking_uri
+
+        log_evaluation(
+            tracking_uri(args.mlflow_uri),
+            out_dir=Path(args.out),
+            params={"models": list(args.model), "split": args.split, "k": args.k, "data": summary["data"]},
+            summary=summary,
+            files=list(written.values()),
+            contracts={run.name: run.path / CONTRACT_FILENAME for run in runs},
+        )
     except (OSError, ValueError) as exc:
         print(f"recsys-evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ EXPERIMENT = "recsys"
 OUT_DIR_TAG = "recsys.out_dir"
 KIND_TAG = "recsys.kind"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter value
+_METRIC_NAME = re.compile(r"[^\w.\-/ :]")
 
 
 def tracking_uri(explicit: str | None = None) -> str | None:
@@ -81,7 +83,8 @@ class Tracker:
             return
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.client.log_metric(self.run_id, f"{prefix}{key}", float(value), step=step or 0)
+                name = _METRIC_NAME.sub("_", f"{prefix}{key}")  # MLflow's allowed characters
+                self.client.log_metric(self.run_id, name, float(value), step=step or 0)
 
     def artifacts(self, paths: list[Path], *, folder: str | None = None) -> None:
         """Files (and folders, whole) into the run's artifacts."""
@@ -129,3 +132,24 @@ def tracked_run(
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
+
+
+def log_evaluation(
+    uri: str | None,
+    *,
+    out_dir: Path,
+    params: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    files: list[Path],
+    contracts: Mapping[str, Path],
+) -> None:
+    """One MLflow run for a ``recsys-evaluate`` report: its settings, each model's mean metrics
+    over seeds (``<model>.<metric>``), the report files and plots, each model's contract."""
+    with tracked_run(uri, kind="evaluate", out_dir=out_dir) as tracker:
+        tracker.params(params)
+        for name, model in summary.get("models", {}).items():
+            means = {key: stats.get("mean") for key, stats in model.get("metrics", {}).items()}
+            tracker.metrics(means, prefix=f"{name}.")
+        tracker.artifacts(files, folder="evaluation")
+        for name, path in contracts.items():
+            tracker.artifacts([path], folder=f"contracts/{name}")

@@ -15,7 +15,8 @@ import numpy as np
 
 from training import checkpoint as ckpt
 from training.config import TrainConfig
-from training.features import FeatureContract, atomic_write_text
+from training.features import CONTRACT_FILENAME, FeatureContract, atomic_write_text
+from training.tracking import Tracker
 
 MODEL_FILENAME = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
@@ -104,11 +105,22 @@ def _new_model(config: TrainConfig, contract: FeatureContract) -> Any:
     return model
 
 
+def check_resume(config: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint's state in ``config.out_dir``, if any, after checking that ``config``
+    trains the same way (``checkpoint.ResumeMismatch``, a ``ConfigError``, otherwise)."""
+    checkpoint_dir = Path(config.out_dir) / CHECKPOINT_DIR
+    state = ckpt.read_state(checkpoint_dir)
+    if state is not None:
+        ckpt.check_resumable(checkpoint_dir, state, config.to_dict())
+    return state
+
+
 def train(
     config: TrainConfig,
     *,
     splits: Any = None,
     on_batch_end: Callable[[int, int], None] | None = None,
+    tracker: Tracker | None = None,
 ) -> TrainResult:
     """Run (or resume) training as ``config`` says; returns the best epoch's summary.
 
@@ -122,6 +134,8 @@ def train(
     Raises:
         checkpoint.ResumeMismatch: the checkpoint trains differently (a ``ConfigError``).
     ``on_batch_end(epoch, batch)`` lets tests interrupt mid-epoch (raise TrainingInterrupted).
+    ``tracker`` (MLflow, ``training.tracking``) gets the settings, every epoch's metrics and, at
+    the end, the contract, config, metrics and log files.
     """
     import keras
 
@@ -129,9 +143,7 @@ def train(
 
     out_dir = Path(config.out_dir)
     checkpoint_dir = out_dir / CHECKPOINT_DIR
-    state = ckpt.read_state(checkpoint_dir)
-    if state is not None:  # checked before anything is loaded or written
-        ckpt.check_resumable(checkpoint_dir, state, config.to_dict())
+    state = check_resume(config)  # before anything is loaded or written
     if splits is None:
         splits = load_source(config.data, config.data_path, **config.data_options)
     contract: FeatureContract = splits.contract
@@ -143,6 +155,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     contract.save(out_dir)
     atomic_write_text(out_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    tracker = tracker if tracker is not None else Tracker()
+    tracker.params(config.to_dict())
 
     keras.utils.set_random_seed(config.seed)
     if state is not None:
@@ -189,6 +203,7 @@ def train(
             "examples_per_second": len(splits.train) * config.passes / seconds,
         }
         history.append(row)
+        tracker.metrics(row, step=epoch)
         if config.verbose:
             print(
                 f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)"
@@ -212,7 +227,12 @@ def train(
         if stopped_early:
             break
     assert state is not None
-    return _result(out_dir, state, history)
+    result = _result(out_dir, state, history)
+    tracker.metrics({"best_val_auc": result.best_val_auc, "best_epoch": result.best_epoch})
+    tracker.artifacts(
+        [out_dir / n for n in (CONTRACT_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, LOG_FILENAME)]
+    )
+    return result
 
 
 def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]]) -> TrainResult:

@@ -63,3 +63,39 @@ def test_a_failure_marks_the_run_failed(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     assert mlflow.MlflowClient(tracking_uri=uri).get_run(tracker.run_id).info.status == "FAILED"
     assert isinstance(tracker, Tracker)
+
+
+def test_train_and_evaluate_log_to_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from training.cli import main as train_main
+    from training.evaluate import main as evaluate_main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = tmp_path / "run"
+    base = ["--data", "synthetic", "--rows", "3000", "--model", "fm"]
+    base += ["--out", str(run), "--batch-size", "512", "--quiet", "--mlflow-uri", uri]
+    assert train_main([*base, "--epochs", "1"]) == 0
+    assert train_main([*base, "--epochs", "2"]) == 0  # resumes: the same MLflow run goes on
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (train_run,) = client.search_runs(
+        [client.get_experiment_by_name("recsys").experiment_id], "tags.`recsys.kind` = 'train'"
+    )
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    logged = client.get_metric_history(train_run.info.run_id, "val_auc")
+    assert [(m.step, m.value) for m in logged] == [(row["epoch"], row["val_auc"]) for row in history]
+    assert train_run.data.params["model"] == "fm" and train_run.data.params["epochs"] == "1"
+    assert {a.path for a in client.list_artifacts(train_run.info.run_id)} >= {
+        "feature_contract.json",
+        "metrics.json",
+    }
+
+    assert evaluate_main(["--model", str(run), "--out", str(tmp_path / "eval"), "--mlflow-uri", uri]) == 0
+    capsys.readouterr()
+    (evaluation,) = client.search_runs([train_run.info.experiment_id], "tags.`recsys.kind` = 'evaluate'")
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    model_name = next(iter(report["summary"]["models"]))
+    expected = report["summary"]["models"][model_name]["metrics"]["auc"]["mean"]
+    assert evaluation.data.metrics[f"{model_name}.auc"] == pytest.approx(expected)
+    files = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation")}
+    assert "evaluation/report.md" in files
