@@ -123,3 +123,8 @@ def event_problem(record: dict[str, Any]) -> str | None:
 def arm_of(record: dict[str, Any]) -> tuple[str, str]:
     """(experiment, arm) of a served list; logs written before experiments existed are ("-", "default")."""
     return str(record.get("experiment") or "-"), str(record.get("arm") or DEFAULT_ARM)
+
+
+def served_arm_of(record: dict[str, Any]) -> str:
+    """The arm whose model scored a list: ``served_arm`` (a canary's fallback is stable), else its arm."""
+    return str(record.get("served_arm") or arm_of(record)[1])

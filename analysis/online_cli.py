@@ -86,6 +86,7 @@ def markdown(data: dict[str, Any], config: OnlineReportConfig, logs: Sequence[Lo
             ", ".join(a["models"]) or "-",
             a["requests"],
             a["degraded"],
+            a["fell_back"],
             a["impressions"],
             a["clicks"],
             _pct(a["ctr"]),
@@ -124,7 +125,18 @@ def markdown(data: dict[str, Any], config: OnlineReportConfig, logs: Sequence[Lo
         "are somewhat optimistic for long lists).",
         "## CTR per arm",
         markdown_table(
-            ["arm", "models", "requests", "degraded", "impressions", "clicks", "CTR", f"{level} CI"], arms
+            [
+                "arm",
+                "models",
+                "requests",
+                "degraded",
+                "fell back",
+                "impressions",
+                "clicks",
+                "CTR",
+                f"{level} CI",
+            ],
+            arms,
         ),
         "![CTR per arm](ctr_by_arm.png)",
         "## Arm against arm",

@@ -4,8 +4,9 @@ An impression is a served position (serving implies showing, as in recsys-join-e
 ``require_impression``, only one an impression event confirms. A click counts when an event of
 type click names the request id and item of a served position; events are deduplicated by event
 id (``join_events.read_events``) and served lists by request id (the first is kept). Degraded
-lists (the fallback order) stay in their arm: the arm's user saw them, so dropping them would
-flatter an arm whose model fails.
+lists (the fallback order) and lists a canary's stable arm scored (``served_arm``) stay in the
+arm the user was assigned (``arm``): the user saw them, so dropping them would flatter an arm
+whose model fails; both are counted per arm.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ArmStats:
     positions: dict[int, Cell] = field(default_factory=dict)
     requests: int = 0
     degraded: int = 0
+    fell_back: int = 0  # lists another arm's model scored (a canary falling back to stable)
     models: set[str] = field(default_factory=set)
 
 
@@ -75,6 +77,7 @@ def count(
         arm = out.arms.setdefault(arm_of(record), ArmStats())
         arm.requests += 1
         arm.degraded += bool(record.get("degraded"))
+        arm.fell_back += record.get("served_arm") not in (None, record.get("arm"))
         if record.get("model_name") is not None:
             arm.models.add(f"{record['model_name']}:{record.get('model_version')}")
         for item, position in zip(record["items"], record["positions"], strict=True):
@@ -137,6 +140,7 @@ def summary(counts: OnlineCounts, confidence: float) -> dict[str, Any]:
                 "arm": name,
                 "requests": stats.requests,
                 "degraded": stats.degraded,
+                "fell_back": stats.fell_back,
                 "models": sorted(stats.models),
                 **cell(stats.total),
                 "positions": {str(p): cell(c) for p, c in sorted(stats.positions.items())},

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.logs import LogError, LogReport, arm_of, numbered_records, served_problem
+from analysis.logs import LogError, LogReport, numbered_records, served_arm_of, served_problem
 from analysis.replay import LoggedRequest, replay, sent_rows
 from analysis.report_files import save_json, save_text
 from analysis.skew_report import Thresholds, compare, markdown, plot_feature, plot_psi, plot_replay
@@ -106,7 +106,7 @@ def build(config: SkewReportConfig) -> dict[str, Any]:
     online: dict[str, list[Any]] = {}
     seen: set[str] = set()
     for record in records:
-        if record["request_id"] in seen or (config.arm is not None and arm_of(record)[1] != config.arm):
+        if record["request_id"] in seen or (config.arm is not None and served_arm_of(record) != config.arm):
             continue
         seen.add(record["request_id"])
         rows = sent_rows(record)
@@ -171,7 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> SkewReportConfig:
     add("--model-name", help="with a base path --model")
     add("--version", help="with a base path --model (default: the latest blessed)")
     add("--contract", type=Path, help="feature contract (default: the model's, or the training run's)")
-    add("--arm", help="only served lists of this experiment arm ('default': lists that name none)")
+    add("--arm", help="only lists this arm's model scored (served_arm; 'default': lists naming no arm)")
     add("--replay-requests", type=int, default=200, help="logged requests replayed (default 200)")
     add("--max-training-rows", type=int, default=1_000_000, help="training rows sampled (default 1,000,000)")
     add("--max-bad-lines", type=int, default=100, help="bad log lines allowed before failing (default 100)")

@@ -17,18 +17,6 @@ from recommender_client.state.memory import InProcessState
 T = 1_700_000_000.0
 
 
-class ArmServedLog(ServedLog):
-    """ServedLog naming an experiment arm in each record, under the field names the ranker uses."""
-
-    def __init__(self, path: Path, *, experiment: str | None = None, arm: str | None = None) -> None:
-        super().__init__(path)
-        self.experiment, self.arm = experiment, arm
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        extra = {} if self.arm is None else {"experiment": self.experiment, "arm": self.arm}
-        super().append({**record, **extra})
-
-
 def write_list(
     log: ServedLog,
     request_id: str,
@@ -37,6 +25,9 @@ def write_list(
     scores: Sequence[float] | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
     model_version: int | None = 1,
+    experiment: str | None = None,
+    arm: str | None = None,
+    served_arm: str | None = None,
 ) -> None:
     """One served list, item k at position k, row k of ``inputs`` (default: one dummy feature)."""
     inputs = inputs if inputs is not None else {"item_id": np.array(list(items), dtype=object)}
@@ -54,6 +45,9 @@ def write_list(
         inputs=inputs,
         degraded=False,
         rules_version="r0",
+        experiment=experiment,
+        arm=arm,
+        served_arm=arm if served_arm is None else served_arm,
     )
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from analysis.online_cli import main
 from analysis.stats import two_proportion_z_test, wilson_interval
-from tests.analysis.logwriters import ArmServedLog, click, post_events, write_list
+from recommender_client.served_log import ServedLog
+from tests.analysis.logwriters import click, post_events, write_list
 
 ITEMS = [f"i{k}" for k in range(10)]
 
@@ -26,15 +27,26 @@ def write_ab(tmp_path: Path) -> tuple[Path, Path]:
     served, events = tmp_path / "logs" / "served.jsonl", tmp_path / "logs" / "events.jsonl"
     clicks = []
     for arm in ("stable", "canary"):
-        log = ArmServedLog(served, experiment="exp1", arm=arm).start()
+        log = ServedLog(served).start()
         for i in range(100):
-            write_list(log, f"{arm}-{i}", ITEMS)
+            # canary lists 90-99 fell back to the stable model: they stay in the canary arm
+            fell_back = arm == "canary" and i >= 90
+            write_list(
+                log,
+                f"{arm}-{i}",
+                ITEMS,
+                experiment="exp1",
+                arm=arm,
+                served_arm="stable" if fell_back else arm,
+            )
             if i < 50:
                 clicks.append(click(f"{arm}-{i}-c0", f"{arm}-{i}", "i0", 0))
             if arm == "canary" and i < 30:
                 clicks.append(click(f"{arm}-{i}-c1", f"{arm}-{i}", "i1", 1))
         if arm == "canary":
-            write_list(log, "canary-0", ["i0"])  # a repeated request id: the first list is kept
+            write_list(
+                log, "canary-0", ["i0"], experiment="exp1", arm=arm
+            )  # a repeated request id: the first list is kept
         log.close()
     clicks.append(clicks[0])  # the same event sent twice counts once
     clicks.append(click("lost", "never-served", "i0", 0))  # matches no served position
@@ -75,6 +87,7 @@ def test_report_counts_arms_positions_and_tests(tmp_path: Path) -> None:
     assert (arms["stable"]["impressions"], arms["stable"]["clicks"]) == (1000, 50)
     assert (arms["canary"]["impressions"], arms["canary"]["clicks"]) == (1000, 80)
     assert arms["canary"]["requests"] == 100 and arms["canary"]["models"] == ["ctr:1"]
+    assert arms["canary"]["fell_back"] == 10 and arms["stable"]["fell_back"] == 0
     assert arms["stable"]["ci_low"] == pytest.approx(0.0381303, abs=1e-6)
     assert arms["canary"]["positions"]["1"] == pytest.approx(
         {
@@ -91,7 +104,7 @@ def test_report_counts_arms_positions_and_tests(tmp_path: Path) -> None:
     assert test["diff"] == pytest.approx(-0.03) and test["z"] == pytest.approx(-0.03 / 0.0110250, rel=1e-5)
     assert data["duplicate_requests"] == 1 and data["clicks_unmatched"] == 1
     report = (out / "report.md").read_text()
-    assert "| exp1/canary | ctr:1 | 100 | 0 | 1000 | 80 | 8.00% | [6.47%, 9.85%] |" in report
+    assert "| exp1/canary | ctr:1 | 100 | 0 | 10 | 1000 | 80 | 8.00% | [6.47%, 9.85%] |" in report
     assert "| exp1 | canary | stable | -3.00 pt | -2.721 | 0.006" in report
     for png in ("ctr_by_arm.png", "ctr_by_position.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -116,7 +129,7 @@ def test_confirmed_impressions_only(tmp_path: Path) -> None:
 
 def test_a_log_without_arms_is_the_default_arm(tmp_path: Path) -> None:
     served, events = tmp_path / "served.jsonl", tmp_path / "events.jsonl"
-    log = ArmServedLog(served).start()
+    log = ServedLog(served).start()
     write_list(log, "r1", ["a", "b"])
     log.close()
     post_events(tmp_path, events, [click("e1", "r1", "b", 1)])

@@ -66,7 +66,9 @@ def version_dir(tmp_path_factory) -> Path:
     return export_saved_model(model, CONTRACT, tmp_path_factory.mktemp("models"), "ctr")
 
 
-def serve(frame: pd.DataFrame, path: Path, version_dir: Path, *, tamper: float = 0.0) -> None:
+def serve(
+    frame: pd.DataFrame, path: Path, version_dir: Path, *, tamper: float = 0.0, arm: str | None = None
+) -> None:
     """Served lists of 10 rows scored by the exported model as TF Serving would (one batch a list)."""
     from export.batches import frame_inputs
     from export.scoring import load_saved_model, score_saved_model
@@ -78,7 +80,9 @@ def serve(frame: pd.DataFrame, path: Path, version_dir: Path, *, tamper: float =
         part = {name: values[start : start + 10] for name, values in inputs.items()}
         scores = score_saved_model(None, CONTRACT, part, loaded=loaded) + (tamper if start == 50 else 0.0)
         items = [str(i) for i in part["item"]]
-        write_list(log, f"r{start}", items, scores=scores.tolist(), inputs=part, model_version=1)
+        write_list(
+            log, f"{arm}-r{start}", items, scores=scores.tolist(), inputs=part, model_version=1, arm=arm
+        )
     log.close()
 
 
@@ -156,6 +160,28 @@ def test_honest_log_is_clean_and_tampered_scores_are_flagged(tmp_path: Path, ver
     assert bad["flagged"] == [] and bad["replay_flagged"] is True
     assert bad["replay"]["max_abs_diff"] == pytest.approx(0.25, abs=1e-6)  # one list's scores moved by 0.25
     assert "FLAGGED" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_arm_selects_the_lists_its_model_scored(tmp_path: Path, version_dir: Path) -> None:
+    train, served = tmp_path / "train.parquet", tmp_path / "served.jsonl"
+    rows(5000, seed=1).to_parquet(train)
+    shifted = rows(600, seed=4)
+    shifted["price"] *= np.float32(100)
+    serve(rows(600, seed=3), served, version_dir, arm="stable")
+    serve(shifted, served, version_dir, arm="canary")
+    base = [
+        "--served",
+        str(served),
+        "--training-table",
+        str(train),
+        "--contract",
+        str(version_dir / "assets.extra"),
+    ]
+    assert main([*base, "--out", str(tmp_path / "s"), "--arm", "stable"]) == 0
+    assert main([*base, "--out", str(tmp_path / "c"), "--arm", "canary"]) == 1
+    canary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert canary["flagged"] == ["price"] and canary["replay"] is None
+    assert "Not run (no --model)." in (tmp_path / "c" / "report.md").read_text()
 
 
 def test_errors_and_help(tmp_path: Path, capsys) -> None:
