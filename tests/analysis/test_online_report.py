@@ -171,3 +171,35 @@ def test_missing_log_and_help(tmp_path: Path, capsys) -> None:
         [sys.executable, "-m", "analysis.online_cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "--require-impression" in done.stdout and "--max-bad-lines" in done.stdout
+
+
+def test_report_over_the_real_app(artifacts_dir: Path, tmp_path: Path) -> None:
+    """/recommend and /events of the app (LocalScorer) write the logs; the report counts them."""
+    from tests.recommender_client.test_online_loop import app_for, event
+
+    with app_for(artifacts_dir, tmp_path) as client:
+        for rid, user in (("r1", "u2"), ("r2", "u1"), ("r3", "u3")):
+            client.post("/recommend", json={"user_id": user, "k": 3}, headers={"X-Request-Id": rid})
+        first = client.post(
+            "/recommend", json={"user_id": "u2", "k": 3}, headers={"X-Request-Id": "r4"}
+        ).json()
+        clicked = first["items"][1]["item_id"]
+        events = [event(event_id="c1", request_id="r4", item_id=clicked, position=1)]
+        assert client.post("/events", json={"events": events}).json()["accepted"] == 1
+    logs, out = tmp_path / "logs", tmp_path / "report"
+    assert (
+        main(
+            [
+                "--served",
+                str(logs / "served.jsonl"),
+                "--events",
+                str(logs / "events.jsonl"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    (arm,) = json.loads((out / "summary.json").read_text())["arms"]
+    assert (arm["arm"], arm["requests"], arm["impressions"], arm["clicks"]) == ("default", 4, 12, 1)
+    assert arm["positions"]["1"]["clicks"] == 1 and arm["positions"]["1"]["impressions"] == 4
