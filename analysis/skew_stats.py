@@ -23,7 +23,9 @@ PSI_FLOOR = 1e-4  # share given to an empty bin: PSI's log is infinite at 0
 MISSING, OTHER, OOV, NONE = "(missing)", "(other)", "(OOV)", "(no tokens)"
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], floor: float = PSI_FLOOR) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, floor: float = PSI_FLOOR
+) -> float:
     """Population stability index ``sum((a - e) * ln(a / e))`` over bin shares (each floored, renormalised)."""
     e, a = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape or e.sum() <= 0 or a.sum() <= 0:

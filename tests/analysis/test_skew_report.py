@@ -195,3 +195,31 @@ def test_errors_and_help(tmp_path: Path, capsys) -> None:
         [sys.executable, "-m", "analysis.skew_cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "--psi-threshold" in done.stdout and "--replay-tolerance" in done.stdout
+
+
+def test_training_run_split_is_the_baseline(tmp_path: Path) -> None:
+    """--training-run loads the run's data as training did; its own train rows online, price x100."""
+    from export.batches import frame_inputs
+    from training.data import load_source
+
+    options = {"num_rows": 3000, "seed": 0}
+    splits = load_source("synthetic", None, **options)
+    run = tmp_path / "run"
+    run.mkdir()
+    splits.contract.save(run)
+    (run / "config.json").write_text(json.dumps({"data": "synthetic", "data_options": options}))
+    inputs = frame_inputs(splits.train, splits.contract)
+    inputs["price"] = inputs["price"] * np.float32(100)
+    log = ServedLog(tmp_path / "served.jsonl").start()
+    for start in range(0, len(splits.train), 10):
+        part = {name: values[start : start + 10] for name, values in inputs.items()}
+        write_list(log, f"r{start}", [str(i) for i in part["item_id"]], inputs=part)
+    log.close()
+    out = tmp_path / "out"
+    assert (
+        main(["--served", str(tmp_path / "served.jsonl"), "--training-run", str(run), "--out", str(out)]) == 1
+    )
+    data = json.loads((out / "summary.json").read_text())
+    assert data["flagged"] == ["price"]
+    assert all(f["psi"] == pytest.approx(0.0, abs=1e-12) for f in data["features"] if f["name"] != "price")
+    assert f"{len(splits.train)} training rows" in (out / "report.md").read_text()
