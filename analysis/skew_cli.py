@@ -116,15 +116,17 @@ def build(config: SkewReportConfig) -> dict[str, Any]:
     frame = training_columns(config, contract, rng)
     train = {name: frame[name].tolist() for name in contract.names if name in frame.columns}
     skews = compare(contract, train, online, config.thresholds)
-    replayed = None
+    replayed, other_versions = None, 0
     if score is not None:
         same = [r for r in requests if version is None or r.model_version in (None, version)]
+        other_versions = len(requests) - len(same)
         replayed = replay(same, contract, score, sample=config.replay_requests, rng=rng)
     missing = [n for n in contract.names if n not in train or n not in online]
     inputs = [
         log.summary().replace("\n  ", "\n  - "),
         f"{len(requests)} served lists{'' if config.arm is None else f' of arm {config.arm}'}, "
         f"{len(frame)} training rows; contract features not compared (absent from one side): {missing or 'none'}",
+        f"replay: {other_versions} lists scored by another model version than {version} left out",
     ]
     config.out.mkdir(parents=True, exist_ok=True)
     plot_psi(skews, config.thresholds, config.out / "psi.png")
