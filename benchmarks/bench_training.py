@@ -1,6 +1,10 @@
-"""Issue-2 acceptance numbers: model quality against the oracle, MovieLens seeds, DeepFM throughput.
+"""Issue-2/17 acceptance numbers: the zoo against the oracle, the trees and scikit-learn's LR.
 
-Prints Markdown tables; the numbers go into notes and docs, never into asserts.
+Prints Markdown tables and writes the evaluation report (``report.md``, ``evaluation.json``,
+plots) of every row, zoo and references, under ``--out``; the numbers go into notes and docs,
+never into asserts. References: ``gbdt`` (LightGBM on out-of-fold target statistics,
+``training.baselines.fit_gbdt``) and, when ``lr`` runs, ``sklearn_lr`` (L2 LogisticRegression on
+``lr``'s own one-hot inputs, the convex optimum ``lr`` must reach).
 
     python benchmarks/bench_training.py synthetic --rows 1000000 --out runs/bench
     python benchmarks/bench_training.py movielens --split per-user --seeds 0 1 2 --out runs/bench
@@ -17,29 +21,47 @@ from typing import Any
 
 import numpy as np
 
-from training.config import TrainConfig
+from training import report
+from training.baselines import BaselineScores, fit_gbdt, fit_sklearn_lr
+from training.config import TrainConfig, model_defaults
 from training.data import load_source
-from training.data.splits import SPLIT_KINDS, cold_shares
+from training.data.base import Splits
+from training.data.splits import SPLIT_KINDS, cold_shares, split_summary
 from training.evaluate import evaluate_predictions
 from training.train import predict_frame, train
 
 MODELS = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
+# The deep models' shared settings; a model's own defaults (``model_defaults``: ``lr`` trains
+# full-batch at 0.1) replace them, and a flag given on the command line replaces both.
+SHARED = {"epochs": 8, "batch_size": 2048, "learning_rate": 2e-3}
+# Keras semantics since issue 17: stop after 3 epochs without gain, as patience=2 did before.
+PATIENCE = 3
+
+
+def _settings(model: str, args: argparse.Namespace) -> dict[str, Any]:
+    flags = {key: getattr(args, key) for key in SHARED if getattr(args, key) is not None}
+    return {**SHARED, **model_defaults(model), **flags}
+
+
+def _row(model: str, seed: int, splits: Splits, scores: Any, seconds: float, **extra: Any) -> dict[str, Any]:
+    metrics = evaluate_predictions(splits.test, scores, train_frame=splits.train)
+    return {"model": model, "seed": seed, "train_seconds": seconds, "metrics": metrics, **extra}
 
 
 def _fit_and_score(
-    splits: Any, model: str, seed: int, out: Path, epochs: int, batch: int, lr: float, l2: float
-) -> dict[str, Any]:
+    splits: Splits, model: str, seed: int, out: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The zoo model's row, and for ``lr`` scikit-learn's on the same inputs after it."""
+    settings = _settings(model, args)
     config = TrainConfig(
         out_dir=str(out / f"{model}-s{seed}"),
         data=splits.name if splits.name in ("synthetic", "movielens", "criteo") else "synthetic",
         model=model,
-        model_config={"l2": l2},
-        epochs=epochs,
-        batch_size=batch,
-        learning_rate=lr,
+        model_config={"l2": args.l2},
         seed=seed,
-        patience=2,
+        patience=PATIENCE,
         verbose=0,
+        **settings,
     )
     started = time.perf_counter()
     result = train(config, splits=splits)
@@ -48,17 +70,72 @@ def _fit_and_score(
 
     best = keras.saving.load_model(Path(config.out_dir) / "model.keras")
     scores = predict_frame(best, splits.test, splits.contract, 8192)
-    metrics = evaluate_predictions(splits.test, scores, train_frame=splits.train)
-    throughput = max(row["examples_per_second"] for row in result.history)
-    return {
-        "model": model,
-        "seed": seed,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "train_seconds": seconds,
-        "examples_per_second": throughput,
-        "metrics": metrics,
-    }
+    rows = [
+        _row(
+            model,
+            seed,
+            splits,
+            scores,
+            seconds,
+            best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            examples_per_second=max(row["examples_per_second"] for row in result.history),
+            settings=settings,
+        )
+    ]
+    if model == "lr":
+        started = time.perf_counter()
+        reference = fit_sklearn_lr(best, splits, args.l2)
+        rows.append(_reference(splits, "sklearn_lr", seed, reference, time.perf_counter() - started))
+    return rows
+
+
+def _reference(
+    splits: Splits, name: str, seed: int, scores: BaselineScores, seconds: float
+) -> dict[str, Any]:
+    info = {k: v for k, v in scores.info.items() if k != "features"}
+    return _row(name, seed, splits, scores.test, seconds, **info)
+
+
+def _gbdt(splits: Splits, seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    scores = fit_gbdt(splits, seed)
+    return _reference(splits, "gbdt", seed, scores, time.perf_counter() - started)
+
+
+def _all_rows(splits: Splits, seeds: list[int], out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        rows.append(_gbdt(splits, seed))
+        print(f"  gbdt seed {seed}: test AUC {rows[-1]['metrics']['auc']:.4f}", flush=True)
+    for model in args.models:
+        for seed in seeds:
+            rows.extend(_fit_and_score(splits, model, seed, out, args))
+            for row in rows[-2 if model == "lr" else -1 :]:
+                print(f"  {row['model']} seed {seed}: test AUC {row['metrics']['auc']:.4f}", flush=True)
+    return rows
+
+
+def _write_report(rows: list[dict[str, Any]], splits: Splits, out: Path) -> None:
+    """The evaluation report of every row (recsys-evaluate's comparison), references included."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        results.setdefault(row["model"], []).append({**row["metrics"], "seed": row["seed"]})
+    summary = report.compare(results)
+    summary["data"] = {"source": splits.name, "split": "test", **split_summary(splits, splits.test)}
+    paths = report.write_report(results, out, summary=summary)
+    print(f"\nreport: {paths['markdown']}")
+
+
+def _lr_gap(rows: list[dict[str, Any]]) -> None:
+    ours = [r["metrics"]["auc"] for r in rows if r["model"] == "lr"]
+    theirs = [r["metrics"]["auc"] for r in rows if r["model"] == "sklearn_lr"]
+    if ours and theirs:
+        gap = float(np.mean(theirs) - np.mean(ours))
+        print(
+            f"\nlr AUC {np.mean(ours):.4f}, scikit-learn's LR {np.mean(theirs):.4f}: "
+            f"lr below it by {max(gap, 0.0):.4f} (target <= 0.005)"
+        )
 
 
 def _fmt(values: list[float]) -> str:
@@ -72,25 +149,7 @@ def synthetic(args: argparse.Namespace) -> list[dict[str, Any]]:
         "synthetic", None, num_rows=args.rows, seed=args.data_seed, cache_dir=str(args.out / "synthetic-data")
     )
     print(f"synthetic: {splits.sizes()}")
-    rows = []
-    for model in args.models:
-        rows.append(
-            _fit_and_score(
-                splits,
-                model,
-                args.seeds[0],
-                args.out / "synthetic",
-                args.epochs,
-                args.batch_size,
-                args.learning_rate,
-                args.l2,
-            )
-        )
-        m = rows[-1]["metrics"]
-        print(
-            f"  {model}: test AUC {m['auc']:.4f} (oracle {m['oracle_auc']:.4f}), {rows[-1]['examples_per_second']:.0f} ex/s",
-            flush=True,
-        )
+    rows = _all_rows(splits, args.seeds[:1], args.out / "synthetic", args)
     oracle = rows[0]["metrics"]["oracle_auc"]
     print(
         f"\n### Synthetic, {args.rows:,} rows (test split: {len(splits.test):,} rows), oracle AUC {oracle:.4f}\n"
@@ -99,8 +158,10 @@ def synthetic(args: argparse.Namespace) -> list[dict[str, Any]]:
     print("|---|---|---|---|---|---|")
     for row in rows:
         m = row["metrics"]
+        epoch, speed = row.get("best_epoch", "-"), row.get("examples_per_second")
         print(
-            f"| {row['model']} | {m['auc']:.4f} | {oracle - m['auc']:.4f} | {m['logloss']:.4f} | {row['best_epoch']} | {row['examples_per_second']:.0f} |"
+            f"| {row['model']} | {m['auc']:.4f} | {oracle - m['auc']:.4f} | {m['logloss']:.4f} | {epoch} | "
+            f"{f'{speed:.0f}' if speed else '-'} |"
         )
     by_model = {row["model"]: row["metrics"]["auc"] for row in rows}
     deep = [by_model[m] for m in ("deepfm", "dcnv2") if m in by_model]
@@ -109,36 +170,31 @@ def synthetic(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"\nbest of DeepFM/DCNv2 gap to oracle: {oracle - max(deep):.4f} (target <= 0.005); "
             f"LR below best deep model by {max(deep) - by_model['lr']:.4f} (target >= 0.01)"
         )
+    _lr_gap(rows)
+    _write_report(rows, splits, args.out / "synthetic-report")
     return rows
 
 
 def movielens(args: argparse.Namespace) -> list[dict[str, Any]]:
     splits = load_source("movielens", args.movielens_path, split=args.split)
     print(f"movielens: {splits.sizes()}, {splits.split}, {cold_shares(splits.train, splits.test)}")
-    rows = []
-    for model in args.models:
-        for seed in args.seeds:
-            rows.append(
-                _fit_and_score(
-                    splits,
-                    model,
-                    seed,
-                    args.out / "movielens",
-                    args.epochs,
-                    args.batch_size,
-                    args.learning_rate,
-                    args.l2,
-                )
-            )
-            print(f"  {model} seed {seed}: test AUC {rows[-1]['metrics']['auc']:.4f}", flush=True)
+    rows = _all_rows(splits, args.seeds, args.out / "movielens", args)
     print(f"\n### MovieLens-100K, {splits.split}, {len(args.seeds)} seeds (mean ± std)\n")
     print("| model | AUC | GAUC | logloss |")
     print("|---|---|---|---|")
-    for model in args.models:
+    for model in ("gbdt", *args.models, *(("sklearn_lr",) if "lr" in args.models else ())):
         mine = [r["metrics"] for r in rows if r["model"] == model]
         print(
             f"| {model} | {_fmt([m['auc'] for m in mine])} | {_fmt([m['gauc'] for m in mine])} | {_fmt([m['logloss'] for m in mine])} |"
         )
+    zoo = {
+        model: np.mean([r["metrics"]["auc"] for r in rows if r["model"] == model]) for model in args.models
+    }
+    gbdt = np.mean([r["metrics"]["auc"] for r in rows if r["model"] == "gbdt"])
+    best = max(zoo, key=zoo.__getitem__)
+    print(f"\nbest zoo model {best} AUC {zoo[best]:.4f}, {zoo[best] - gbdt:+.4f} against gbdt (target > 0)")
+    _lr_gap(rows)
+    _write_report(rows, splits, args.out / "movielens-report")
     return rows
 
 
@@ -161,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         default="per-user",
         help="movielens split: per-user (model comparison, default), global (cold start) or random",
     )
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    shared = "(default: {}; lr: its model_defaults unless given)"
+    parser.add_argument("--epochs", type=int, help=shared.format(SHARED["epochs"]))
+    parser.add_argument("--batch-size", type=int, help=shared.format(SHARED["batch_size"]))
+    parser.add_argument("--learning-rate", type=float, help=shared.format(SHARED["learning_rate"]))
     parser.add_argument("--l2", type=float, default=1e-4, help="ModelConfig.l2 (embeddings and kernels)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
