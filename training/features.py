@@ -31,6 +31,9 @@ class FeatureKind(StrEnum):
     CATEGORICAL_INT = "categorical_int"
     NUMERIC = "numeric"
     MULTI_CATEGORICAL = "multi_categorical"
+    # An ordered list of recent item ids (most recent first), embedded with the table of the
+    # single-valued feature named by ``item_feature`` so history and candidate share vectors.
+    SEQUENCE = "sequence"
 
 
 class Entity(StrEnum):
@@ -49,7 +52,9 @@ KIND_DTYPE: dict[FeatureKind, str] = {
     FeatureKind.CATEGORICAL_INT: "int64",
     FeatureKind.NUMERIC: "float32",
     FeatureKind.MULTI_CATEGORICAL: "string",
+    FeatureKind.SEQUENCE: "string",
 }
+MULTI_VALUED_KINDS = (FeatureKind.MULTI_CATEGORICAL, FeatureKind.SEQUENCE)
 
 
 class ContractError(ValueError):
@@ -83,6 +88,7 @@ class Feature:
     max_len: int = 0
     default: str | int | float | None = None
     transform: str = "none"
+    item_feature: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", FeatureKind(self.kind))
@@ -150,8 +156,10 @@ class Feature:
                 raise ContractError(f"{where}: the empty string is reserved for missing values")
         if self.embedding_dim < 1:
             raise ContractError(f"{where}: embedding_dim must be >= 1")
-        if self.kind is FeatureKind.MULTI_CATEGORICAL and self.max_len < 1:
+        if self.kind in MULTI_VALUED_KINDS and self.max_len < 1:
             raise ContractError(f"{where}: multi-valued features need max_len >= 1")
+        if (self.kind is FeatureKind.SEQUENCE) != (self.item_feature is not None):
+            raise ContractError(f"{where}: item_feature is required for sequence features and only for them")
         if self.kind is FeatureKind.CATEGORICAL_INT:
             if not isinstance(self.default, int) or isinstance(self.default, bool):
                 raise ContractError(f"{where}: default must be an int, got {self.default!r}")
@@ -162,6 +170,11 @@ class Feature:
     def dtype(self) -> str:
         """Wire dtype: ``string``, ``int64`` or ``float32`` (shape is always [batch])."""
         return KIND_DTYPE[self.kind]
+
+    @property
+    def is_multi_valued(self) -> bool:
+        """Multi-categorical or sequence: a ``|``-joined string split to ``[batch, max_len]`` ids."""
+        return self.kind in MULTI_VALUED_KINDS
 
     @property
     def is_categorical(self) -> bool:
@@ -182,6 +195,8 @@ class Feature:
         out["kind"] = self.kind.value
         out["entity"] = self.entity.value
         out["vocabulary"] = list(self.vocabulary) if self.vocabulary is not None else None
+        if self.item_feature is None:
+            del out["item_feature"]  # contracts without sequences keep their exact JSON
         return out
 
     @classmethod
@@ -218,6 +233,14 @@ class FeatureContract:
             raise ContractError(f"duplicate feature names: {dupes}")
         if self.label in names:
             raise ContractError(f"label {self.label!r} cannot also be a feature")
+        for feature in self.features:
+            if feature.item_feature is not None:
+                _check_shared_table(feature, self)
+
+    @property
+    def sequences(self) -> tuple[Feature, ...]:
+        """The sequence features, each embedded with its ``item_feature``'s table."""
+        return self.by_kind(FeatureKind.SEQUENCE)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -300,6 +323,27 @@ class FeatureContract:
         missing = [n for n in self.names if n not in have]
         if missing:
             raise ContractError(f"{source}: missing feature columns {missing}")
+
+
+def _check_shared_table(sequence: Feature, contract: FeatureContract) -> None:
+    """A sequence must map ids exactly like its item feature, or sharing one table is wrong."""
+    where = f"feature {sequence.name!r}"
+    target = next((f for f in contract.features if f.name == sequence.item_feature), None)
+    if target is None:
+        raise ContractError(f"{where}: item_feature {sequence.item_feature!r} is not in the contract")
+    if target.kind not in (FeatureKind.CATEGORICAL_STRING, FeatureKind.CATEGORICAL_INT):
+        raise ContractError(
+            f"{where}: item_feature {target.name!r} must be single-valued categorical, not {target.kind.value}"
+        )
+    mine = (sequence.vocabulary, sequence.hash_buckets, sequence.num_oov, sequence.embedding_dim)
+    theirs = (target.vocabulary, target.hash_buckets, target.num_oov, target.embedding_dim)
+    if target.kind is FeatureKind.CATEGORICAL_INT and target.vocabulary is not None:
+        theirs = (tuple(str(v) for v in target.vocabulary), *theirs[1:])
+    if mine != theirs:
+        raise ContractError(
+            f"{where}: vocabulary, hash_buckets, num_oov and embedding_dim must equal those of "
+            f"item_feature {target.name!r} (they share one embedding table)"
+        )
 
 
 def join_multi(values: Sequence[str]) -> str:

@@ -40,8 +40,9 @@ class FeaturePreprocessor(keras.layers.Layer):
       or for ``transform="log1p"`` ``sign(x) * log1p(|x|)`` computed in float64 and rounded to
       float32 (TensorFlow's float32 log1p is up to 4 ulp off numpy's; via float64 both round the
       same, so the host replica stays bit-identical).
-    * multi-valued: split on ``|``, empty tokens dropped, the first ``max_len`` kept, each mapped as
-      above, padded with -1.
+    * multi-valued (``multi_categorical`` and ``sequence``): split on ``|``, empty tokens dropped,
+      the first ``max_len`` kept (a sequence is sent most recent first), each mapped as above,
+      padded with -1.
 
     The lookup tables are built from the contract in ``__init__`` so they carry no weights: the
     contract JSON in ``get_config`` is all a ``.keras`` file needs, and the tables are tracked
@@ -82,7 +83,7 @@ class FeaturePreprocessor(keras.layers.Layer):
             value = inputs[feature.name]
             if feature.kind is FeatureKind.NUMERIC:
                 outputs[feature.name] = _normalise(feature, value)
-            elif feature.kind is FeatureKind.MULTI_CATEGORICAL:
+            elif feature.is_multi_valued:
                 outputs[feature.name] = self._multi_ids(feature, value)
             else:
                 if feature.kind is FeatureKind.CATEGORICAL_INT:
@@ -110,7 +111,7 @@ class FeaturePreprocessor(keras.layers.Layer):
             batch = inputs[feature.name].shape[0] if feature.name in inputs else None
             if feature.kind is FeatureKind.NUMERIC:
                 out[feature.name] = keras.KerasTensor((batch,), dtype="float32")
-            elif feature.kind is FeatureKind.MULTI_CATEGORICAL:
+            elif feature.is_multi_valued:
                 out[feature.name] = keras.KerasTensor((batch, feature.max_len), dtype="int32")
             else:
                 out[feature.name] = keras.KerasTensor((batch,), dtype="int32")

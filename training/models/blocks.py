@@ -18,7 +18,7 @@ def core_inputs(contract: FeatureContract) -> dict[str, keras.KerasTensor]:
     for feature in contract.features:
         if feature.kind is FeatureKind.NUMERIC:
             inputs[feature.name] = keras.Input(shape=(), dtype="float32", name=feature.name)
-        elif feature.kind is FeatureKind.MULTI_CATEGORICAL:
+        elif feature.is_multi_valued:
             inputs[feature.name] = keras.Input(shape=(feature.max_len,), dtype="int32", name=feature.name)
         else:
             inputs[feature.name] = keras.Input(shape=(), dtype="int32", name=feature.name)
@@ -77,7 +77,7 @@ class CoreBuilder:
             name=f"{prefix}_{feature.name}",
         )
         vectors = layer(self.inputs[feature.name])
-        if feature.kind is FeatureKind.MULTI_CATEGORICAL:
+        if feature.is_multi_valued:
             vectors = MaskedMeanPooling(name=f"{prefix}_pool_{feature.name}")(vectors)
         return vectors
 

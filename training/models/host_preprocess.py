@@ -45,7 +45,7 @@ def preprocess_numpy(contract: FeatureContract, columns: Mapping[str, Any]) -> d
         column = arrays[feature.name]
         if feature.kind is FeatureKind.NUMERIC:
             out[feature.name] = _normalise(feature, column)
-        elif feature.kind is FeatureKind.MULTI_CATEGORICAL:
+        elif feature.is_multi_valued:
             out[feature.name] = _multi_ids(feature, column)
         else:
             out[feature.name] = _ids(feature, column)
