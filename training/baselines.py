@@ -87,11 +87,14 @@ def gbdt_features(
 
     Categorical features: out-of-fold target encoding on train, full-train encoding on
     valid/test, plus the key's train frequency (label-free). Multi-valued features: multi-hot
-    over the train vocabulary. Numeric features: raw values (the trees need no scaling).
+    over the train vocabulary. Numeric features: raw values (the trees need no scaling). Sequence
+    features (recent item ids) are left out: a whole history is almost unique per row.
     """
     train, labels = splits.train, splits.train[splits.contract.label].to_numpy()
     frames: tuple[dict[str, np.ndarray], ...] = ({}, {}, {})
     for feature in splits.contract.features:
+        if feature.kind.value == "sequence":  # a history of ids: no statistic of the whole list
+            continue
         parts = (train[feature.name], splits.valid[feature.name], splits.test[feature.name])
         if feature.kind is FeatureKind.NUMERIC:
             for out, part in zip(frames, parts, strict=True):
