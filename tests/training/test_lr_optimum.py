@@ -20,36 +20,13 @@ sp = pytest.importorskip("scipy.sparse")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from training.baselines import one_hot_design  # noqa: E402
 from training.config import TrainConfig, model_defaults  # noqa: E402
-from training.data import load_source, make_tf_dataset  # noqa: E402
-from training.features import FeatureKind  # noqa: E402
+from training.data import load_source  # noqa: E402
 from training.layers import load_keras_model  # noqa: E402
-from training.models import split_model  # noqa: E402
 from training.train import predict_frame, train  # noqa: E402
 
 L2 = 1e-3
-
-
-def _design(model, frame, contract):
-    """The one-hot / multi-hot (mean-pooled: 1/count per present token) / numeric matrix the model
-    sees, built from the model's own preprocessing output so both solvers get the same inputs."""
-    preprocess, _ = split_model(model)
-    batch = next(iter(make_tf_dataset(frame, contract, len(frame)).map(lambda x, y: x)))
-    ids = preprocess(batch)
-    n, blocks = len(frame), []
-    for feature in contract.features:
-        values = np.asarray(ids[feature.name])
-        if feature.kind is FeatureKind.NUMERIC:
-            blocks.append(sp.csr_matrix(values.reshape(-1, 1).astype(np.float64)))
-        elif feature.kind is FeatureKind.MULTI_CATEGORICAL:
-            rows, slots = np.nonzero(values >= 0)
-            weight = 1.0 / (values >= 0).sum(axis=1)[rows]
-            blocks.append(
-                sp.csr_matrix((weight, (rows, values[rows, slots])), shape=(n, feature.num_buckets))
-            )
-        else:
-            blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), values)), shape=(n, feature.num_buckets)))
-    return sp.hstack(blocks).tocsr()
 
 
 def _objective(labels: np.ndarray, probs: np.ndarray, squared_weights: float) -> float:
@@ -68,7 +45,10 @@ def test_lr_with_its_defaults_matches_sklearn_logistic_regression(tmp_path: Path
     state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
     model = load_keras_model(tmp_path / "run" / "checkpoints" / state["weights"])
 
-    x_train, x_test = _design(model, splits.train, contract), _design(model, splits.test, contract)
+    x_train, x_test = (
+        one_hot_design(model, splits.train, contract),
+        one_hot_design(model, splits.test, contract),
+    )
     y_train, y_test = splits.train["label"].to_numpy(), splits.test["label"].to_numpy()
     reference = LogisticRegression(C=1.0 / (2 * len(y_train) * L2), max_iter=5000, tol=1e-10)
     reference.fit(x_train, y_train)
