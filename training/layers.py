@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import import_module
 from typing import Any
 
 import keras
@@ -21,8 +22,10 @@ def load_keras_model(path: str | os.PathLike[str], **kwargs: Any) -> keras.Model
 
     Our saved models name the custom layers below, which Keras finds only once this module has
     registered them; calling this function guarantees that. (A fresh process that loaded a
-    model without it failed with "Could not locate class 'FeaturePreprocessor'".)
+    model without it failed with "Could not locate class 'FeaturePreprocessor'".) DIN's
+    ``TargetAttention`` lives in ``training.models.din``, imported here for the same reason.
     """
+    import_module("training.models.din")
     return keras.saving.load_model(path, **kwargs)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "MODEL_NAMES": "training.models.zoo",
+    "SEQUENCE_MODEL_NAMES": "training.models.zoo",
     "build_model": "training.models.zoo",
     "build_core": "training.models.zoo",
     "split_model": "training.models.zoo",

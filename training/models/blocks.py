@@ -67,16 +67,19 @@ class CoreBuilder:
             )
         return dims[0]
 
-    def field_vector(self, feature: Feature, dim: int, prefix: str) -> keras.KerasTensor:
-        """``[batch, dim]`` embedding of one categorical feature (mean-pooled if multi-valued)."""
-        layer = CategoryEmbedding(
+    def embedding_layer(self, feature: Feature, dim: int, prefix: str) -> CategoryEmbedding:
+        """The seeded ``[num_buckets, dim]`` table of one categorical feature, named ``prefix_name``."""
+        return CategoryEmbedding(
             feature.num_buckets,
             dim,
             embeddings_initializer=self.embedding_init(),
             embeddings_regularizer=self.regularizer(),
             name=f"{prefix}_{feature.name}",
         )
-        vectors = layer(self.inputs[feature.name])
+
+    def field_vector(self, feature: Feature, dim: int, prefix: str) -> keras.KerasTensor:
+        """``[batch, dim]`` embedding of one categorical feature (mean-pooled if multi-valued)."""
+        vectors = self.embedding_layer(feature, dim, prefix)(self.inputs[feature.name])
         if feature.is_multi_valued:
             vectors = MaskedMeanPooling(name=f"{prefix}_pool_{feature.name}")(vectors)
         return vectors

@@ -1,4 +1,4 @@
-"""The CTR model zoo: LR, FM, Wide&Deep, DeepFM and DCNv2 over in-graph preprocessing."""
+"""The CTR model zoo: LR, FM, Wide&Deep, DeepFM, DCNv2 and DIN over in-graph preprocessing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from training.features import FeatureContract
 from training.layers import CrossNetwork, FeaturePreprocessor, FMInteraction, SumLogits
 from training.models.blocks import CoreBuilder, concat
 from training.models.config import ModelConfig
+from training.models.din import din
 
 PREPROCESS_LAYER = "preprocess"
 CORE_MODEL = "core"
@@ -64,7 +65,10 @@ _BUILDERS: dict[str, Callable[[CoreBuilder], list[keras.KerasTensor]]] = {
     "deepfm": _deepfm,
     "dcnv2": _dcnv2,
 }
+# Models that work on any contract; SEQUENCE_MODEL_NAMES need a ``sequence`` feature.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+SEQUENCE_MODEL_NAMES: tuple[str, ...] = ("din",)
+_BUILDERS["din"] = din
 
 
 def build_core(
@@ -75,7 +79,7 @@ def build_core(
     Its last two layers are named ``logit`` and ``ctr`` so exporters can expose both.
     """
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES + SEQUENCE_MODEL_NAMES)}")
     builder = CoreBuilder(contract, config or ModelConfig(), seed)
     logit = SumLogits(name=LOGIT_LAYER)(_BUILDERS[name](builder))
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
@@ -88,7 +92,8 @@ def build_model(
     """Raw features (named and typed as the contract) -> ``preprocess`` -> ``core`` -> click probability.
 
     Args:
-        name: One of ``MODEL_NAMES``: ``lr | fm | wide_deep | deepfm | dcnv2``.
+        name: One of ``MODEL_NAMES`` (``lr | fm | wide_deep | deepfm | dcnv2``) or, for a
+            contract with a ``sequence`` feature, ``SEQUENCE_MODEL_NAMES`` (``din``).
         contract: The feature contract; it is embedded in the ``preprocess`` layer's config.
         config: Architecture knobs; defaults to ``ModelConfig()``.
         seed: Seeds every initialiser and dropout, so equal seeds give identical weights.
