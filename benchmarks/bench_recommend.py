@@ -9,6 +9,11 @@ the client, their ratio, and the service's resident memory. Numbers go into note
 ``redis-server`` (no persistence) on a free port unless ``--redis-url`` names one (whose data it
 leaves alone, so the state there is whatever earlier runs left).
 
+``--experiment off,on`` adds a row with a 50/50 experiment running (``RANKER_EXPERIMENTS_PATH``):
+arm ``a`` asks for the default model, arm ``b`` pins the newest AVAILABLE version by number, so
+the assignment hash and the pinned model_spec are both on the path while the two arms score with
+the same model (the p50 ratio of on/off is the experiment's cost).
+
 Example:
     python benchmarks/bench_recommend.py --artifacts-dir runs/demo/artifacts --model-name ctr \\
         --grpc-target 127.0.0.1:8500 --rest-url http://127.0.0.1:8501 --state memory,redis
@@ -25,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -128,7 +134,12 @@ def redis_for(args: argparse.Namespace) -> Iterator[str]:
 
 
 def start_service(
-    args: argparse.Namespace, protocol: str, port: int, state: str, redis_url: str | None
+    args: argparse.Namespace,
+    protocol: str,
+    port: int,
+    state: str,
+    redis_url: str | None,
+    experiments: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -140,6 +151,8 @@ def start_service(
     }
     if redis_url is not None:
         env["RANKER_REDIS_URL"] = redis_url
+    if experiments is not None:
+        env["RANKER_EXPERIMENTS_PATH"] = str(experiments)
     cmd = [
         sys.executable,
         "-m",
@@ -176,6 +189,26 @@ def start_service(
     raise RuntimeError("ranking service did not become ready within 60 s (is the model server up?)")
 
 
+def experiment_file(args: argparse.Namespace, folder: Path) -> Path:
+    """A 50/50 experiment over one model: arm a the default spec, arm b its newest version pinned."""
+    from recommender_client.client import GrpcClient, RestClient
+    from recommender_client.model_check import newest
+
+    client = (
+        GrpcClient(target=args.grpc_target, timeout=2.0)
+        if args.grpc_target
+        else RestClient(base_url=args.rest_url, timeout=2.0)
+    )
+    with client:
+        state, version = newest(client.model_status(args.model_name))
+    if state != "AVAILABLE" or version is None:
+        raise RuntimeError(f"model {args.model_name!r} has no AVAILABLE version ({state})")
+    arms = [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5, "version": int(version)}]
+    path = folder / "experiments.json"
+    path.write_text(json.dumps({"active": "bench", "experiments": [{"name": "bench", "arms": arms}]}))
+    return path
+
+
 def predict_inputs(args: argparse.Namespace, users: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """The same model inputs the service builds: recall for each user, then the feature join."""
     artifacts = load_artifacts(args.artifacts_dir)
@@ -201,6 +234,7 @@ def bench_protocol(
     *,
     state: str = "memory",
     redis_url: str | None = None,
+    experiments: Path | None = None,
 ) -> dict[str, float]:
     from recommender_client.client import GrpcClient, RestClient
 
@@ -218,7 +252,7 @@ def bench_protocol(
         direct, _ = run_load(predict, requests=args.requests, concurrency=args.concurrency)
 
     port = free_port()
-    proc = start_service(args, protocol, port, state, redis_url)
+    proc = start_service(args, protocol, port, state, redis_url, experiments)
     local = threading.local()
     degraded = []
     counts = []
@@ -285,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="online-state backends, comma-separated: memory, redis (a row for each)",
     )
     parser.add_argument("--redis-url", help="Redis for --state redis (default: start a redis-server)")
+    parser.add_argument(
+        "--experiment",
+        default="off",
+        help="off and/or on, comma-separated: on runs a 50/50 experiment over the model (a row each)",
+    )
     args = parser.parse_args(argv)
     protocols = [p for p, given in (("grpc", args.grpc_target), ("rest", args.rest_url)) if given]
     if not protocols:
@@ -292,32 +331,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     states = [s.strip() for s in args.state.split(",") if s.strip()]
     if not states or set(states) - {"memory", "redis"}:
         parser.error(f"--state takes memory and/or redis, got {args.state!r}")
+    modes = [m.strip() for m in args.experiment.split(",") if m.strip()]
+    if not modes or set(modes) - {"off", "on"}:
+        parser.error(f"--experiment takes off and/or on, got {args.experiment!r}")
     artifacts = load_artifacts(args.artifacts_dir)
     args.now = artifacts.as_of  # evaluate recall and rules at the logs' time
     users = list(artifacts.user_ids[: args.users])
     inputs = predict_inputs(args, users)
     rows: dict[str, dict[str, float]] = {}
-    for state in states:
-        with redis_for(args) if state == "redis" else contextlib.nullcontext(None) as url:
-            for p in protocols:
-                rows[f"{p}/{state}"] = bench_protocol(args, p, users, inputs, state=state, redis_url=url)
+    with tempfile.TemporaryDirectory() as folder:
+        experiments = experiment_file(args, Path(folder)) if "on" in modes else None
+        for state in states:
+            with redis_for(args) if state == "redis" else contextlib.nullcontext(None) as url:
+                for p in protocols:
+                    for mode in modes:
+                        rows[f"{p}/{state}" + ("/exp" if mode == "on" else "")] = bench_protocol(
+                            args,
+                            p,
+                            users,
+                            inputs,
+                            state=state,
+                            redis_url=url,
+                            experiments=experiments if mode == "on" else None,
+                        )
     print(
         f"/recommend vs Predict alone: {args.candidates} candidates, k={args.k}, concurrency "
         f"{args.concurrency}, {args.requests} requests, model {args.model_name!r}"
     )
     head = (
-        f"{'protocol':12} {'predict p50':>11} {'predict p99':>11} {'rec p50':>8} {'rec p99':>8} "
+        f"{'protocol':16} {'predict p50':>11} {'predict p99':>11} {'rec p50':>8} {'rec p99':>8} "
         f"{'p50 ratio':>9} {'rec/s':>7} {'cands':>6} {'degraded':>8} {'RSS MB':>7} {'peak MB':>7} {'TF':>3}"
     )
     print(head)
     print("-" * len(head))
     for p, r in rows.items():
         print(
-            f"{p:12} {r['predict_p50']:11.2f} {r['predict_p99']:11.2f} {r['recommend_p50']:8.2f} "
+            f"{p:16} {r['predict_p50']:11.2f} {r['predict_p99']:11.2f} {r['recommend_p50']:8.2f} "
             f"{r['recommend_p99']:8.2f} {r['recommend_p50'] / r['predict_p50']:9.2f} {r['recommend_rps']:7.0f} "
             f"{r['candidates']:6.0f} {r['degraded']:8.2%} {r['rss_mb']:7.1f} {r['peak_rss_mb']:7.1f} "
             f"{'yes' if r['tensorflow_loaded'] else 'no':>3}"
         )
+    for name, r in rows.items():
+        off = rows.get(name.removesuffix("/exp"))
+        if name.endswith("/exp") and off is not None:
+            print(
+                f"experiment on/off, {name.removesuffix('/exp')}: rec p50 ratio "
+                f"{r['recommend_p50'] / off['recommend_p50']:.3f} (target <= 1.05)"
+            )
     print("(latencies in ms; targets: rec p50 <= 2x predict p50, rec p99 <= 30 ms, RSS <= 150 MB, no TF)")
     return 0
 
