@@ -5,14 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from recommender_client.breaker import CircuitBreaker
+from recommender_client.client import GrpcClient
+from recommender_client.experiment_scoring import ExperimentArms
+from recommender_client.experiments import load_experiments
 from recommender_client.jsonl_log import log_files, read_records
+from recommender_client.pipeline import RankRequest
+from recommender_client.ranking import LocalScorer, ServingScorer
+from recommender_client.recommender import RecallConfig, Recommender
 from recommender_client.service.app import create_app
+from tests.recommender_client.conftest import T
 from tests.recommender_client.scripted_tfs import Script, scripted_server
 from tests.recommender_client.test_experiments import by_hand
+from tests.recommender_client.test_pipeline import QUOTAS
 from tests.recommender_client.test_scoring_deadlines import app_settings
 
 SALT = "ab-1"
@@ -144,3 +154,36 @@ def test_a_stable_arm_that_fails_degrades_and_is_counted(artifacts_dir: Path, tm
         (("arm", "canary"), ("reason", "unavailable")): 1.0,
         (("arm", "stable"), ("reason", "unavailable")): 1.0,
     }
+
+
+def test_the_blocking_path_falls_back_too(contract, loaded, tmp_path: Path) -> None:
+    """Recommender.recommend (offline runs) on a blocking gRPC client: same arms, same fallback;
+    an arm selecting a model cannot run on a local scorer (it serves one model)."""
+    experiment = load_experiments(experiments_file(tmp_path, {"version_label": "canary"}))
+    assert experiment is not None
+    with pytest.raises(
+        ValueError, match="arm 'stable' selects a served model but the scorer is a LocalScorer"
+    ):
+        ExperimentArms(experiment, LocalScorer({}), breaker=None)
+    with scripted_server(Script(labels={"stable": 1})) as (script, port):
+        with GrpcClient(f"127.0.0.1:{port}", timeout=1.0, retries=0) as client:
+            scorer = ServingScorer(client, model_name="ctr", timeout_s=1.0)
+            breaker = CircuitBreaker(failure_threshold=5, cooldown_s=60)
+            recommender = Recommender(
+                contract=contract,
+                artifacts=loaded,
+                scorer=scorer,
+                recall=RecallConfig(quotas=QUOTAS, max_candidates=10),
+                breaker=breaker,
+                arms=ExperimentArms(experiment, scorer, breaker=breaker, new_breaker=CircuitBreaker),
+            )
+            batch, _ = recommender.recommend(RankRequest(user_id=users(1, 1)[0], k=3, now=T))
+    values = batch.values
+    assert (values["arm"], values["served_arm"], values["degraded"], values["served_by"].version) == (
+        "canary",
+        "stable",
+        False,
+        1,
+    )
+    assert values["arm_errors"] == (("canary", "model_not_found"),)
+    assert script.specs == [("ctr", None, "canary"), ("ctr", None, "stable")]
