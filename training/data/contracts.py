@@ -146,7 +146,7 @@ class FeatureRecipe:
     """How to build one contract feature from the training split (a data set's declaration).
 
     ``kind`` is ``categorical`` (string or int, from the column's dtype), ``multi_categorical``
-    (``|``-joined tokens) or ``numeric``. Only training rows are ever counted, so validation and
+    (``|``-joined tokens), ``numeric`` or ``sequence`` (``item_feature``'s values, ``max_len``). Only training rows are ever counted, so validation and
     test values the model never saw map to the OOV bucket exactly as they will when served.
     """
 
@@ -160,6 +160,29 @@ class FeatureRecipe:
     embedding_dim: int = 8
     transform: str = "none"
     max_len: int | None = None
+    item_feature: str | None = None
+
+
+def sequence_feature(name: str, item: Feature, entity: Entity | str, *, max_len: int) -> Feature:
+    """A ``sequence`` of ``item``'s values: its vocabulary (as strings), buckets and dim, shared.
+
+    The history gets no vocabulary of its own: it must map ids exactly like the candidate so
+    DIN can look both up in one table (``FeatureContract`` checks this).
+    """
+    if item.kind not in (FeatureKind.CATEGORICAL_STRING, FeatureKind.CATEGORICAL_INT):
+        raise DataError(f"feature {name!r}: item_feature {item.name!r} is not single-valued categorical")
+    vocabulary = None if item.vocabulary is None else tuple(str(v) for v in item.vocabulary)
+    return Feature(
+        name=name,
+        kind=FeatureKind.SEQUENCE,
+        entity=Entity(entity),
+        vocabulary=vocabulary,
+        hash_buckets=item.hash_buckets,
+        num_oov=item.num_oov,
+        embedding_dim=item.embedding_dim,
+        max_len=max_len,
+        item_feature=item.name,
+    )
 
 
 def feature_from_recipe(recipe: FeatureRecipe, train: pd.DataFrame) -> Feature:
@@ -193,7 +216,17 @@ def contract_from_recipes(
     metadata: Sequence[tuple[str, str]] = (),
 ) -> FeatureContract:
     """The feature contract of ``recipes``, every vocabulary and statistic from ``train`` only."""
-    features = tuple(feature_from_recipe(recipe, train) for recipe in recipes)
+    built = {r.name: feature_from_recipe(r, train) for r in recipes if r.kind != "sequence"}
+    for recipe in recipes:
+        if recipe.kind == "sequence":
+            if recipe.item_feature not in built or not recipe.max_len:
+                raise DataError(
+                    f"feature {recipe.name!r}: a sequence needs an item_feature recipe and max_len"
+                )
+            built[recipe.name] = sequence_feature(
+                recipe.name, built[recipe.item_feature], recipe.entity, max_len=recipe.max_len
+            )
+    features = tuple(built[r.name] for r in recipes)
     pairs = tuple(sorted([("source", source), *metadata])) if metadata else (("source", source),)
     return FeatureContract(features=features, label=label, metadata=pairs)
 

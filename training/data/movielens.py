@@ -16,6 +16,7 @@ from training.features import MULTI_VALUE_SEPARATOR, Entity, FeatureContract
 from .base import DataError, Splits, check_fractions, parse_numeric
 from .cold_start import DEFAULT_COLD_START_ROWS
 from .contracts import FeatureRecipe, contract_from_recipes
+from .history import HISTORY_COLUMN, add_history
 from .splits import SplitSpec, build_splits, split_spec_with
 from .text_tables import read_atomic, read_delimited
 
@@ -245,10 +246,19 @@ def read_movielens(path: str | os.PathLike[str], *, rating_threshold: float = 4.
     return out.iloc[order].reset_index(drop=True)
 
 
-def movielens_recipes(*, embedding_dim: int = 8, min_count: int = 1) -> tuple[FeatureRecipe, ...]:
-    """MovieLens' features as a dataset spec would declare them (``min_count`` for the two ids)."""
+def movielens_recipes(
+    *, embedding_dim: int = 8, min_count: int = 1, history_len: int = 0
+) -> tuple[FeatureRecipe, ...]:
+    """MovieLens' features as a dataset spec would declare them (``min_count`` for the two ids).
+
+    ``history_len`` > 0 adds the ``history`` sequence (liked films before the row, sharing
+    ``item_id``'s table); 0, the default, keeps the recipes as before.
+    """
     ids = {"min_count": min_count, "embedding_dim": embedding_dim}
     small = {"embedding_dim": embedding_dim}
+    history = FeatureRecipe(
+        HISTORY_COLUMN, "sequence", Entity.USER, max_len=history_len, item_feature="item_id"
+    )
     return (
         FeatureRecipe("user_id", "categorical", Entity.USER, **ids),
         FeatureRecipe("age_bucket", "categorical", Entity.USER, **small),
@@ -258,6 +268,7 @@ def movielens_recipes(*, embedding_dim: int = 8, min_count: int = 1) -> tuple[Fe
         FeatureRecipe("genres", "multi_categorical", Entity.ITEM, **small),
         FeatureRecipe("release_year", "numeric", Entity.ITEM),
         FeatureRecipe("hour", "categorical", Entity.CONTEXT, **small),
+        *([history] if history_len else []),
     )
 
 
@@ -276,6 +287,7 @@ def load_movielens(
     rating_threshold: float = 4.0,
     min_count: int = 1,
     cold_start_rows: int = DEFAULT_COLD_START_ROWS,
+    history_len: int = 0,
 ) -> Splits:
     """Read MovieLens and split it: per user by default (model comparison), ``global`` for cold start.
 
@@ -286,14 +298,17 @@ def load_movielens(
     ``cold_start_rows`` copies of each user's and item's first ratings with the id blanked, so
     new users and items meet a trained OOV row (``cold_start.py``). A missing release year
     becomes the training mean (the contract default), so frames carry no NaN while the model
-    sees exactly what a cold-start client would send.
+    sees exactly what a cold-start client would send. ``history_len`` > 0 gives every row the
+    user's last ``history_len`` liked films (label 1) rated strictly before it (``add_history``).
     """
     spec = split if isinstance(split, SplitSpec) else split_spec_with(SplitSpec(), split)
     if fractions is not None:
         _, valid, test = check_fractions(fractions)
         spec = SplitSpec(kind=spec.kind, valid=valid, test=test, seed=spec.seed)
     frame = read_movielens(path, rating_threshold=rating_threshold)
-    recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count)
+    if history_len:
+        frame = add_history(frame, history_len, only_positive="label")
+    recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count, history_len=history_len)
     return build_splits(
         "movielens",
         frame,

@@ -26,6 +26,7 @@ from .base import (
     time_split,
 )
 from .contracts import FeatureRecipe, contract_from_recipes
+from .history import HISTORY_COLUMN, add_history
 from .metrics import roc_auc
 from .splits import SplitSpec
 from .synthetic_world import DEVICES, SyntheticConfig, World, build_world, true_logit
@@ -264,12 +265,13 @@ def read_events(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def synthetic_contract(
-    train: pd.DataFrame, *, embedding_dim: int = 8, seed: int | None = None
+    train: pd.DataFrame, *, embedding_dim: int = 8, seed: int | None = None, history_len: int = 0
 ) -> FeatureContract:
     """The synthetic source's contract, with vocabularies and numeric stats from ``train`` only.
 
     ``price`` is log1p-transformed in the graph: the true logit uses z-scored log(price), which
-    linear and FM terms can then represent.
+    linear and FM terms can then represent. ``history_len`` > 0 adds the ``history`` sequence
+    (``add_history``'s column) sharing ``item_id``'s table; 0 keeps the contract as before.
     """
     dim = {"embedding_dim": embedding_dim}
     recipes = (
@@ -284,20 +286,36 @@ def synthetic_contract(
         FeatureRecipe("device", "categorical", Entity.CONTEXT, **dim),
         FeatureRecipe("position", "categorical", Entity.CONTEXT, **dim),
     )
+    if history_len:
+        recipes += (
+            FeatureRecipe(
+                HISTORY_COLUMN, "sequence", Entity.USER, max_len=history_len, item_feature="item_id"
+            ),
+        )
     metadata = [("seed", str(seed))] if seed is not None else []
     return contract_from_recipes(train, recipes, source="synthetic", metadata=metadata)
 
 
 def load_synthetic(
-    path: str | os.PathLike[str], *, fractions: Sequence[float] = DEFAULT_FRACTIONS, embedding_dim: int = 8
+    path: str | os.PathLike[str],
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    embedding_dim: int = 8,
+    history_len: int = 0,
 ) -> Splits:
-    """Read a directory written by :func:`write_synthetic` and split it by time."""
+    """Read a directory written by :func:`write_synthetic` and split it by time.
+
+    ``history_len`` > 0 gives every row the user's last clicks before it (``add_history``).
+    """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: synthetic data directory not found (generate it with recsys-generate)")
     seed = read_config(root).seed if (root / META_FILE).is_file() else None
-    train, valid, test = time_split(read_events(root), fractions)
-    contract = synthetic_contract(train, embedding_dim=embedding_dim, seed=seed)
+    events = read_events(root)
+    if history_len:
+        events = add_history(events, history_len, only_positive="label")
+    train, valid, test = time_split(events, fractions)
+    contract = synthetic_contract(train, embedding_dim=embedding_dim, seed=seed, history_len=history_len)
     _, valid_f, test_f = check_fractions(fractions)
     split = SplitSpec(kind="global", valid=valid_f, test=test_f).describe()
     return Splits("synthetic", contract, train, valid, test, split=split)
