@@ -35,7 +35,7 @@ def feature_arrays(
 
 def _wire_array(column: pd.Series, feature: Feature, source: str) -> np.ndarray:
     where = f"{source}: column {feature.name!r}"
-    if feature.kind in (FeatureKind.CATEGORICAL_STRING, FeatureKind.MULTI_CATEGORICAL):
+    if feature.kind is FeatureKind.CATEGORICAL_STRING or feature.is_multi_valued:
         if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
             raise DataError(f"{where}: expected strings ({feature.kind.value}), got dtype {column.dtype}")
         values = column.to_numpy(dtype=object)
