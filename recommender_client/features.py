@@ -10,7 +10,9 @@ import numpy as np
 
 from recommender_client.client.json_tensors import all_str
 from recommender_client.excerpt import excerpt
+from recommender_client.history_features import BehaviourHistory
 from recommender_client.recall.artifacts import RecallArtifacts
+from recommender_client.state.protocol import EMPTY_STATE, UserState
 from training.context_features import TIME_DERIVED, derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureContract, FeatureKind
 
@@ -63,14 +65,18 @@ class InMemoryFeatureStore:
         self._user_cols = {n: list(v) for n, v in user_columns.items()}
         self._item_cols = {n: list(v) for n, v in item_columns.items()}
 
+        self.history: BehaviourHistory | None = None
+
     @classmethod
     def from_artifacts(cls, artifacts: RecallArtifacts) -> InMemoryFeatureStore:
-        return cls(
+        store = cls(
             user_ids=artifacts.user_ids,
             user_columns=artifacts.user_features,
             item_ids=artifacts.catalog.item_ids,
             item_columns=artifacts.item_features,
         )
+        store.history = BehaviourHistory(artifacts)  # fills ``sequence`` features (history_features.py)
+        return store
 
     def get_user(self, user_id: str) -> Mapping[str, Any] | None:
         row = self._users.get(user_id)
@@ -126,7 +132,7 @@ def coerce_value(feature: Feature, value: Any, *, where: str) -> Any:
                 f"{where}: feature {feature.name!r} takes an int64, got {excerpt(value)} (outside -2**63..2**63-1)"
             )
         return value
-    if kind is FeatureKind.MULTI_CATEGORICAL and isinstance(value, (list, tuple)):
+    if feature.is_multi_valued and isinstance(value, (list, tuple)):
         bad = [v for v in value if not isinstance(v, str) or MULTI_VALUE_SEPARATOR in v]
         if bad:
             raise FeatureError(
@@ -259,11 +265,15 @@ class FeatureJoiner:
         context: Mapping[str, Any],
         *,
         now: float | None = None,
+        state: UserState = EMPTY_STATE,
     ) -> tuple[dict[str, np.ndarray], bool, np.ndarray]:
         """Returns ``(inputs, user_known, item_known)``; ``inputs`` maps every feature to shape [N].
 
         ``now`` (the request's epoch seconds) fills the time-derived context the caller omits.
+        A ``sequence`` feature is the user's recent clicks (``state``'s online ones first) when
+        the store has a ``history`` (``InMemoryFeatureStore.from_artifacts``), else stored/default.
         """
+        history: BehaviourHistory | None = getattr(self.store, "history", None)
         n = len(item_ids)
         ctx = self.check_context(context, now=now)
         user_row = self.store.get_user(user_id)
@@ -292,6 +302,8 @@ class FeatureJoiner:
             else:
                 if f.entity is Entity.USER:
                     raw = user_row.get(f.name) if user_row is not None else None
+                    if f.kind is FeatureKind.SEQUENCE and history is not None:
+                        raw = history.value(user_id, f.max_len, state)
                     if raw is None and f.name == ENTITY_KEYS[Entity.USER]:
                         value = _id_value(f, user_id)
                     else:

@@ -118,7 +118,9 @@ class JoinFeatures(Operator):
 
     def transform(self, batch: Batch) -> Batch:
         req = batch.request
-        inputs, user_known, item_known = self.joiner.join(req.user_id, batch.items, req.context, now=req.now)
+        inputs, user_known, item_known = self.joiner.join(
+            req.user_id, batch.items, req.context, now=req.now, state=user_state(batch)
+        )
         return batch.with_columns(item_known=item_known).with_values(
             model_inputs=inputs, model_items=batch.items, user_known=user_known
         )

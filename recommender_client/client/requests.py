@@ -89,6 +89,7 @@ _ENCODERS = {
     FeatureKind.CATEGORICAL_INT: _integer,
     FeatureKind.CATEGORICAL_STRING: _string,
     FeatureKind.MULTI_CATEGORICAL: _multi,
+    FeatureKind.SEQUENCE: _multi,
 }
 
 
