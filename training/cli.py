@@ -11,7 +11,7 @@ from pathlib import Path
 from training.config import DATA_SOURCES, ConfigError, TrainConfig, model_defaults, read_config_file
 from training.data.splits import SPLIT_KINDS
 
-MODEL_CHOICES = ("lr", "fm", "wide_deep", "deepfm", "dcnv2")
+MODEL_CHOICES = ("lr", "fm", "wide_deep", "deepfm", "dcnv2", "din")
 
 
 def _data_source(value: str) -> str:
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-path", help="data directory (synthetic parquet dir, ml-100k dir, Criteo TSV)")
     parser.add_argument("--rows", type=int, help="synthetic data: number of rows to generate")
     parser.add_argument("--data-seed", type=int, help="synthetic data: generator seed")
+    parser.add_argument(
+        "--history-len",
+        type=int,
+        help="synthetic/movielens: add each row's last N earlier clicks as the `history` sequence "
+        "feature (din needs it; default 0: none)",
+    )
     parser.add_argument("--model", choices=MODEL_CHOICES, help="model (default deepfm)")
     parser.add_argument("--model-config", help="JSON object of ModelConfig fields, e.g. '{\"dropout\": 0.1}'")
     parser.add_argument(
@@ -89,12 +95,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         options["num_rows"] = args.rows
     if args.data_seed is not None:
         options["seed"] = args.data_seed
+    if args.history_len is not None:
+        options["history_len"] = args.history_len
     if args.split is not None:
         source = str(values.get("data", "synthetic"))
         if source != "movielens" and not source.lower().endswith((".yaml", ".yml")):
             raise ConfigError(f"--split applies to movielens and dataset specs, not {source!r}")
         options["split"] = args.split
     values["data_options"] = options
+    if values.get("model") == "din" and not options.get("history_len"):
+        raise ConfigError("--model din attends over a history: give --history-len N (synthetic, movielens)")
     if args.model_config:
         try:
             values["model_config"] = json.loads(args.model_config)

@@ -124,7 +124,7 @@ def load_source(source: str, path: str | os.PathLike[str] | None = None, **optio
     if source == "synthetic":
         from .synthetic import load_synthetic
 
-        split_options = _take(options, "fractions", "embedding_dim")
+        split_options = _take(options, "fractions", "embedding_dim", "history_len")
         if path is not None:
             if options:
                 raise DataError(f"synthetic: unknown options {sorted(options)} when reading from {path}")
