@@ -17,6 +17,7 @@ from itertools import combinations
 from typing import Any
 
 from analysis.stats import ZTest, two_proportion_z_test, wilson_interval
+from recommender_client.join_events import first_per_request
 
 Arm = tuple[str, str]  # (experiment, arm)
 
@@ -66,14 +67,13 @@ def count(
 ) -> OnlineCounts:
     """Impressions and clicks per arm and position; positions from ``max_position`` on share one cell."""
     out = OnlineCounts()
-    requests: set[str] = set()
     matched: set[tuple[str, str]] = set()
-    for record in served:
+
+    def duplicate() -> None:
+        out.duplicate_requests += 1
+
+    for record in first_per_request(served, duplicate):
         rid = record["request_id"]
-        if rid in requests:
-            out.duplicate_requests += 1
-            continue
-        requests.add(rid)
         arm = out.arms.setdefault(arm_of(record), ArmStats())
         arm.requests += 1
         arm.degraded += bool(record.get("degraded"))

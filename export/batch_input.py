@@ -159,9 +159,10 @@ def iter_batches(
     if fmt == "parquet":
         # String features are read as dictionaries: ids repeat, and a dictionary's values become
         # Python bytes once per distinct value instead of once per row (wire_inputs)
-        names = set(pq.read_schema(path).names)
+        metadata = pq.read_metadata(path)  # one footer read, reused below
+        names = set(metadata.schema.to_arrow_schema().names)
         strings = [f.name for f in contract.features if f.dtype == "string" and f.name in names]
-        reader = pq.ParquetFile(path, read_dictionary=strings)
+        reader = pq.ParquetFile(path, metadata=metadata, read_dictionary=strings)
         present = [c for c in columns if c in reader.schema_arrow.names]
         yield from reader.iter_batches(batch_size=batch_rows, columns=present)
         return

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from export.batch_input import check_parquet_files, iter_batches, wire_inputs
 from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer
 from export.errors import ExportError
-from training.features import FeatureContract
 
 SUCCESS_MARKER = "_SUCCESS"
 DEFAULT_BATCH_ROWS = 65_536
@@ -93,7 +92,7 @@ def publish_output(tmp: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def output_schema(config: BatchScoreConfig, contract: FeatureContract, first: pa.Schema) -> pa.Schema:
+def output_schema(config: BatchScoreConfig, first: pa.Schema) -> pa.Schema:
     """Pass-through columns as they are in the input, then the float32 score."""
     fields = [first.field(name) for name in config.passthrough]
     return pa.schema([*fields, pa.field(config.score_column, pa.float32(), nullable=False)])
@@ -163,7 +162,7 @@ def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
                     scores = scorer.score(inputs) if batch.num_rows else np.zeros(0, np.float32)
                     if writer is None:
                         writer = pq.ParquetWriter(
-                            tmp / "part-00000.parquet", output_schema(config, contract, batch.schema)
+                            tmp / "part-00000.parquet", output_schema(config, batch.schema)
                         )
                     missing = [c for c in config.passthrough if c not in batch.schema.names]
                     if missing:

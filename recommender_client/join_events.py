@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,21 @@ def read_events(
     return clicked, impressed
 
 
+def first_per_request(
+    served: Iterable[dict[str, Any]], on_duplicate: Callable[[], None]
+) -> Iterator[dict[str, Any]]:
+    """Each served-list record once: a request id seen before (a replayed or re-logged list) is
+    skipped and ``on_duplicate`` called, so the join and the online report count the same lists."""
+    requests: set[str] = set()
+    for record in served:
+        rid = record["request_id"]
+        if rid in requests:
+            on_duplicate()
+            continue
+        requests.add(rid)
+        yield record
+
+
 def join(
     served: Iterable[dict[str, Any]],
     clicked: set[tuple[str, str]],
@@ -83,14 +98,13 @@ def join(
     """The training table as column lists (meta columns, then one column per served feature)."""
     columns: dict[str, list[Any]] = {name: [] for name in META}
     features: dict[str, list[Any]] = {}
-    requests: set[str] = set()
     matched: set[tuple[str, str]] = set()
-    for record in served:
+
+    def duplicate() -> None:
+        stats.duplicate_requests += 1
+
+    for record in first_per_request(served, duplicate):
         rid = record["request_id"]
-        if rid in requests:
-            stats.duplicate_requests += 1
-            continue
-        requests.add(rid)
         names = record["features"]
         for k, item in enumerate(record["items"]):
             key = (rid, item)

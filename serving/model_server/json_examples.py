@@ -41,8 +41,7 @@ def _add_feature_value(value: Any, name: str, feature: feature_pb2.Feature) -> N
     elif isinstance(value, str):
         need("bytes_list")
         feature.bytes_list.value.append(value.encode("utf-8"))
-    elif isinstance(value, float) or not -(2**63) <= value < 2**64:
-        # rapidjson holds integers outside [-2**63, 2**64) as doubles (json_parse does too)
+    elif isinstance(value, float):  # json_parse already holds ints outside 64 bits as doubles
         need("float_list")
         feature.float_list.value.append(float(value))  # GetFloat: no precision check
     else:
