@@ -174,4 +174,8 @@ def create_app(settings: Settings, *, scorer: Scorer | None = None) -> FastAPI:
     app = FastAPI(title="recsys ranker", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
     app.include_router(events_router)
+    if settings.console.enabled:  # off by default: it can rewrite the rules every request obeys
+        from recommender_client.console.pages import mount_console
+
+        mount_console(app, settings)
     return app

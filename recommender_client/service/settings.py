@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recommender_client.console.settings import ConsoleSettings
 from recommender_client.rerank.exposure import DEFAULT_MAX_BYTES as DEFAULT_EXPOSURE_BYTES
 from recommender_client.rerank.exposure import DEFAULT_TTL_S as DEFAULT_EXPOSURE_TTL_S
 from recommender_client.service.schemas import MAX_EPOCH_S
@@ -23,7 +24,9 @@ class Settings(BaseSettings):
     Build with ``Settings()`` (environment only) or ``Settings(_env_file="ranker.env")``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="RANKER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RANKER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     # offline inputs
     artifacts_dir: Path = Field(description="folder written by recommender_client.recall.build")
@@ -236,6 +239,9 @@ class Settings(BaseSettings):
         "records it as it answers), or only impression events from /events (the client reports what "
         "was really shown). Never both: that would count each impression twice",
     )
+
+    # the operator console (RANKER_CONSOLE__ENABLED, __TOKEN, ...; see console/settings.py)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _contract_default(self) -> Settings:
