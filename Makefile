@@ -21,13 +21,18 @@ install: venv
 demo: venv
 	$(PY) -m demo --out $(DEMO_DIR)
 
-# Debian packages the tests start themselves (redis-server: the online state's Redis backend).
-# CI runs as root on a fresh machine and installs them (a failed install fails the run); a
-# developer who is not root gets a warning and those tests skip, naming the package.
+# Debian packages the tests start themselves (redis-server: the online state's Redis backend;
+# chromium and chromium-driver: the operator console's browser test, through the system
+# chromedriver, never a downloaded one). CI runs as root on a fresh machine and installs them (a
+# failed install fails the run); a developer who is not root gets a warning and those tests
+# skip, naming the package.
 test-deps:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y redis-server; \
 	  else echo "warning: redis-server is missing (sudo apt-get install redis-server); its tests will skip"; fi; }
+	@{ test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
+	  else echo "warning: chromium or chromium-driver is missing (sudo apt-get install chromium chromium-driver); the console's browser test will skip"; fi; }
 
 test: venv test-deps
 	$(PY) -m pytest -q

@@ -73,9 +73,11 @@ function constraint(prop) {
   if (p.maximum !== undefined) parts.push("<= " + p.maximum);
   if (prop.minItems) parts.push("at least " + prop.minItems);
   if (prop.anyOf) parts.push("ISO 8601 time or epoch seconds");
-  if (prop.description) parts.push(prop.description);
+  if (prop.description) parts.push(plain(prop.description));
   return parts.join(", ");
 }
+
+function plain(doc) { return (doc || "").replace(/``/g, ""); }  // the models' docstrings are reST
 
 function orderedFields(def) {
   const names = Object.keys(def.properties).filter((n) => n !== "type");
@@ -139,7 +141,7 @@ function ruleCard(rule, index) {
     setDocument({ ...state.draft.document, rules: current }, true);
   } });
   card.append(el("div", { class: "head" }, el("strong", { text: `#${index}` }), select,
-    el("span", { class: "kind-doc", text: def ? (def.description || "") : "" }), remove));
+    el("span", { class: "kind-doc", text: def ? plain(def.description) : "" }), remove));
   if (!def) {
     card.append(el("p", { class: "hint", text: "Unknown kind: pick one above or fix it in the YAML view." }));
     card.dataset.raw = JSON.stringify(rule);
@@ -411,7 +413,8 @@ function badge(item, side) {
 
 function rankedTable(table, items, side) {
   table.textContent = "";
-  table.append(el("tr", {}, ...["#", "item", "category", "score", "rank score", "model #", "source", "rules", "moved"].map((t) => el("th", { text: t }))));
+  const movedHead = side === "draft" ? "vs live" : "in draft";
+  table.append(el("tr", {}, ...["#", "item", "category", "score", "rank score", "model #", "source", "rules", movedHead].map((t) => el("th", { text: t }))));
   for (const item of items) {
     const rules = el("td", { class: "rules-cell" }, ...item.rules.map((r) => el("code", { text: r })));
     const cls = item.other_position === null ? (side === "live" ? "dropped" : "moved") : item.moved ? "moved" : "";

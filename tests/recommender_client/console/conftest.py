@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,14 +25,20 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encod
 RULES = "rules:\n  - {name: boost-b, type: boost, multiplier: 1.2, categories: [b]}\n"
 
 
-def console_settings(artifacts_dir: Path, rules: Path, **console: object) -> Settings:
-    """test_service's settings (5 recalled items of the tiny catalogue) with the console on."""
+def console_settings(
+    artifacts_dir: Path, rules: Path, *, service: dict[str, Any] | None = None, **console: Any
+) -> Settings:
+    """test_service's settings (5 recalled items of the tiny catalogue) with the console on.
+
+    ``service``: more service settings (e.g. the model server's address); ``console``: console ones.
+    """
     values = {"enabled": True, "token": TOKEN, "username": USER, "password": PASSWORD} | console
     return settings_for(
         artifacts_dir,
         rules_path=rules,
         rules_reload_interval_s=0,
-        console=ConsoleSettings(**values),  # type: ignore[arg-type]
+        console=ConsoleSettings(**values),
+        **(service or {}),
     )
 
 
