@@ -66,6 +66,9 @@ class InMemoryFeatureStore:
         self._item_cols = {n: list(v) for n, v in item_columns.items()}
 
         self.history: BehaviourHistory | None = None
+        # the catalogue whose positions are this store's item rows (set by from_artifacts), so a
+        # join given recall's positions skips the id -> row lookups
+        self.rows_catalog: object | None = None
 
     @classmethod
     def from_artifacts(cls, artifacts: RecallArtifacts) -> InMemoryFeatureStore:
@@ -76,6 +79,7 @@ class InMemoryFeatureStore:
             item_columns=artifacts.item_features,
         )
         store.history = BehaviourHistory(artifacts)  # fills ``sequence`` features (history_features.py)
+        store.rows_catalog = artifacts.catalog
         return store
 
     def get_user(self, user_id: str) -> Mapping[str, Any] | None:
@@ -177,6 +181,7 @@ class FeatureJoiner:
             if f.name in TIME_DERIVED and f.kind in (FeatureKind.CATEGORICAL_INT, FeatureKind.NUMERIC)
         )
         self._table = self._precompute(store)
+        self.rows_catalog = getattr(store, "rows_catalog", None) if self._table is not None else None
         self._check_users(store)
 
     def _check_users(self, store: FeatureStore) -> None:
@@ -209,12 +214,17 @@ class FeatureJoiner:
             arrays[f.name] = np.array([*values, f.default], dtype=NUMPY_DTYPE[f.dtype])
         return index, arrays
 
-    def _item_columns(self, item_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _item_columns(
+        self, item_ids: Sequence[str], positions: np.ndarray | None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         assert self._table is not None
         index, arrays = self._table
         n_rows = len(index)
-        get = index.get
-        pos = np.fromiter((get(i, n_rows) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        if positions is not None:  # rows are these positions (``rows_catalog``); -1: unknown
+            pos = np.where(positions < 0, n_rows, positions)
+        else:
+            get = index.get
+            pos = np.fromiter((get(i, n_rows) for i in item_ids), dtype=np.int64, count=len(item_ids))
         known = pos < n_rows
         out = {}
         for f in self._item:
@@ -266,19 +276,24 @@ class FeatureJoiner:
         *,
         now: float | None = None,
         state: UserState = EMPTY_STATE,
+        positions: tuple[object, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], bool, np.ndarray]:
         """Returns ``(inputs, user_known, item_known)``; ``inputs`` maps every feature to shape [N].
 
         ``now`` (the request's epoch seconds) fills the time-derived context the caller omits.
         A ``sequence`` feature is the user's recent clicks (``state``'s online ones first) when
         the store has a ``history`` (``InMemoryFeatureStore.from_artifacts``), else stored/default.
+        ``positions``: ``(catalog, int64 positions of item_ids, -1 unknown)`` as recall found
+        them; used only when that catalogue is this joiner's ``rows_catalog`` (the same result
+        without one dict lookup per candidate, ~a third of the join's time at 500 candidates).
         """
         history: BehaviourHistory | None = getattr(self.store, "history", None)
         n = len(item_ids)
         ctx = self.check_context(context, now=now)
         user_row = self.store.get_user(user_id)
         if self._table is not None:
-            item_columns, known = self._item_columns(item_ids)
+            rows = positions[1] if positions is not None and positions[0] is self.rows_catalog else None
+            item_columns, known = self._item_columns(item_ids, rows)
             item_rows: list[Mapping[str, Any] | None] = []
         else:
             item_rows = self.store.get_items(item_ids)
@@ -315,12 +330,19 @@ class FeatureJoiner:
                 else:
                     column = np.full(n, value, dtype=dtype)
             inputs[f.name] = column
-        validate_inputs(self.contract, inputs)
+        # every value of the typed-table path was checked already (the table at start, the
+        # user's and the context's values by coerce_value), so only the generic path's are
+        validate_inputs(self.contract, inputs, check_values=self._table is None)
         return inputs, user_row is not None, known
 
 
-def validate_inputs(contract: FeatureContract, inputs: Mapping[str, np.ndarray]) -> int:
+def validate_inputs(
+    contract: FeatureContract, inputs: Mapping[str, np.ndarray], *, check_values: bool = True
+) -> int:
     """Check names, dtypes and shape [N] against the contract; returns N.
+
+    ``check_values=False`` skips the per-value check that string columns hold only str, for
+    callers whose values are checked by construction.
 
     Raises:
         FeatureError: naming the first offending feature.
@@ -337,7 +359,7 @@ def validate_inputs(contract: FeatureContract, inputs: Mapping[str, np.ndarray])
         want = np.dtype(NUMPY_DTYPE[f.dtype])
         if column.dtype != want:
             raise FeatureError(f"feature {f.name!r}: dtype {column.dtype}, expected {want} ({f.dtype})")
-        if f.dtype == "string" and not all_str(column.tolist()):
+        if check_values and f.dtype == "string" and not all_str(column.tolist()):
             raise FeatureError(f"feature {f.name!r}: every value must be a str")
         sizes.add(len(column))
     if len(sizes) > 1:

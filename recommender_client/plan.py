@@ -128,7 +128,9 @@ def load_stages(
             quotas=recall.quotas,
             max_candidates=recall.max_candidates,
         ),
-        JoinFeatures(FeatureJoiner(contract, InMemoryFeatureStore.from_artifacts(artifacts))),
+        JoinFeatures(
+            FeatureJoiner(contract, InMemoryFeatureStore.from_artifacts(artifacts)), catalog=artifacts.catalog
+        ),
         score,
         OrderByScore(record_position=True),
     )

@@ -62,7 +62,7 @@ class RecallCandidates(Operator):
     the personal ones.
     """
 
-    produces = frozenset({"items", "recall_source", "recall_position"}) | ITEM_META
+    produces = frozenset({"items", "recall_source", "recall_position", "catalog_position"}) | ITEM_META
 
     def __init__(
         self,
@@ -102,24 +102,36 @@ class RecallCandidates(Operator):
         columns = {
             "recall_source": np.array(sources, dtype=object),
             "recall_position": np.arange(len(items), dtype=np.int64),
+            "catalog_position": pos,
             **catalog_columns_at(self.catalog, pos),
         }
         return batch.with_items(items, columns)
 
 
 class JoinFeatures(Operator):
-    """Joins user, item and context features into the contract's model inputs (cold start -> defaults)."""
+    """Joins user, item and context features into the contract's model inputs (cold start -> defaults).
+
+    With ``catalog`` (the one recall ran on), recall's ``catalog_position`` column goes to the
+    joiner, which uses it when its store's rows are that catalogue's positions.
+    """
 
     requires = frozenset({"items"})
     produces = frozenset({"model_inputs", "user_known", "item_known"})
 
-    def __init__(self, joiner: FeatureJoiner) -> None:
+    def __init__(self, joiner: FeatureJoiner, *, catalog: Catalog | None = None) -> None:
         self.joiner = joiner
+        self.catalog = catalog
 
     def transform(self, batch: Batch) -> Batch:
         req = batch.request
+        pos = batch.columns.get("catalog_position")
         inputs, user_known, item_known = self.joiner.join(
-            req.user_id, batch.items, req.context, now=req.now, state=user_state(batch)
+            req.user_id,
+            batch.items,
+            req.context,
+            now=req.now,
+            state=user_state(batch),
+            positions=(self.catalog, pos) if self.catalog is not None and pos is not None else None,
         )
         return batch.with_columns(item_known=item_known).with_values(
             model_inputs=inputs, model_items=batch.items, user_known=user_known

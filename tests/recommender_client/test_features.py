@@ -153,6 +153,25 @@ def test_columnar_and_row_paths_agree(contract, loaded) -> None:
         assert fast[name].tolist() == slow[name].tolist(), name
 
 
+def test_recall_positions_give_the_same_join_as_ids(contract, loaded) -> None:
+    """Positions from recall replace the id lookups only for the store's own catalogue."""
+    store = InMemoryFeatureStore.from_artifacts(loaded)
+    items = ["i6", "zz", "i1", "i3"]
+    pos = loaded.catalog.positions(items)
+    assert pos.tolist()[1] == -1  # "zz" is not in the catalogue
+    join = FeatureJoiner(contract, store)
+    by_ids, _, known_ids = join.join("u2", items, {"hour": 3})
+    by_pos, _, known_pos = join.join("u2", items, {"hour": 3}, positions=(loaded.catalog, pos))
+    assert known_ids.tolist() == known_pos.tolist() == [True, False, True, True]
+    for name in contract.names:
+        assert by_pos[name].tolist() == by_ids[name].tolist(), name
+    assert by_pos["price"].tolist() == [6.0, 10.0, 1.0, 3.0]  # "zz" takes the default
+    # positions of another catalogue (here: deliberately wrong ones) are not trusted
+    wrong = np.array([0, 0, 0, 0])
+    other, _, _ = join.join("u2", items, {"hour": 3}, positions=(object(), wrong))
+    assert other["item_id"].tolist() == items and other["price"].tolist() == [6.0, 10.0, 1.0, 3.0]
+
+
 def test_bad_stored_user_values_fail_at_start(contract) -> None:
     store = InMemoryFeatureStore(
         user_ids=["u1", "u2"], user_columns={"age": [20.0, "old"]}, item_ids=[], item_columns={}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender_client.recall.artifacts import ArtifactError, RecallArtifacts, load_artifacts
 from recommender_client.recall.build import BuildConfig, build_artifacts, item_cf, main
@@ -227,3 +229,44 @@ def test_cli_builds_from_parquet(tmp_path: Path, contract) -> None:
         )
         == 2
     )
+
+
+def _merge_by_rounds(lists, quotas, max_total):
+    """The merge's definition, spelled out: in each round every source still active takes its
+    next item that no one has taken, until its quota, its list or ``max_total`` runs out."""
+    cursors = {name: 0 for name in lists}
+    used = {name: 0 for name in lists}
+    out = []
+    taken = set()
+    while len(out) < max_total:
+        took = False
+        for name, items in lists.items():
+            if len(out) == max_total or used[name] >= quotas[name]:
+                continue
+            while cursors[name] < len(items) and items[cursors[name]] in taken:
+                cursors[name] += 1
+            if cursors[name] < len(items):
+                item = items[cursors[name]]
+                taken.add(item)
+                out.append((item, name))
+                used[name] += 1
+                took = True
+        if not took:
+            break
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lists=st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.lists(st.integers(0, 30), max_size=25),
+        max_size=4,
+    ),
+    quota_values=st.lists(st.integers(0, 12), min_size=4, max_size=4),
+    max_total=st.integers(0, 40),
+)
+def test_merge_recall_matches_the_round_by_round_definition(lists, quota_values, max_total):
+    quotas = dict(zip(["a", "b", "c", "d"], quota_values, strict=True))
+    merged = merge_recall(lists, quotas, max_total)
+    assert list(zip(merged.positions, merged.sources, strict=True)) == _merge_by_rounds(lists, quotas, max_total)
