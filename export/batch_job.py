@@ -8,24 +8,30 @@ something that looks finished.
 
 from __future__ import annotations
 
-import queue
 import secrets
 import shutil
-import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from export.batch_input import check_parquet_files, iter_batches, wire_inputs
-from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer
+from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer, chunk_tensors
+from export.batch_pipeline import BackgroundSink, prefetched
 from export.errors import ExportError
+from export.saved_model import read_assets
+from training.features import FeatureContract
 
 SUCCESS_MARKER = "_SUCCESS"
 DEFAULT_BATCH_ROWS = 65_536
+PREFETCH_BATCHES = 4  # read batches waiting for the model (each batch_rows rows)
+WRITE_BATCHES = 2  # scored batches waiting for the writer
 
 
 @dataclass(frozen=True)
@@ -98,89 +104,99 @@ def output_schema(config: BatchScoreConfig, first: pa.Schema) -> pa.Schema:
     return pa.schema([*fields, pa.field(config.score_column, pa.float32(), nullable=False)])
 
 
-def _prefetched(items: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Read the next batches in a thread while the current one is scored (reading and decoding
-    are Arrow C++ work that releases the GIL), at most ``depth`` ahead."""
-    buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
+@dataclass(frozen=True)
+class _ReadBatch:
+    """One input batch, read and converted on the reader thread: the pass-through columns and
+    the signature tensors of its chunks."""
 
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                buffer.put(item)
-            buffer.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put(exc)
+    path: Path
+    batch: pa.RecordBatch
+    chunks: list[tuple[dict[str, Any], int]]
 
-    thread = threading.Thread(target=produce, name="batch-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full buffer
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+
+def _read_all(
+    config: BatchScoreConfig, contract: FeatureContract, columns: list[str]
+) -> Iterator[_ReadBatch]:
+    for path in config.inputs:
+        first_row = 0
+        batches = iter_batches(
+            path, config.input_format, contract, columns=columns, batch_rows=config.batch_rows
+        )
+        for batch in batches:
+            inputs = wire_inputs(
+                contract, batch, fill_defaults=config.fill_defaults, where=str(path), first_row=first_row
+            )
+            chunks = list(chunk_tensors(contract, inputs, config.chunk_rows)) if batch.num_rows else []
+            yield _ReadBatch(path, batch, chunks)
+            first_row += batch.num_rows
+
+
+def _load_warm(config: BatchScoreConfig) -> BatchScorer:
+    scorer = BatchScorer.load(config.version_dir, chunk_rows=config.chunk_rows)
+    scorer.warm()
+    return scorer
 
 
 def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = lambda n: None) -> int:
-    """Score every input row in this process; returns the number of rows written."""
-    scorer = BatchScorer.load(config.version_dir, chunk_rows=config.chunk_rows)
-    contract = scorer.contract
-    if config.input_format == "parquet":
-        check_parquet_files(
-            contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults
-        )
+    """Score every input row in this process; returns the number of rows written.
+
+    Four things overlap: the model loads (and is warmed on one chunk) on its own thread while
+    the inputs are checked and the first batches read; a reader thread reads, checks and turns
+    batches into signature tensors at most ``PREFETCH_BATCHES`` ahead; the main thread calls the
+    signature; a writer thread encodes the Parquet output at most ``WRITE_BATCHES`` behind.
+    """
+    contract, _ = read_assets(config.version_dir)
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model")
+    loading = loader.submit(_load_warm, config)
+    try:
+        if config.input_format == "parquet":
+            check_parquet_files(
+                contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults
+            )
+        tmp = temporary_output(config.output, overwrite=config.overwrite)
+        tmp.mkdir()
+    except BaseException:
+        loading.cancel()
+        loader.shutdown(wait=True)
+        raise
     columns = list(dict.fromkeys([*contract.names, *config.passthrough]))
-    tmp = temporary_output(config.output, overwrite=config.overwrite)
-    tmp.mkdir()
+    part = tmp / "part-00000.parquet"
+    writer: list[pq.ParquetWriter] = []
+
+    def write(batch: pa.RecordBatch) -> None:
+        if not writer:
+            writer.append(pq.ParquetWriter(part, batch.schema))
+        writer[0].write_batch(batch)
+
     written = 0
     try:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for path in config.inputs:
-                first_row = 0
-                batches = iter_batches(
-                    path, config.input_format, contract, columns=columns, batch_rows=config.batch_rows
-                )
-                for batch in _prefetched(batches):
-                    inputs = wire_inputs(
-                        contract,
-                        batch,
-                        fill_defaults=config.fill_defaults,
-                        where=str(path),
-                        first_row=first_row,
-                    )
-                    scores = scorer.score(inputs) if batch.num_rows else np.zeros(0, np.float32)
-                    if writer is None:
-                        writer = pq.ParquetWriter(
-                            tmp / "part-00000.parquet", output_schema(config, batch.schema)
-                        )
+        with BackgroundSink(write, depth=WRITE_BATCHES, finish=lambda: [w.close() for w in writer]) as sink:
+            schema: pa.Schema | None = None
+            reader = closing(prefetched(_read_all(config, contract, columns), depth=PREFETCH_BATCHES))
+            with reader as items:  # closing: a failure here stops the reader thread too
+                for item in items:
+                    scorer = loading.result()
+                    scores = [scorer.call(tensors)[:rows] for tensors, rows in item.chunks]
+                    batch = item.batch
                     missing = [c for c in config.passthrough if c not in batch.schema.names]
                     if missing:
-                        raise ExportError(f"{path}: missing pass-through columns {missing}")
+                        raise ExportError(f"{item.path}: missing pass-through columns {missing}")
+                    schema = schema or output_schema(config, batch.schema)
                     arrays = [
-                        batch.column(batch.schema.names.index(c)).cast(writer.schema.field(c).type)
+                        batch.column(batch.schema.names.index(c)).cast(schema.field(c).type)
                         for c in config.passthrough
                     ]
-                    scored = pa.array(scores, pa.float32())
-                    writer.write_batch(pa.RecordBatch.from_arrays([*arrays, scored], schema=writer.schema))
-                    first_row += batch.num_rows
+                    scored = pa.array(
+                        np.concatenate(scores) if scores else np.zeros(0, np.float32), pa.float32()
+                    )
+                    sink.put(pa.RecordBatch.from_arrays([*arrays, scored], schema=schema))
                     written += batch.num_rows
                     on_rows(batch.num_rows)
-        finally:
-            if writer is not None:
-                writer.close()
+        loading.result()  # a model that does not load fails the job even without input rows
         publish_output(tmp, config.output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        loader.shutdown(wait=True)
     return written

@@ -11,7 +11,7 @@ chunk size every row goes through the same kernel and the two backends agree bit
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from training.features import FeatureContract
 
 DEFAULT_CHUNK_ROWS = 1024
 SCORE_OUTPUT = "ctr"
+_NUMPY_WIRE = {"string": object, "int64": np.int64, "float32": np.float32}
 
 
 def blessed_versions(model_dir: Path) -> list[int]:
@@ -107,14 +108,37 @@ class BatchScorer:
 
     def score(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """float32 click probabilities for every row of ``inputs`` (wire-dtype rank-1 arrays)."""
-        total = len(next(iter(inputs.values())))
-        out = np.empty(total, dtype=np.float32)
-        for start in range(0, total, self.chunk_rows):
-            stop = min(start + self.chunk_rows, total)
-            chunk = {name: _padded(values[start:stop], self.chunk_rows) for name, values in inputs.items()}
-            result = self._signature(**wire_tensors(self.contract, chunk))[SCORE_OUTPUT]
-            out[start:stop] = np.asarray(result, dtype=np.float32).reshape(-1)[: stop - start]
-        return out
+        parts = [
+            self.call(tensors)[:rows]
+            for tensors, rows in chunk_tensors(self.contract, inputs, self.chunk_rows)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def call(self, tensors: Mapping[str, Any]) -> np.ndarray:
+        """The signature's float32 scores for one chunk built by ``chunk_tensors`` (padding included)."""
+        return np.asarray(self._signature(**tensors)[SCORE_OUTPUT], dtype=np.float32).reshape(-1)
+
+    def warm(self) -> None:
+        """Call the signature once on a chunk of the contract's defaults: a freshly loaded function
+        spends its first calls optimising its graph, work better done while inputs are still read."""
+        defaults = {
+            f.name: np.asarray([f.default], dtype=_NUMPY_WIRE[f.dtype]) for f in self.contract.features
+        }
+        for tensors, _ in chunk_tensors(self.contract, defaults, self.chunk_rows):
+            self.call(tensors)
+
+
+def chunk_tensors(
+    contract: FeatureContract, inputs: Mapping[str, np.ndarray], chunk_rows: int
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """``inputs`` cut into signature tensors of exactly ``chunk_rows`` rows (the last padded), each
+    with its number of real rows. It needs no model, so a reader thread can build the next chunks
+    while the current ones are scored."""
+    total = len(next(iter(inputs.values())))
+    for start in range(0, total, chunk_rows):
+        stop = min(start + chunk_rows, total)
+        chunk = {name: _padded(values[start:stop], chunk_rows) for name, values in inputs.items()}
+        yield wire_tensors(contract, chunk), stop - start
 
 
 def wire_tensors(contract: FeatureContract, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
