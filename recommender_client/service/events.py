@@ -6,7 +6,7 @@ import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
 from fastapi import APIRouter, Request, Response
 from pydantic import (
@@ -36,26 +36,6 @@ class EventState(Protocol):
     async def record_impressions(self, user_id: str, item_ids: Sequence[str], at: float) -> None: ...
 
     async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None: ...
-
-
-class ExposureLogEvents:
-    """Events applied to the recommender's exposure log: the online state until ``OnlineState`` is wired.
-
-    Impressions go to the same in-process log the frequency caps read, at once. The log keeps
-    no clicks, so a click is only written to the event log (for recsys-join-events); the seen
-    filter and item-CF seeds see clicks once the recommender holds an ``OnlineState``
-    (``recommender_client.state``), which the app then passes instead of this.
-    """
-
-    def __init__(self, exposures: Any) -> None:
-        self.exposures = exposures
-        self.clicks_not_applied = 0
-
-    async def record_impressions(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
-        self.exposures.record(user_id, item_ids, at)
-
-    async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
-        self.clicks_not_applied += len(item_ids)
 
 
 class Event(BaseModel):
@@ -101,13 +81,24 @@ class EventBatch(BaseModel):
     events: list[Event]
 
 
+class SharedClaims(Protocol):
+    """A shared store's record of applied event ids (``RedisState``): idempotency across replicas."""
+
+    async def claim_events(self, event_ids: Sequence[str], ttl_s: float) -> list[bool] | None: ...
+
+    async def release_events(self, event_ids: Sequence[str]) -> None: ...
+
+
 class EventSink:
     """Checks a batch, drops the event ids it has applied before, applies the rest and logs them.
 
-    Idempotency is in process: the last ``events_dedup_size`` event ids are remembered (oldest
-    forgotten first), so a client's retry of a batch within that window is applied once. A
-    batch is applied in order; impressions and clicks of one user at one time go to the store
-    in one call each.
+    Idempotency: the last ``events_dedup_size`` event ids are remembered in process (oldest
+    forgotten first), so a client's retry of a batch within that window is applied once. With
+    a shared store (Redis), each new id is also claimed there (:meth:`claim`), so a retry that
+    a load balancer sends to another replica is skipped too; the claim lives as long as an
+    event may be old (``events_max_age_s + events_max_ahead_s``), after which its timestamp
+    refuses it. A batch is applied in order; impressions and clicks of one user at one time go
+    to the store in one call each.
     """
 
     def __init__(
@@ -163,10 +154,36 @@ class EventSink:
             self._seen.popitem(last=False)
         return out
 
+    async def claim(self, events: Sequence[Event]) -> list[Event]:
+        """Of :meth:`fresh`'s events, those no other replica applied first (all of them without a
+        shared store, or when it cannot answer: then only this process's memory dedups)."""
+        claims = self._claims()
+        if claims is None or not events:
+            return list(events)
+        settings = self.settings
+        won = await claims.claim_events(
+            [e.event_id for e in events], settings.events_max_age_s + settings.events_max_ahead_s
+        )
+        if won is None:
+            return list(events)
+        self.duplicates += won.count(False)
+        return [e for e, first in zip(events, won, strict=True) if first]
+
+    def _claims(self) -> SharedClaims | None:
+        state = self.state
+        return cast(SharedClaims, state) if hasattr(state, "claim_events") else None
+
     def forget(self, events: Sequence[Event]) -> None:
         """Release the ids :meth:`fresh` reserved for events that could not be applied."""
         for event in events:
             self._seen.pop(event.event_id, None)
+
+    async def release(self, events: Sequence[Event]) -> None:
+        """:meth:`forget`, and the shared claims of those events."""
+        self.forget(events)
+        claims = self._claims()
+        if claims is not None:
+            await claims.release_events([e.event_id for e in events])
 
     async def apply(self, events: Sequence[Event], *, received: float) -> None:
         """Write the events to the online state (grouped per user, kind and time) and the event log."""
@@ -218,11 +235,16 @@ async def post_events(request: Request) -> Response:
     except ClientError as exc:
         state.metrics.errors.labels(kind=exc.kind).inc()
         return exc.response()
-    fresh = sink.fresh(events)
+    local = sink.fresh(events)
+    try:
+        fresh = await sink.claim(local)
+    except BaseException:
+        sink.forget(local)
+        raise
     try:
         await sink.apply(fresh, received=received)
     except BaseException:
-        sink.forget(fresh)  # not applied: a retry must not be skipped as a duplicate
+        await sink.release(fresh)  # not applied: a retry must not be skipped as a duplicate
         raise
     body: dict[str, Any] = {"accepted": len(fresh), "duplicates": len(events) - len(fresh)}
     return json_response(200, body)

@@ -136,6 +136,37 @@ class RedisState:
         _, clk = self.keys(user_id)
         await self._write(user_id, clk, members, self.max_clicks_per_user, gt=True)
 
+    def event_key(self, event_id: str) -> str:
+        """The marker of an applied event id (``/events`` idempotency across replicas)."""
+        return f"{self.key_prefix}evt:{event_id}"
+
+    async def claim_events(self, event_ids: Sequence[str], ttl_s: float) -> list[bool] | None:
+        """Mark each id applied, in one round trip (``SET NX PX``): ``True`` where this call set
+        the marker first, ``False`` where any replica had; ``None`` when Redis failed (the caller
+        then relies on its own memory of ids). A marker lives ``ttl_s``: past the oldest age an
+        event may have, a replayed id is refused by its timestamp anyway. Failures count as
+        ``record`` errors (a claim is a write)."""
+        if not event_ids:
+            return []
+        ttl_ms = max(1, int(ttl_s * 1000))
+
+        def commands(pipe: Pipeline) -> None:
+            for event_id in event_ids:
+                pipe.set(self.event_key(event_id), b"1", nx=True, px=ttl_ms)
+
+        replies = await self._run("record", commands)
+        return None if replies is None else [bool(r) for r in replies]
+
+    async def release_events(self, event_ids: Sequence[str]) -> None:
+        """Drop the markers of ids that were claimed but could not be applied (best effort)."""
+        if event_ids:
+            keys = [self.event_key(event_id) for event_id in event_ids]
+
+            def commands(pipe: Pipeline) -> None:
+                pipe.delete(*keys)
+
+            await self._run("record", commands)
+
     async def _write(
         self, user_id: str, key: str, members: dict[bytes, float], keep: int, *, gt: bool
     ) -> None:

@@ -138,3 +138,38 @@ def test_a_click_posted_to_one_ranker_is_seen_by_the_other(
     assert store.zrange("recsys:{u:u9}:clk", 0, -1, withscores=True) == [(before[0].encode(), T)]
     store.flushdb()
     store.close()
+
+
+def post(base: str, events: list[dict]) -> dict:
+    return httpx.post(f"{base}/events", json={"events": events}, timeout=10).json()
+
+
+def test_an_event_retried_on_the_other_ranker_is_applied_once(
+    artifacts_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A client's retry that a load balancer sends to another replica is a duplicate there too."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(CAP_ONCE)
+    event = {"event_id": "imp-7", "request_id": "r7", "user_id": "u2", "item_id": "i1"}
+    event |= {"type": "impression", "position": 0, "timestamp": T}
+    by_events = {"RANKER_IMPRESSIONS_FROM": "events", "RANKER_EVENTS_MAX_AGE_S": "3600"}
+    with rankers(artifacts_dir, rules, {"RANKER_STATE_BACKEND": "memory", **by_events}) as (a, b):
+        assert post(a, [event]) == {"accepted": 1, "duplicates": 0}
+        assert post(a, [event]) == {"accepted": 0, "duplicates": 1}  # in process: remembered
+        assert post(b, [event]) == {"accepted": 1, "duplicates": 0}  # the other process: applied again
+
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+    store = redis.Redis.from_url(url)
+    store.flushdb()
+    shared = {"RANKER_STATE_BACKEND": "redis", "RANKER_REDIS_URL": url, "RANKER_REDIS_TIMEOUT_S": "1"}
+    with rankers(artifacts_dir, rules, {**shared, **by_events}) as (a, b):
+        other = {**event, "event_id": "imp-8", "item_id": "i3"}
+        assert post(a, [event]) == {"accepted": 1, "duplicates": 0}
+        assert post(b, [event, other]) == {"accepted": 1, "duplicates": 1}
+        assert post(a, [other]) == {"accepted": 0, "duplicates": 1}
+    members = store.zrange("recsys:{u:u2}:imp", 0, -1)
+    assert sorted(m.split(b"\x1f")[0] for m in members) == [b"i1", b"i3"]  # each impression once
+    ttl = store.pttl("recsys:evt:imp-7")
+    assert 3_590_000 < ttl <= (3600 + 300) * 1000  # events_max_age_s + events_max_ahead_s
+    store.flushdb()
+    store.close()
