@@ -52,8 +52,32 @@ def readiness(state: Any) -> tuple[int, dict[str, Any]]:
         "items": len(recommender.artifacts.catalog.item_ids),
         "artifacts": artifacts_report(recommender.artifacts, getattr(state, "artifact_watch", None)),
         "online_state": online_state_report(recommender),
+        "experiment": experiment_report(recommender),
     }
     return 200, body
+
+
+def experiment_report(recommender: Any) -> dict[str, Any] | None:
+    """The running experiment's arms: share, what each asks for and its own breaker's state.
+
+    A canary whose breaker is open sends its users to the stable arm, which the service's
+    breaker guards (the ``breaker`` field above); so only that one makes the answer degraded.
+    """
+    arms = getattr(recommender, "arms", None)
+    if arms is None:
+        return None
+    experiment = arms.experiment
+    out = {}
+    for arm in experiment.arms:
+        breaker = arms.breakers.get(arm.name)
+        out[arm.name] = {
+            "share": arm.share,
+            "model_name": arm.model_name,
+            "version": arm.version,
+            "version_label": arm.version_label,
+            "breaker": str(breaker.state if breaker is not None else BreakerState.CLOSED),
+        }
+    return {"name": experiment.name, "stable": experiment.stable, "arms": out}
 
 
 def online_state_report(recommender: Any) -> dict[str, Any]:

@@ -101,7 +101,30 @@ def test_an_unknown_canary_label_falls_back_to_stable(artifacts_dir: Path, tmp_p
             errors = samples(client, "ranker_arm_errors_total")
             degraded = samples(client, "ranker_arm_degraded_total")
             seconds = samples(client, "ranker_arm_request_seconds_count")
+            ready = client.get("/readyz").json()
         predicts = list(script.specs)
+    # the canary's own breaker is open; stable's (the service's, /readyz's "breaker") is not
+    assert ready["experiment"] == {
+        "name": "ab",
+        "stable": "stable",
+        "arms": {
+            "stable": {
+                "share": 0.5,
+                "model_name": None,
+                "version": None,
+                "version_label": "stable",
+                "breaker": "closed",
+            },
+            "canary": {
+                "share": 0.5,
+                "model_name": None,
+                "version": None,
+                "version_label": "canary",
+                "breaker": "open",
+            },
+        },
+    }
+    assert ready["breaker"] == "closed"
     assert [(b["arm"], b["served_arm"], b["degraded"], b["model_version"]) for b in bodies] == [
         ("canary", "stable", False, 1)
     ] * 3 + [("stable", "stable", False, 1)] * 2
