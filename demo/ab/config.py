@@ -9,6 +9,8 @@ from pathlib import Path
 # dollars conversion applied to a column already in dollars), while the ranker's item store,
 # like the stable model's training data, holds dollars. Only the canary arm sees it.
 PLANTED_FEATURE = "price"
+# recsys-export verify's Keras parity check needs 10,000 held-out rows: 20% of the events
+MIN_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,9 @@ class ABConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.canary_share < 1.0:
             raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
-        if self.requests < 1 or self.list_size < 2 or self.rows < 1_000:
+        if self.requests < 1 or self.list_size < 2 or self.rows < MIN_ROWS:
             raise ValueError(
-                f"need requests >= 1, list_size >= 2, rows >= 1000; got {self.requests}, "
+                f"need requests >= 1, list_size >= 2, rows >= {MIN_ROWS}; got {self.requests}, "
                 f"{self.list_size}, {self.rows}"
             )
         if self.canary_price_scale <= 0:

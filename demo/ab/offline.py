@@ -125,7 +125,8 @@ def train_and_export(cfg: ABConfig) -> tuple[OfflinePaths, dict[str, float]]:
                     *("--version", str(VERSIONS[arm])),
                 )
             )
-            run(module("export.cli", "verify", str(version_dir), "--model-dir", str(p.runs[arm])))
+        # every run: a re-run after a failed check must not serve the unchecked export
+        run(module("export.cli", "verify", str(version_dir), "--model-dir", str(p.runs[arm])))
     step("5. recall and feature artefacts from the world's logs (prices in dollars)")
     if not (p.recall / "manifest.json").exists():
         run(
