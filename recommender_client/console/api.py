@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from recommender_client.console import bodies
 from recommender_client.console.auth import Guard, Operator
-from recommender_client.console.drafts import Checked, check_document, check_text
+from recommender_client.console.drafts import Checked, Problem, check_document, check_text
 from recommender_client.console.history import RulesStore, StaleDraft, UnknownVersion, digest_of
 from recommender_client.console.preview import preview
 from recommender_client.pipeline import RankRequest
@@ -67,6 +67,17 @@ class ConsoleRoute(APIRoute):
         return answer
 
 
+NOT_UTF8 = (
+    "the rules file is not UTF-8 (its undecodable bytes are shown as U+FFFD): the service keeps "
+    "the rules it had; publish a fixed draft"
+)
+
+
+def _shown(text: str) -> str:
+    """A file's text as JSON can carry it: bytes that are not UTF-8 (kept as surrogates) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _ok(content: Any, status: int = 200) -> Response:
     return json_response(status, content)
 
@@ -113,13 +124,17 @@ async def live_rules(request: Request) -> Response:
     """The live rules file: its version, YAML text, the parsed document and what the service applies."""
     console = _console(request)
     version, text = await asyncio.to_thread(console.store.live)
-    checked = check_text(text, source=str(console.store.rules_path))
+    shown = _shown(text)
+    checked = check_text(shown, source=str(console.store.rules_path))
+    problems = [p.to_json() for p in checked.problems]
+    if shown != text:
+        problems.insert(0, Problem(NOT_UTF8).to_json())
     return _ok(
         {
             "version": version.to_json(),
-            "yaml": text,
+            "yaml": shown,
             "document": checked.document,
-            "errors": [p.to_json() for p in checked.problems],
+            "errors": problems,
             "in_force": _in_force(request),
             "path": str(console.store.rules_path),
         }
@@ -228,7 +243,9 @@ async def version(request: Request, number: int) -> Response:
         diff = await asyncio.to_thread(console.store.diff, number)
     except UnknownVersion as exc:
         raise ClientError(404, str(exc), kind="console_version") from None
-    return _ok({"version": found.to_json(), "yaml": text, "diff": diff, "digest": digest_of(text)})
+    return _ok(
+        {"version": found.to_json(), "yaml": _shown(text), "diff": _shown(diff), "digest": digest_of(text)}
+    )
 
 
 @router.post("/rollback")

@@ -27,8 +27,8 @@ MAX_DIFF_CHARS = 200_000
 
 
 def digest_of(text: str) -> str:
-    """The rules version the service reports (``RuleSet.digest``): sha256 of the text, 12 hex digits."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    """The rules version the service reports (``RuleSet.digest``): sha256 of the file's bytes, 12 hex digits."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,12 @@ class RulesStore:
             text = read_text(text_path)
         except FileNotFoundError:
             raise UnknownVersion(f"no version {number} in {self.history_dir}") from None
-        return Version(**meta), text
+        except (ValueError, RulesError) as exc:  # damaged by hand: skipped, never a 500
+            raise UnknownVersion(f"version {number} in {self.history_dir} is unreadable: {exc}") from None
+        try:
+            return Version(**meta), text
+        except TypeError:
+            raise UnknownVersion(f"version {number} in {self.history_dir} has unreadable metadata") from None
 
     def _append(
         self, text: str, *, author: str, message: str, rollback_of: int | None = None, valid: bool = True
@@ -199,9 +204,10 @@ class RulesStore:
         text = read_text(self.rules_path)
         numbers = self._numbers()
         if numbers:
-            version, recorded = self._read(numbers[-1])
-            if recorded == text:
-                return version, text
+            with contextlib.suppress(UnknownVersion):  # an unreadable newest one is superseded
+                version, recorded = self._read(numbers[-1])
+                if recorded == text:
+                    return version, text
         message = "the rules file as found" if not numbers else "the rules file changed outside the console"
         version = self._append(text, author=FILE_AUTHOR, message=message, valid=_is_valid(text))
         self._prune()
@@ -216,8 +222,13 @@ class RulesStore:
         """Versions newest first (at most ``limit``), the live one first."""
         with self._locked():
             self._head()
-            numbers = self._numbers()[::-1][:limit]
-            return [self._read(n)[0] for n in numbers]
+            found: list[Version] = []
+            for number in self._numbers()[::-1]:
+                if limit is not None and len(found) >= limit:
+                    break
+                with contextlib.suppress(UnknownVersion):
+                    found.append(self._read(number)[0])
+            return found
 
     def version(self, number: int) -> tuple[Version, str]:
         with self._locked():

@@ -275,7 +275,9 @@ function markLocation(loc, message) {
       if (field) field.append(el("span", { class: "field-error", text: `${loc}: ${message.split("(at")[0].split(": ").pop()}` }));
       return;
     }
-    target = target.replace(/(\[\d+\]|\.[^.\[\]]+)$/, "");
+    const parent = target.replace(/(\[\d+\]|\.[^.\[\]]+)$/, "");
+    if (parent === target) return;  // "rules": nothing above it in the form
+    target = parent;
   }
 }
 

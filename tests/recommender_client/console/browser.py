@@ -56,6 +56,8 @@ def chromium() -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for failures
     service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(options=options, service=service)
+    # a page stuck in a script stalls chromedriver's answers: fail the step rather than wait forever
+    driver.command_executor.client_config.timeout = 60
     try:
         yield driver
     finally:

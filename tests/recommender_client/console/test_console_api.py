@@ -275,3 +275,28 @@ def test_history_is_bounded(artifacts_dir: Path, rules_file: Path) -> None:
         assert [v["number"] for v in listed] == [5, 4, 3]
         assert client.get("/console/api/history/2", headers=BEARER).status_code == 404
         assert not (rules_file.parent / "rules.yaml.history" / "000002.yaml").exists()
+
+
+def test_a_broken_file_on_disk_is_shown_never_a_500(console_client: TestClient, rules_file: Path) -> None:
+    assert _live(console_client)["version"]["number"] == 1
+    raw = b"rules: [{name: caf\xe9, type: filter_unpublished}]\n"
+    rules_file.write_bytes(raw)
+    live = console_client.get("/console/api/rules", headers=BEARER)
+    assert live.status_code == 200
+    body = live.json()
+    assert body["yaml"] == raw.decode("utf-8", "replace") and "not UTF-8" in body["errors"][0]["message"]
+    assert (
+        body["version"]["digest"] == hashlib.sha256(raw).hexdigest()[:12]
+        and body["version"]["valid"] is False
+    )
+    assert "not UTF-8" in body["in_force"]["last_error"]  # the service kept version 1's rules
+    assert body["in_force"]["digest"] == hashlib.sha256(RULES.encode()).hexdigest()[:12]
+    refused = _post(console_client, "rollback", {"version": 2, "base_version": 2, "author": "a"})
+    assert refused.status_code == 422  # version 2 is the broken file: never published again
+    history = rules_file.parent / "rules.yaml.history"
+    (history / "000001.json").write_text("{damaged")
+    assert console_client.get("/console/api/history/1", headers=BEARER).status_code == 404
+    listed = console_client.get("/console/api/history", headers=BEARER).json()["versions"]
+    assert [v["number"] for v in listed] == [2]
+    fixed = _post(console_client, "publish", {"yaml": RULES, "base_version": 2, "author": "a"})
+    assert fixed.status_code == 200 and rules_file.read_bytes() == RULES.encode()

@@ -105,7 +105,19 @@ def test_edit_preview_publish_rollback_in_chromium(
             assert (
                 "type: bury" in yaml_text and f"- {target}" in yaml_text and "multiplier: 0.01" in yaml_text
             )
+            # the YAML view is checked as you type too: a pin without its item, then the text as it was
+            area = find(By.ID, "yaml-text")
+            area.clear()
+            area.send_keys(yaml_text + "- {name: pin-x, type: pin, position: 0}\n")
+            wait.until(
+                lambda d: "missing field 'item' (at rules[2].item)" in d.find_element(By.ID, "errors").text
+            )
+            assert find(By.CSS_SELECTOR, "#errors li a").text == f"line {yaml_text.count(chr(10)) + 1}"
+            area.clear()
+            area.send_keys(yaml_text)
+            wait.until(lambda d: d.find_element(By.ID, "validity").text.startswith("Valid: 2 enabled rules"))
             find(By.ID, "tab-form").click()
+            assert find(By.ID, "rule-1-multiplier").get_attribute("value") == str(BURY)
 
             # preview u2: live and draft side by side, the buried item moved down
             find(By.ID, "preview-user").send_keys("u2")
