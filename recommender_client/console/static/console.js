@@ -132,7 +132,10 @@ function ruleCard(rule, index) {
   if (!def) select.append(el("option", { value: String(kind), text: `(unknown: ${kind})`, selected: true }));
   select.addEventListener("change", () => {
     const current = collectRules();
-    current[index] = { name: current[index].name, type: select.value };
+    const name = current[index].name || "";
+    const generated = name === `${kind}-${name.split("-").pop()}` && /^\d+$/.test(name.split("-").pop());
+    const renamed = generated ? `${select.value}-${name.split("-").pop()}` : name;  // as addRule names it
+    current[index] = { name: renamed || undefined, type: select.value };
     setDocument({ ...state.draft.document, rules: current }, true);
   });
   const remove = el("button", { type: "button", class: "remove-rule", text: "Remove", onclick: () => {

@@ -3,7 +3,7 @@
 The ranking service runs under uvicorn on a free port and scores through its own gRPC client
 against the embedded model server of ``test_online_loop_serving`` (a seeded DeepFM over the
 tiny contract), so every score in the page is a real Predict. In the browser: log in with the
-token, add a bury rule with a mistake and see the error at its location, fix it, preview u2 and
+token, add and remove cards, add a bury rule with a mistake and see the error at its location, fix it, preview u2 and
 see the buried item moved, publish, see /recommend follow, roll back and see it return.
 
 The expected draft order is computed here from /recommend's own live answer (rank scores times
@@ -83,10 +83,27 @@ def test_edit_preview_publish_rollback_in_chromium(
             assert find(By.ID, "rule-0-name").get_attribute("value") == "boost-b"
             assert "version 1" in find(By.ID, "live-status").text
 
-            # add a bury rule with a mistake (a bury multiplies by less than 1) and see the error
-            Select(find(By.ID, "add-kind")).select_by_value("bury")
+            # a card per kind: add a pin and remove it, add a boost and turn it into a bury
+            cards = lambda: driver.find_elements(By.CSS_SELECTOR, "#rules-form .rule-card")  # noqa: E731
+            Select(find(By.ID, "add-kind")).select_by_value("pin")
+            find(By.ID, "add-rule").click()
+            wait.until(lambda d: d.find_elements(By.ID, "rule-1-position"))
+            assert find(By.ID, "rule-1-name").get_attribute("value") == "pin-2"
+            find(By.CSS_SELECTOR, '.rule-card[data-index="1"] .remove-rule').click()
+            wait.until(lambda d: len(cards()) == 1)
+            Select(find(By.ID, "add-kind")).select_by_value("boost")
             find(By.ID, "add-rule").click()
             wait.until(lambda d: d.find_elements(By.ID, "rule-1-multiplier"))
+            assert "> 1" in find(By.CSS_SELECTOR, '.rule-card[data-index="1"]').text
+            Select(find(By.CSS_SELECTOR, '.rule-card[data-index="1"] select[name="type"]')).select_by_value(
+                "bury"
+            )
+            wait.until(
+                lambda d: "> 0, < 1" in d.find_element(By.CSS_SELECTOR, '.rule-card[data-index="1"]').text
+            )
+            assert len(cards()) == 2 and find(By.ID, "rule-1-name").get_attribute("value") == "bury-2"
+
+            # give the bury a mistake (a bury multiplies by less than 1) and see the error
             find(By.ID, "rule-1-items").send_keys(target)
             find(By.ID, "rule-1-multiplier").send_keys("2")
             wait.until(lambda d: "rules[1].multiplier" in d.find_element(By.ID, "errors").text)
