@@ -17,6 +17,7 @@ from recommender_client.console.auth import Guard, Operator
 from recommender_client.console.drafts import Checked, Problem, check_document, check_text
 from recommender_client.console.history import RulesStore, StaleDraft, UnknownVersion, digest_of
 from recommender_client.console.preview import preview
+from recommender_client.features import ContextError
 from recommender_client.pipeline import RankRequest
 from recommender_client.rerank.schema import KINDS, rules_json_schema
 from recommender_client.service.errors import ClientError, json_response, validation_detail
@@ -187,9 +188,12 @@ async def preview_draft(request: Request) -> Response:
     if checked.ruleset is None:
         raise _invalid(checked)
     rank_request = _rank_request(request, body, console)
-    out = await preview(
-        request.app.state.recommender, checked.ruleset, rank_request, seed=console.settings.seed
-    )
+    try:
+        out = await preview(
+            request.app.state.recommender, checked.ruleset, rank_request, seed=console.settings.seed
+        )
+    except ContextError as exc:  # as /recommend: a context the contract does not take
+        raise ClientError(400, str(exc), kind="console_preview") from None
     return _ok(out)
 
 

@@ -111,6 +111,12 @@ def test_preview_records_nothing(console_client: TestClient) -> None:
 def test_preview_refuses_bad_requests_and_drafts(console_client: TestClient) -> None:
     bad_k = _post(console_client, "preview", {"user_id": "u2", "k": 0, "yaml": RULES})
     assert bad_k.status_code == 400 and "k must be between 1 and 20" in bad_k.json()["detail"]
+    context = _post(console_client, "preview", {"user_id": "u2", "context": {"nope": "x"}, "yaml": RULES})
+    assert context.status_code == 400 and "nope" in context.json()["detail"]
+    with_context = _post(
+        console_client, "preview", {"user_id": "u2", "context": {"device": "ios"}, "yaml": RULES}
+    )
+    assert with_context.status_code == 200
     no_user = _post(console_client, "preview", {"yaml": RULES})
     assert no_user.status_code == 422
     invalid = _post(console_client, "preview", {"user_id": "u2", "yaml": "rules: [{name: x, type: boost}]"})
