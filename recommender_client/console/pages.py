@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -138,7 +139,8 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     """Serve the console on ``app`` (the caller checks ``settings.console.enabled``).
 
     Raises:
-        ValueError: no ``rules_path`` (the console edits that file).
+        ValueError: no ``rules_path`` (the console edits that file), or its folder or the
+            history's is not writable (a read-only mount): refused at start, not at the first publish.
     """
     if settings.rules_path is None:
         raise ValueError("the console edits the rules file: set RANKER_RULES_PATH to enable it")
@@ -146,6 +148,9 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     store = RulesStore(
         settings.rules_path, settings.console.history_dir, max_history=settings.console.max_history
     )
+    for folder in {store.rules_path.parent, store.history_dir.parent}:
+        if not os.access(folder, os.W_OK | os.X_OK):  # a publish renames a new file into it
+            raise ValueError(f"the console writes into {folder}, which this process cannot write to")
     app.state.console = Console(settings=settings, guard=guard, store=store)
     app.include_router(pages)
     app.include_router(api_router)

@@ -50,6 +50,9 @@ def test_enabling_needs_credentials_and_a_rules_file(
     assert from_env.console.token.get_secret_value() == TOKEN and TOKEN not in repr(from_env)
     with pytest.raises(ValueError, match="RANKER_RULES_PATH"):
         create_app(from_env, scorer=LocalScorer({}))
+    nowhere = from_env.model_copy(update={"rules_path": artifacts_dir / "absent" / "rules.yaml"})
+    with pytest.raises(ValueError, match="this process cannot write to"):
+        create_app(nowhere, scorer=LocalScorer({}))
 
 
 def test_unauthenticated_and_wrong_credentials_are_refused(console_client: TestClient) -> None:
