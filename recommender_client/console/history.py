@@ -265,7 +265,8 @@ class RulesStore:
                 raise StaleDraft(base, live.number)
             version = self._append(text, author=author, message=message, rollback_of=rollback_of)
             try:
-                write_atomic(self.rules_path, text.encode("utf-8", "surrogateescape"))
+                # through a symlink: the file it names is replaced, the link stays
+                write_atomic(self.rules_path.resolve(), text.encode("utf-8", "surrogateescape"))
             except BaseException:
                 self._forget(version.number)
                 raise

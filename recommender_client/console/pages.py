@@ -148,7 +148,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     store = RulesStore(
         settings.rules_path, settings.console.history_dir, max_history=settings.console.max_history
     )
-    for folder in {store.rules_path.parent, store.history_dir.parent}:
+    for folder in {store.rules_path.resolve().parent, store.history_dir.parent}:
         if not os.access(folder, os.W_OK | os.X_OK):  # a publish renames a new file into it
             raise ValueError(f"the console writes into {folder}, which this process cannot write to")
     app.state.console = Console(settings=settings, guard=guard, store=store)

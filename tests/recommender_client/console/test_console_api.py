@@ -306,3 +306,22 @@ def test_a_broken_file_on_disk_is_shown_never_a_500(console_client: TestClient, 
     assert [v["number"] for v in listed] == [2]
     fixed = _post(console_client, "publish", {"yaml": RULES, "base_version": 2, "author": "a"})
     assert fixed.status_code == 200 and rules_file.read_bytes() == RULES.encode()
+
+
+def test_a_symlinked_rules_file_keeps_its_link(artifacts_dir: Path, tmp_path: Path) -> None:
+    from recommender_client.ranking import LocalScorer
+    from recommender_client.service.app import create_app
+    from tests.recommender_client.console.conftest import console_settings
+
+    target = tmp_path / "real" / "rules.yaml"
+    target.parent.mkdir()
+    target.write_text(RULES)
+    link = tmp_path / "rules.yaml"
+    link.symlink_to(target)
+    with TestClient(create_app(console_settings(artifacts_dir, link), scorer=LocalScorer({}))) as client:
+        assert _post(client, "publish", {"yaml": BAN_I3, "base_version": 1, "author": "a"}).status_code == 200
+        assert (
+            client.post("/recommend", json={"user_id": "u2", "k": 2}).json()["rules_version"]
+            == (hashlib.sha256(BAN_I3.encode()).hexdigest()[:12])
+        )
+    assert link.is_symlink() and link.resolve() == target.resolve() and target.read_text() == BAN_I3
