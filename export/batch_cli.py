@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.batch_input import discover_inputs
-from export.batch_job import DEFAULT_BATCH_ROWS, BatchScoreConfig, score_local
+from export.batch_job import DEFAULT_BATCH_ROWS, DEFAULT_CALLERS, BatchScoreConfig, score_local
 from export.batch_model import DEFAULT_CHUNK_ROWS, resolve_version_dir
 from export.errors import ExportError
 
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per model call (both backends)"
     )
+    parser.add_argument(
+        "--callers",
+        type=int,
+        default=DEFAULT_CALLERS,
+        help=f"local backend: model calls in flight at once (default {DEFAULT_CALLERS})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
         "--spark-master", default=None, help="Spark master (default local[*]; under spark-submit: its own)"
@@ -99,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> BatchScoreConfig:
         fill_defaults=args.fill_defaults,
         batch_rows=args.batch_rows,
         chunk_rows=args.chunk_rows,
+        callers=args.callers,
         overwrite=args.overwrite,
         spark_master=args.spark_master,
         progress=not args.quiet,

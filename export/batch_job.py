@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ SUCCESS_MARKER = "_SUCCESS"
 DEFAULT_BATCH_ROWS = 65_536
 PREFETCH_BATCHES = 4  # read batches waiting for the model (each batch_rows rows)
 WRITE_BATCHES = 2  # scored batches waiting for the writer
+DEFAULT_CALLERS = 2
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class BatchScoreConfig:
         fill_defaults: fill nulls and absent feature columns with the contract's defaults.
         batch_rows: rows read at a time (bounds memory).
         chunk_rows: rows per signature call (the same for both backends: identical scores).
+        callers: local signature calls in flight at once (threads); a call holds the GIL only to
+            dispatch, so two keep both cores of a small machine busy where one leaves gaps.
         overwrite: replace an existing output folder.
         spark_master: the Spark master URL (``local[*]`` here; ignored under spark-submit).
         progress: show a progress bar.
@@ -64,6 +68,7 @@ class BatchScoreConfig:
     fill_defaults: bool = False
     batch_rows: int = DEFAULT_BATCH_ROWS
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    callers: int = DEFAULT_CALLERS
     overwrite: bool = False
     spark_master: str | None = None
     progress: bool = True
@@ -72,8 +77,8 @@ class BatchScoreConfig:
     def __post_init__(self) -> None:
         if self.backend not in ("local", "spark"):
             raise ExportError(f"backend must be 'local' or 'spark', got {self.backend!r}")
-        if self.batch_rows < 1 or self.chunk_rows < 1:
-            raise ExportError("batch and chunk rows must be positive")
+        if self.batch_rows < 1 or self.chunk_rows < 1 or self.callers < 1:
+            raise ExportError("batch rows, chunk rows and callers must be positive")
         if self.score_column in self.passthrough:
             raise ExportError(f"score column {self.score_column!r} is also a pass-through column")
 
@@ -131,6 +136,10 @@ def _read_all(
             first_row += batch.num_rows
 
 
+def _call(scorer: BatchScorer, tensors: dict[str, Any], rows: int) -> np.ndarray:
+    return scorer.call(tensors)[:rows]
+
+
 def _load_warm(config: BatchScoreConfig) -> BatchScorer:
     scorer = BatchScorer.load(config.version_dir, chunk_rows=config.chunk_rows)
     scorer.warm()
@@ -142,8 +151,10 @@ def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
 
     Four things overlap: the model loads (and is warmed on one chunk) on its own thread while
     the inputs are checked and the first batches read; a reader thread reads, checks and turns
-    batches into signature tensors at most ``PREFETCH_BATCHES`` ahead; the main thread calls the
-    signature; a writer thread encodes the Parquet output at most ``WRITE_BATCHES`` behind.
+    batches into signature tensors at most ``PREFETCH_BATCHES`` ahead; ``callers`` threads call
+    the signature on the chunks of at most two batches; a writer thread encodes the Parquet
+    output at most ``WRITE_BATCHES`` behind. Each chunk is still exactly ``chunk_rows`` rows,
+    so the scores are the bits the Spark backend gives.
     """
     contract, _ = read_assets(config.version_dir)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model")
@@ -169,34 +180,45 @@ def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
         writer[0].write_batch(batch)
 
     written = 0
+    pool = ThreadPoolExecutor(max_workers=config.callers, thread_name_prefix="batch-call")
     try:
         with BackgroundSink(write, depth=WRITE_BATCHES, finish=lambda: [w.close() for w in writer]) as sink:
             schema: pa.Schema | None = None
+
+            def emit(item: _ReadBatch, calls: list[Future[np.ndarray]]) -> None:
+                nonlocal schema, written
+                batch = item.batch
+                missing = [c for c in config.passthrough if c not in batch.schema.names]
+                if missing:
+                    raise ExportError(f"{item.path}: missing pass-through columns {missing}")
+                schema = schema or output_schema(config, batch.schema)
+                arrays = [
+                    batch.column(batch.schema.names.index(c)).cast(schema.field(c).type)
+                    for c in config.passthrough
+                ]
+                scores = [call.result() for call in calls]
+                scored = pa.array(np.concatenate(scores) if scores else np.zeros(0, np.float32), pa.float32())
+                sink.put(pa.RecordBatch.from_arrays([*arrays, scored], schema=schema))
+                written += batch.num_rows
+                on_rows(batch.num_rows)
+
             reader = closing(prefetched(_read_all(config, contract, columns), depth=PREFETCH_BATCHES))
+            in_flight: deque[tuple[_ReadBatch, list[Future[np.ndarray]]]] = deque()
             with reader as items:  # closing: a failure here stops the reader thread too
                 for item in items:
                     scorer = loading.result()
-                    scores = [scorer.call(tensors)[:rows] for tensors, rows in item.chunks]
-                    batch = item.batch
-                    missing = [c for c in config.passthrough if c not in batch.schema.names]
-                    if missing:
-                        raise ExportError(f"{item.path}: missing pass-through columns {missing}")
-                    schema = schema or output_schema(config, batch.schema)
-                    arrays = [
-                        batch.column(batch.schema.names.index(c)).cast(schema.field(c).type)
-                        for c in config.passthrough
-                    ]
-                    scored = pa.array(
-                        np.concatenate(scores) if scores else np.zeros(0, np.float32), pa.float32()
-                    )
-                    sink.put(pa.RecordBatch.from_arrays([*arrays, scored], schema=schema))
-                    written += batch.num_rows
-                    on_rows(batch.num_rows)
+                    # chunks of this batch are called while the previous batch's last ones finish
+                    in_flight.append((item, [pool.submit(_call, scorer, t, rows) for t, rows in item.chunks]))
+                    if len(in_flight) > 1:
+                        emit(*in_flight.popleft())
+                while in_flight:
+                    emit(*in_flight.popleft())
         loading.result()  # a model that does not load fails the job even without input rows
         publish_output(tmp, config.output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         loader.shutdown(wait=True)
     return written

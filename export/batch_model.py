@@ -26,7 +26,7 @@ from export.scoring import load_saved_model
 from export.signatures import SERVING_DEFAULT
 from training.features import FeatureContract
 
-DEFAULT_CHUNK_ROWS = 1024
+DEFAULT_CHUNK_ROWS = 8192  # large calls: per-call overhead ~halves the CPU per row against 1024
 SCORE_OUTPUT = "ctr"
 _NUMPY_WIRE = {"string": object, "int64": np.int64, "float32": np.float32}
 

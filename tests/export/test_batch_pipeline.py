@@ -18,7 +18,7 @@ from export.batch_model import BatchScorer, chunk_tensors
 from export.batch_pipeline import BackgroundSink, prefetched
 from export.errors import ExportError
 from tests.export.conftest import tiny_frame
-from tests.export.test_batch_score import config, no_temporaries, write_parquet
+from tests.export.test_batch_score import config, no_temporaries, read_output, write_parquet
 
 
 def wait_until(condition, seconds: float = 5.0) -> None:
@@ -157,3 +157,19 @@ def test_a_model_that_fails_to_load_in_the_background_fails_the_job_and_leaves_n
         score_local(config(broken, [source], tmp_path / "out", batch_rows=500))
     assert not (tmp_path / "out").exists() and no_temporaries(tmp_path)
     assert not [t for t in threading.enumerate() if t.name.startswith(("batch-", "test-"))]
+
+
+def test_concurrent_model_calls_give_the_bits_of_one_caller(exported, tmp_path: Path) -> None:
+    frame = tiny_frame(4000, seed=9)
+    source = write_parquet(frame, tmp_path / "in.parquet")
+    one = score_local(config(exported, [source], tmp_path / "one", batch_rows=900, chunk_rows=128, callers=1))
+    three = score_local(
+        config(exported, [source], tmp_path / "three", batch_rows=900, chunk_rows=128, callers=3)
+    )
+    scores = [read_output(tmp_path / name)["score"].to_numpy() for name in ("one", "three")]
+    assert one == three == len(frame) and np.array_equal(scores[0], scores[1])
+    scorer = BatchScorer.load(exported, chunk_rows=128)
+    inputs = wire_inputs(
+        scorer.contract, pa.Table.from_pandas(frame), fill_defaults=False, where="t", first_row=0
+    )
+    assert np.array_equal(scores[1], scorer.score(inputs))  # in input order, same chunks as score()
