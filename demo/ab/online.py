@@ -41,7 +41,7 @@ class Tally:
     requests: Counter[str] = field(default_factory=Counter)
     impressions: Counter[str] = field(default_factory=Counter)
     clicks: Counter[str] = field(default_factory=Counter)
-    expected_clicks: Counter[str] = field(default_factory=Counter)  # sum of true click probabilities
+    expected_clicks: dict[str, float] = field(default_factory=dict)  # sum of true click probabilities
     degraded: int = 0
 
     def as_dict(self) -> dict[str, dict[str, float]]:
@@ -50,7 +50,7 @@ class Tally:
                 "requests": self.requests[arm],
                 "impressions": self.impressions[arm],
                 "clicks": self.clicks[arm],
-                "expected_clicks": round(self.expected_clicks[arm], 3),
+                "expected_clicks": round(self.expected_clicks.get(arm, 0.0), 3),
             }
             for arm in sorted(self.requests)
         }
@@ -136,7 +136,7 @@ def simulate(cfg: ABConfig, paths: OfflinePaths, rng: np.random.Generator) -> tu
     world = build_world(read_config(paths.data))
     as_of = int(json.loads((paths.recall / "manifest.json").read_text())["as_of"])
     contract = FeatureContract.load(paths.runs["stable"])
-    known = contract["item_id"].vocabulary or ()
+    known = [str(v) for v in contract["item_id"].vocabulary or ()]
     users = SimulatedUsers(world, now=as_of, list_size=cfg.list_size, known_items=known)
     model_server, status_url, ranker, url = servers(cfg, paths, online)
     tally = Tally()
@@ -173,7 +173,7 @@ def visit(url: str, users: SimulatedUsers, rng: np.random.Generator, tally: Tall
     clicked = rng.random(len(p)) < p
     tally.impressions[arm] += len(items)
     tally.clicks[arm] += int(clicked.sum())
-    tally.expected_clicks[arm] += float(p.sum())
+    tally.expected_clicks[arm] = tally.expected_clicks.get(arm, 0.0) + float(p.sum())
     now = time.time()
     rid = answer["request_id"]
     events = [

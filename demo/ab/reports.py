@@ -130,6 +130,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"  {arm:<7} {a['offline_auc']:>11.4f} {a['impressions']:>11} {a['clicks']:>7} {a['ctr']:>7.4f}  "
             f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}] {', '.join(a['skew_flagged']) or 'none'}"
         )
+    seen = summary["simulator"]["arms"]
+    expected = ", ".join(f"{arm} {s['expected_clicks'] / s['impressions']:.4f}" for arm, s in seen.items())
+    print(f"  expected CTR from the world's true click probabilities (no click noise): {expected}")
     t = summary["test"]
     print(
         f"  two-proportion z-test {t['b']} - {t['a']}: diff {t['diff']:+.4f}, z {t['z']:.2f}, p {t['p_value']:.3g}"
