@@ -78,7 +78,9 @@ def offline_auc(evaluation_dir: Path) -> float:
 def train_and_export(cfg: ABConfig) -> tuple[OfflinePaths, dict[str, float]]:
     """Run the offline half; returns the paths and each arm's offline test AUC (on its own data)."""
     p = paths_for(cfg)
-    step("1. synthetic data (the world), and the canary's training table with price in hundreds of dollars")
+    step(
+        f"1. synthetic data (the world), and the canary's training table: {PLANTED_FEATURE} x {cfg.canary_price_scale:g}"
+    )
     if not (p.data / "events.parquet").exists():
         run(
             module(

@@ -131,8 +131,9 @@ def simulate(cfg: ABConfig, paths: OfflinePaths, rng: np.random.Generator) -> tu
     """Start both servers, send ``cfg.requests`` visits, post their events, stop both (logs flushed)."""
     logs = cfg.out / "online"
     online = OnlinePaths(logs / "served.jsonl", logs / "events.jsonl", logs, logs / "experiments.json")
-    for stale in (online.served_log, online.events_log):
-        stale.unlink(missing_ok=True)  # the reports read whole logs: one run's traffic only
+    for log in (online.served_log, online.events_log):  # the reports read every rotated file too
+        for stale in logs.glob(f"{log.name}*"):
+            stale.unlink()  # one run's traffic only
     world = build_world(read_config(paths.data))
     as_of = int(json.loads((paths.recall / "manifest.json").read_text())["as_of"])
     contract = FeatureContract.load(paths.runs["stable"])
