@@ -324,8 +324,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Build the ranking service's recall artefacts from training logs."
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", type=Path, help="folder with the log (items/users.parquet optional)")
+    source.add_argument(
+        "--data",
+        type=Path,
+        metavar="SPEC",
+        help="a dataset spec YAML (as recsys-train --data): its files, typing and split",
+    )
     parser.add_argument(
-        "--data-dir", type=Path, required=True, help="folder with the log (items/users.parquet optional)"
+        "--spec-rows",
+        choices=("train", "all"),
+        default="train",
+        help="with --data: the spec's training rows (default: what the model learned from) or all",
     )
     parser.add_argument("--contract", type=Path, required=True, help="feature_contract.json or its folder")
     parser.add_argument("--out", type=Path, required=True, help="artefact folder to write")
@@ -344,10 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             cf_window=args.cf_window,
             history_len=args.history_len,
         )
-        artifacts = build_from_data_dir(
-            args.data_dir, FeatureContract.load(args.contract), args.out, config, args.log_file
-        )
-    except ValueError as exc:  # ArtifactError and ContractError are ValueErrors
+        contract = FeatureContract.load(args.contract)
+        if args.data is not None:
+            from recommender_client.recall.from_spec import build_from_spec
+
+            artifacts = build_from_spec(args.data, contract, args.out, config, args.spec_rows)
+        else:
+            artifacts = build_from_data_dir(args.data_dir, contract, args.out, config, args.log_file)
+    except ValueError as exc:  # ArtifactError, ContractError and DataError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
