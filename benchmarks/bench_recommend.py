@@ -4,6 +4,8 @@ Starts the ranking service as its own process (``python -m recommender_client.se
 protocol and online-state backend given, against an already running model server, and prints a
 table: p50/p99 of /recommend, p50/p99 of a Predict call with the same 500 rows made directly with
 the client, their ratio, and the service's resident memory. Numbers go into notes, never asserts.
+The Predict baseline and the services (experiment off and on together) take turns in blocks of
+``--block`` requests, so the machine's load changes hit every source alike.
 
 ``--state memory,redis`` gives a row per backend; for ``redis`` the script starts its own empty
 ``redis-server`` (no persistence) on a free port unless ``--redis-url`` names one (whose data it
@@ -226,6 +228,31 @@ def predict_inputs(args: argparse.Namespace, users: Sequence[str]) -> list[dict[
     return out
 
 
+def recommender_call(
+    port: int, users: Sequence[str], now: float, k: int, seen: dict[str, list]
+) -> Callable[[int], None]:
+    """One /recommend over a kept-alive connection per thread, recording degraded and candidates."""
+    local = threading.local()
+
+    def recommend(i: int) -> None:
+        # The load generator shares the 2 cores with the service and the model server, so it
+        # must be lean: http.client with a kept-alive connection per thread costs ~0.4 ms of
+        # CPU per request where an httpx.Client costs ~1.1 ms (measured with a trivial server).
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        payload = json.dumps({"user_id": users[i % len(users)], "k": k, "now": now})
+        conn.request("POST", "/recommend", body=payload, headers={"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        body = json.loads(reply.read())
+        if reply.status != 200:
+            raise RuntimeError(f"/recommend answered {reply.status}: {body}")
+        seen["degraded"].append(body["degraded"])
+        seen["candidates"].append(body["candidates"])
+
+    return recommend
+
+
 def bench_protocol(
     args: argparse.Namespace,
     protocol: str,
@@ -235,7 +262,15 @@ def bench_protocol(
     state: str = "memory",
     redis_url: str | None = None,
     experiments: Path | None = None,
-) -> dict[str, float]:
+    modes: Sequence[str] = ("off",),
+) -> dict[str, dict[str, float]]:
+    """A row per mode (experiment off/on): Predict alone and each mode's service, loaded in turns.
+
+    Every service runs throughout, and the sources take turns in blocks of ``--block`` requests
+    until each has had ``--requests``, so a change in the machine's load (other processes on a
+    shared machine) hits the Predict baseline and every /recommend alike; measured one after the
+    other, the ratio moved by +-30% between identical runs here.
+    """
     from recommender_client.client import GrpcClient, RestClient
 
     client = (
@@ -243,58 +278,63 @@ def bench_protocol(
         if protocol == "grpc"
         else RestClient(base_url=args.rest_url, timeout=2.0)
     )
-    with client:
-
-        def predict(k: int) -> None:
-            client.predict(inputs[k % len(inputs)], model_name=args.model_name)
-
-        run_load(predict, requests=args.warmup, concurrency=args.concurrency)
-        direct, _ = run_load(predict, requests=args.requests, concurrency=args.concurrency)
-
-    port = free_port()
-    proc = start_service(args, protocol, port, state, redis_url, experiments)
-    local = threading.local()
-    degraded = []
-    counts = []
-
-    def recommend(k: int) -> None:
-        # The load generator shares the 2 cores with the service and the model server, so it
-        # must be lean: http.client with a kept-alive connection per thread costs ~0.4 ms of
-        # CPU per request where an httpx.Client costs ~1.1 ms (measured with a trivial server).
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        payload = json.dumps({"user_id": users[k % len(users)], "k": args.k, "now": args.now})
-        conn.request("POST", "/recommend", body=payload, headers={"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        body = json.loads(reply.read())
-        if reply.status != 200:
-            raise RuntimeError(f"/recommend answered {reply.status}: {body}")
-        degraded.append(body["degraded"])
-        counts.append(body["candidates"])
-
-    try:
-        run_load(recommend, requests=args.warmup, concurrency=args.concurrency)
-        degraded.clear()
-        counts.clear()
-        served, wall = run_load(recommend, requests=args.requests, concurrency=args.concurrency)
-        rss, peak = rss_mb(proc.pid)
-        tf_loaded = maps_mention_tensorflow(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return {
-        "predict_p50": float(np.percentile(direct, 50) * 1e3),
-        "predict_p99": float(np.percentile(direct, 99) * 1e3),
-        "recommend_p50": float(np.percentile(served, 50) * 1e3),
-        "recommend_p99": float(np.percentile(served, 99) * 1e3),
-        "recommend_rps": len(served) / wall,
-        "candidates": float(np.mean(counts)),
-        "degraded": float(np.mean(degraded)),
-        "rss_mb": rss,
-        "peak_rss_mb": peak,
-        "tensorflow_loaded": float(tf_loaded),
+    procs = {
+        mode: start_service(
+            args, protocol, free_port(), state, redis_url, experiments if mode == "on" else None
+        )
+        for mode in modes
     }
+    ports = {mode: int(proc.args[proc.args.index("--port") + 1]) for mode, proc in procs.items()}
+    seen = {mode: {"degraded": [], "candidates": []} for mode in modes}
+    calls = {mode: recommender_call(ports[mode], users, args.now, args.k, seen[mode]) for mode in modes}
+    latencies: dict[str, list[np.ndarray]] = {"predict": [], **{mode: [] for mode in modes}}
+    walls = dict.fromkeys(modes, 0.0)
+    try:
+        with client:
+
+            def predict(k: int) -> None:
+                client.predict(inputs[k % len(inputs)], model_name=args.model_name)
+
+            run_load(predict, requests=args.warmup, concurrency=args.concurrency)
+            for mode in modes:
+                run_load(calls[mode], requests=args.warmup, concurrency=args.concurrency)
+                seen[mode]["degraded"].clear()
+                seen[mode]["candidates"].clear()
+            done = 0
+            while done < args.requests:
+                block = min(args.block, args.requests - done)
+                latencies["predict"].append(
+                    run_load(predict, requests=block, concurrency=args.concurrency)[0]
+                )
+                for mode in modes:
+                    lat, wall = run_load(calls[mode], requests=block, concurrency=args.concurrency)
+                    latencies[mode].append(lat)
+                    walls[mode] += wall
+                done += block
+        memory = {mode: rss_mb(proc.pid) for mode, proc in procs.items()}
+        tf_loaded = {mode: maps_mention_tensorflow(proc.pid) for mode, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=30)
+    direct = np.concatenate(latencies["predict"])
+    rows = {}
+    for mode in modes:
+        served = np.concatenate(latencies[mode])
+        rows[mode] = {
+            "predict_p50": float(np.percentile(direct, 50) * 1e3),
+            "predict_p99": float(np.percentile(direct, 99) * 1e3),
+            "recommend_p50": float(np.percentile(served, 50) * 1e3),
+            "recommend_p99": float(np.percentile(served, 99) * 1e3),
+            "recommend_rps": len(served) / walls[mode],
+            "candidates": float(np.mean(seen[mode]["candidates"])),
+            "degraded": float(np.mean(seen[mode]["degraded"])),
+            "rss_mb": memory[mode][0],
+            "peak_rss_mb": memory[mode][1],
+            "tensorflow_loaded": float(tf_loaded[mode]),
+        }
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument(
+        "--block", type=int, default=100, help="requests per source per turn (sources take turns)"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--users", type=int, default=50, help="distinct users cycled through")
     parser.add_argument(
@@ -344,16 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for state in states:
             with redis_for(args) if state == "redis" else contextlib.nullcontext(None) as url:
                 for p in protocols:
-                    for mode in modes:
-                        rows[f"{p}/{state}" + ("/exp" if mode == "on" else "")] = bench_protocol(
-                            args,
-                            p,
-                            users,
-                            inputs,
-                            state=state,
-                            redis_url=url,
-                            experiments=experiments if mode == "on" else None,
-                        )
+                    by_mode = bench_protocol(
+                        args,
+                        p,
+                        users,
+                        inputs,
+                        state=state,
+                        redis_url=url,
+                        experiments=experiments,
+                        modes=modes,
+                    )
+                    for mode, row in by_mode.items():
+                        rows[f"{p}/{state}" + ("/exp" if mode == "on" else "")] = row
     print(
         f"/recommend vs Predict alone: {args.candidates} candidates, k={args.k}, concurrency "
         f"{args.concurrency}, {args.requests} requests, model {args.model_name!r}"
