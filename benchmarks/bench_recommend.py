@@ -278,13 +278,13 @@ def bench_protocol(
         if protocol == "grpc"
         else RestClient(base_url=args.rest_url, timeout=2.0)
     )
+    ports = {mode: free_port() for mode in modes}
     procs = {
         mode: start_service(
-            args, protocol, free_port(), state, redis_url, experiments if mode == "on" else None
+            args, protocol, ports[mode], state, redis_url, experiments if mode == "on" else None
         )
         for mode in modes
     }
-    ports = {mode: int(proc.args[proc.args.index("--port") + 1]) for mode, proc in procs.items()}
     seen = {mode: {"degraded": [], "candidates": []} for mode in modes}
     calls = {mode: recommender_call(ports[mode], users, args.now, args.k, seen[mode]) for mode in modes}
     latencies: dict[str, list[np.ndarray]] = {"predict": [], **{mode: [] for mode in modes}}

@@ -11,7 +11,7 @@ import numpy as np
 from recommender_client.client.json_tensors import all_str
 from recommender_client.excerpt import excerpt
 from recommender_client.history_features import BehaviourHistory
-from recommender_client.recall.artifacts import RecallArtifacts
+from recommender_client.recall.artifacts import Catalog, RecallArtifacts
 from recommender_client.state.protocol import EMPTY_STATE, UserState
 from training.context_features import TIME_DERIVED, derive_time_context
 from training.features import MULTI_VALUE_SEPARATOR, Entity, Feature, FeatureContract, FeatureKind
@@ -68,7 +68,7 @@ class InMemoryFeatureStore:
         self.history: BehaviourHistory | None = None
         # the catalogue whose positions are this store's item rows (set by from_artifacts), so a
         # join given recall's positions skips the id -> row lookups
-        self.rows_catalog: object | None = None
+        self.rows_catalog: Catalog | None = None
 
     @classmethod
     def from_artifacts(cls, artifacts: RecallArtifacts) -> InMemoryFeatureStore:
@@ -276,7 +276,7 @@ class FeatureJoiner:
         *,
         now: float | None = None,
         state: UserState = EMPTY_STATE,
-        positions: tuple[object, np.ndarray] | None = None,
+        positions: tuple[Catalog, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], bool, np.ndarray]:
         """Returns ``(inputs, user_known, item_known)``; ``inputs`` maps every feature to shape [N].
 

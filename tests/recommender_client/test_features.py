@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -166,9 +168,11 @@ def test_recall_positions_give_the_same_join_as_ids(contract, loaded) -> None:
     for name in contract.names:
         assert by_pos[name].tolist() == by_ids[name].tolist(), name
     assert by_pos["price"].tolist() == [6.0, 10.0, 1.0, 3.0]  # "zz" takes the default
-    # positions of another catalogue (here: deliberately wrong ones) are not trusted
+    # positions of another catalogue, even an equal copy (here: deliberately wrong ones), are not trusted
     wrong = np.array([0, 0, 0, 0])
-    other, _, _ = join.join("u2", items, {"hour": 3}, positions=(object(), wrong))
+    copy = dataclasses.replace(loaded.catalog)
+    assert copy == loaded.catalog and copy is not loaded.catalog
+    other, _, _ = join.join("u2", items, {"hour": 3}, positions=(copy, wrong))
     assert other["item_id"].tolist() == items and other["price"].tolist() == [6.0, 10.0, 1.0, 3.0]
 
 
