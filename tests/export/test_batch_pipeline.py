@@ -16,6 +16,7 @@ from export.batch_input import wire_inputs
 from export.batch_job import score_local
 from export.batch_model import BatchScorer, chunk_tensors
 from export.batch_pipeline import BackgroundSink, prefetched
+from export.batches import frame_inputs
 from export.errors import ExportError
 from tests.export.conftest import tiny_frame
 from tests.export.test_batch_score import config, no_temporaries, read_output, write_parquet
@@ -133,7 +134,7 @@ def test_background_sink_left_on_an_error_skips_queued_items_and_finishes() -> N
     assert finished.is_set() and consumed == [0]
 
 
-def test_chunks_are_padded_to_the_chunk_size_and_score_like_score(exported, contract) -> None:
+def test_chunks_are_padded_to_the_chunk_size_and_score_like_score(exported, loaded, contract) -> None:
     frame = tiny_frame(700, seed=3)
     inputs = wire_inputs(contract, pa.Table.from_pandas(frame), fill_defaults=False, where="t", first_row=0)
     chunks = list(chunk_tensors(contract, inputs, 256))
@@ -144,6 +145,16 @@ def test_chunks_are_padded_to_the_chunk_size_and_score_like_score(exported, cont
     scorer = BatchScorer.load(exported, chunk_rows=256)
     by_chunk = np.concatenate([scorer.call(t)[:rows] for t, rows in chunks])
     assert np.array_equal(by_chunk, scorer.score(inputs))
+    # score() is built from chunk_tensors too: check both against the signature called directly
+    # on the whole frame in one go, without chunks or padding (an independent route)
+    import tensorflow as tf
+
+    tensors = {
+        k: tf.constant(v if v.dtype != object else v.astype(str))
+        for k, v in frame_inputs(frame, contract).items()
+    }
+    direct = loaded.signatures["serving_default"](**tensors)["ctr"].numpy().reshape(-1)
+    np.testing.assert_allclose(by_chunk, direct, rtol=1e-5, atol=1e-6)
 
 
 def test_a_model_that_fails_to_load_in_the_background_fails_the_job_and_leaves_nothing(
