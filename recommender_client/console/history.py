@@ -24,6 +24,9 @@ FILE_AUTHOR = "(rules file)"
 _ENTRY = re.compile(r"^(\d{6,})\.json$")
 # A diff of two 1 MiB files can be larger than both; the console shows its start.
 MAX_DIFF_CHARS = 200_000
+# No history grows this far; a larger number asked for (a path or a body field) is simply absent,
+# never a file name longer than the file system takes (an OSError, a 500).
+MAX_VERSION = 10**9
 
 
 def digest_of(text: str) -> str:
@@ -157,6 +160,8 @@ class RulesStore:
         return stem.with_suffix(".yaml"), stem.with_suffix(".json")
 
     def _read(self, number: int) -> tuple[Version, str]:
+        if not 1 <= number <= MAX_VERSION:
+            raise UnknownVersion(f"no such version: versions are numbered 1 to {MAX_VERSION}")
         text_path, meta_path = self._paths(number)
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))

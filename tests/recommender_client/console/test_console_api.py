@@ -325,3 +325,13 @@ def test_a_symlinked_rules_file_keeps_its_link(artifacts_dir: Path, tmp_path: Pa
             == (hashlib.sha256(BAN_I3.encode()).hexdigest()[:12])
         )
     assert link.is_symlink() and link.resolve() == target.resolve() and target.read_text() == BAN_I3
+
+
+def test_a_version_number_beyond_any_history_is_a_404(console_client: TestClient) -> None:
+    """A 300-digit number would name a file longer than the file system takes (once a 500)."""
+    huge = "9" * 300
+    listed = console_client.get(f"/console/api/history/{huge}", headers=BEARER)
+    assert listed.status_code == 404 and "numbered 1 to 1000000000" in listed.json()["detail"]
+    assert console_client.get("/console/api/history/0", headers=BEARER).status_code == 404
+    back = _post(console_client, "rollback", {"version": int(huge), "base_version": 1, "author": "a"})
+    assert back.status_code == 404 and "numbered 1 to 1000000000" in back.json()["detail"]
