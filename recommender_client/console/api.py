@@ -243,8 +243,7 @@ async def version(request: Request, number: int) -> Response:
     """One version's text and its diff from the version it replaced."""
     console = _console(request)
     try:
-        found, text = await asyncio.to_thread(console.store.version, number)
-        diff = await asyncio.to_thread(console.store.diff, number)
+        found, text, diff = await asyncio.to_thread(console.store.entry, number)
     except UnknownVersion as exc:
         raise ClientError(404, str(exc), kind="console_version") from None
     return _ok(
@@ -269,5 +268,11 @@ async def rollback(request: Request) -> Response:
     return await _published(
         request,
         console,
-        lambda: console.store.rollback(body.version, base=body.base_version, author=author),
+        lambda: console.store.publish(
+            text,
+            base=body.base_version,
+            author=author,
+            message=f"rollback to version {body.version}",
+            rollback_of=body.version,
+        ),
     )

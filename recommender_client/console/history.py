@@ -159,21 +159,31 @@ class RulesStore:
         stem = self.history_dir / f"{number:06d}"
         return stem.with_suffix(".yaml"), stem.with_suffix(".json")
 
-    def _read(self, number: int) -> tuple[Version, str]:
+    def _meta(self, number: int) -> Version:
+        """Version ``number``'s metadata alone (a listing needs no text)."""
         if not 1 <= number <= MAX_VERSION:
             raise UnknownVersion(f"no such version: versions are numbered 1 to {MAX_VERSION}")
-        text_path, meta_path = self._paths(number)
+        meta_path = self._paths(number)[1]
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            text = read_text(text_path)
         except FileNotFoundError:
             raise UnknownVersion(f"no version {number} in {self.history_dir}") from None
-        except (ValueError, RulesError) as exc:  # damaged by hand: skipped, never a 500
+        except ValueError as exc:  # damaged by hand: skipped, never a 500
             raise UnknownVersion(f"version {number} in {self.history_dir} is unreadable: {exc}") from None
         try:
-            return Version(**meta), text
+            return Version(**meta)
         except TypeError:
             raise UnknownVersion(f"version {number} in {self.history_dir} has unreadable metadata") from None
+
+    def _read(self, number: int) -> tuple[Version, str]:
+        version = self._meta(number)
+        try:
+            text = read_text(self._paths(number)[0])
+        except FileNotFoundError:
+            raise UnknownVersion(f"no version {number} in {self.history_dir}") from None
+        except RulesError as exc:
+            raise UnknownVersion(f"version {number} in {self.history_dir} is unreadable: {exc}") from None
+        return version, text
 
     def _append(
         self, text: str, *, author: str, message: str, rollback_of: int | None = None, valid: bool = True
@@ -232,15 +242,15 @@ class RulesStore:
                 if limit is not None and len(found) >= limit:
                     break
                 with contextlib.suppress(UnknownVersion):
-                    found.append(self._read(number)[0])
+                    found.append(self._meta(number))
             return found
 
     def version(self, number: int) -> tuple[Version, str]:
         with self._locked():
             return self._read(number)
 
-    def diff(self, number: int) -> str:
-        """Unified diff from the version before ``number`` (nothing, for the first) to ``number``."""
+    def entry(self, number: int) -> tuple[Version, str, str]:
+        """Version ``number``, its text and the unified diff from the version it replaced, read once."""
         with self._locked():
             version, text = self._read(number)
             before = ""
@@ -254,7 +264,8 @@ class RulesStore:
             tofile=f"version {number}",
         )
         out = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-        return out if len(out) <= MAX_DIFF_CHARS else out[:MAX_DIFF_CHARS] + "\n... (diff cut)\n"
+        diff = out if len(out) <= MAX_DIFF_CHARS else out[:MAX_DIFF_CHARS] + "\n... (diff cut)\n"
+        return version, text, diff
 
     def publish(
         self, text: str, *, base: int, author: str, message: str = "", rollback_of: int | None = None
@@ -277,13 +288,6 @@ class RulesStore:
                 raise
             self._prune()
             return version
-
-    def rollback(self, number: int, *, base: int, author: str) -> Version:
-        """Publish the text of version ``number`` again, as a new version naming it."""
-        _, text = self.version(number)
-        return self.publish(
-            text, base=base, author=author, message=f"rollback to version {number}", rollback_of=number
-        )
 
 
 def _is_valid(text: str) -> bool:
