@@ -19,6 +19,7 @@ from recommender_client.console.history import RulesStore, StaleDraft, UnknownVe
 from recommender_client.console.preview import preview
 from recommender_client.features import ContextError
 from recommender_client.pipeline import RankRequest
+from recommender_client.rerank.rules import RuleSet
 from recommender_client.rerank.schema import KINDS, rules_json_schema
 from recommender_client.service.errors import ClientError, json_response, validation_detail
 from recommender_client.service.settings import Settings
@@ -93,18 +94,19 @@ def _draft(body: bodies.DraftBody, console: Console) -> Checked:
     return checked
 
 
-def _invalid(checked: Checked) -> ClientError:
-    return ClientError(422, [p.to_json() for p in checked.problems], kind="console_invalid_rules")
+def _valid(checked: Checked) -> RuleSet:
+    """The draft's rules, or its problems as a 422 (nothing invalid is previewed or published)."""
+    if checked.ruleset is None:
+        raise ClientError(422, [p.to_json() for p in checked.problems], kind="console_invalid_rules")
+    return checked.ruleset
 
 
 def _in_force(request: Request) -> dict[str, Any]:
     """What the running service applies now (its RuleBook), which may lag a publish by one check."""
     recommender = getattr(request.app.state, "recommender", None)
-    if recommender is None:
-        return {"digest": None, "reload_failures": None, "last_error": None}
-    book = recommender.rules
+    book = recommender.rules if recommender is not None else None
     return {
-        "digest": recommender.current_rules().digest,
+        "digest": recommender.current_rules().digest if recommender is not None else None,
         "reload_failures": book.failures if book is not None else None,
         "last_error": book.last_error if book is not None else None,
         "reload_interval_s": book.min_interval_s if book is not None else None,
@@ -114,16 +116,16 @@ def _in_force(request: Request) -> dict[str, Any]:
 router = APIRouter(prefix="/console/api", route_class=ConsoleRoute)
 
 
-def _console(request: Request) -> Console:
+def _console(request: Request) -> tuple[Console, Operator]:
+    """The console and who calls it, checked once per request (401 without credentials)."""
     console: Console = request.app.state.console
-    console.operator(request)
-    return console
+    return console, console.operator(request)
 
 
 @router.get("/rules")
 async def live_rules(request: Request) -> Response:
     """The live rules file: its version, YAML text, the parsed document and what the service applies."""
-    console = _console(request)
+    console, _ = _console(request)
     version, text = await asyncio.to_thread(console.store.live)
     shown = _shown(text)
     checked = check_text(shown, source=str(console.store.rules_path))
@@ -152,7 +154,7 @@ async def schema(request: Request) -> Response:
 @router.post("/validate")
 async def validate(request: Request) -> Response:
     """Check a draft as the service's reload would; the answer carries both its YAML and its document."""
-    console = _console(request)
+    console, _ = _console(request)
     body = await bodies.read_json(request, bodies.DraftBody, console.settings.console)
     return _ok(_draft(body, console).to_json())
 
@@ -182,16 +184,12 @@ def _rank_request(request: Request, body: bodies.PreviewBody, console: Console) 
 @router.post("/preview")
 async def preview_draft(request: Request) -> Response:
     """One user's list under the live rules and under the draft, side by side (nothing recorded)."""
-    console = _console(request)
+    console, _ = _console(request)
     body = await bodies.read_json(request, bodies.PreviewBody, console.settings.console)
-    checked = _draft(body, console)
-    if checked.ruleset is None:
-        raise _invalid(checked)
+    draft = _valid(_draft(body, console))
     rank_request = _rank_request(request, body, console)
     try:
-        out = await preview(
-            request.app.state.recommender, checked.ruleset, rank_request, seed=console.settings.seed
-        )
+        out = await preview(request.app.state.recommender, draft, rank_request, seed=console.settings.seed)
     except ContextError as exc:  # as /recommend: a context the contract does not take
         raise ClientError(400, str(exc), kind="console_preview") from None
     return _ok(out)
@@ -200,14 +198,11 @@ async def preview_draft(request: Request) -> Response:
 @router.post("/publish")
 async def publish(request: Request) -> Response:
     """Make a valid draft live (atomic replace of the rules file); 409 if it starts from a stale version."""
-    console = _console(request)
-    operator = console.operator(request)
+    console, operator = _console(request)
     body = await bodies.read_json(request, bodies.PublishBody, console.settings.console)
     bodies.rules_size(body.yaml, console.settings.console)
     author = bodies.author_of(body.author, operator.username, console.settings.console)
-    checked = check_text(body.yaml)
-    if checked.ruleset is None:
-        raise _invalid(checked)
+    _valid(check_text(body.yaml))
     return await _published(
         request,
         console,
@@ -228,7 +223,7 @@ async def _published(request: Request, console: Console, write: Callable[[], Any
 @router.get("/history")
 async def history(request: Request, limit: int | None = None) -> Response:
     """Published versions, newest (the live one) first: author, time, digest, message (50 by default)."""
-    console = _console(request)
+    console, _ = _console(request)
     limit = min(50, console.store.max_history) if limit is None else limit
     if not 1 <= limit <= console.store.max_history:
         raise ClientError(
@@ -241,7 +236,7 @@ async def history(request: Request, limit: int | None = None) -> Response:
 @router.get("/history/{number}")
 async def version(request: Request, number: int) -> Response:
     """One version's text and its diff from the version it replaced."""
-    console = _console(request)
+    console, _ = _console(request)
     try:
         found, text, diff = await asyncio.to_thread(console.store.entry, number)
     except UnknownVersion as exc:
@@ -254,17 +249,14 @@ async def version(request: Request, number: int) -> Response:
 @router.post("/rollback")
 async def rollback(request: Request) -> Response:
     """Publish an earlier version's text again (a new version naming it); 409 on a stale base."""
-    console = _console(request)
-    operator = console.operator(request)
+    console, operator = _console(request)
     body = await bodies.read_json(request, bodies.RollbackBody, console.settings.console)
     author = bodies.author_of(body.author, operator.username, console.settings.console)
     try:
         _, text = await asyncio.to_thread(console.store.version, body.version)
     except UnknownVersion as exc:
         raise ClientError(404, str(exc), kind="console_version") from None
-    checked = check_text(text)
-    if checked.ruleset is None:
-        raise _invalid(checked)
+    _valid(check_text(text))
     return await _published(
         request,
         console,

@@ -118,6 +118,7 @@ async def preview(
         fresh = replace(request, rng=exploration_rng(seed, request.user_id, request.now))
         ranked.append(await _run(tail, replace(scored, request=fresh), on_loop=on_loop))
     live, drafted = ranked
+    live_items, draft_items = _items(live, drafted), _items(drafted, live)
     values = scored.values
     served_by = values.get("served_by")
     by_source: dict[str, int] = {}
@@ -135,16 +136,16 @@ async def preview(
         "state_error": state_error,
         "recall": {"by_source": by_source, "candidates": len(scored)},
         "candidates": _candidates(scored),
-        "live": {"rules_version": live_plan.ruleset.digest, "items": _items(live, drafted)},
-        "draft": {"rules_version": draft.digest, "items": _items(drafted, live)},
+        "live": {"rules_version": live_plan.ruleset.digest, "items": live_items},
+        "draft": {"rules_version": draft.digest, "items": draft_items},
         "moved": [
             {"item_id": i["item_id"], "live_position": i["other_position"], "draft_position": i["position"]}
-            for i in _items(drafted, live)
+            for i in draft_items
             if i["moved"]
         ]
         + [
             {"item_id": i["item_id"], "live_position": i["position"], "draft_position": None}
-            for i in _items(live, drafted)
+            for i in live_items
             if i["other_position"] is None
         ],
         "took_ms": {
