@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 from recommender_client.console.api import Console
 from recommender_client.console.api import router as api_router
 from recommender_client.console.auth import COOKIE, Guard
-from recommender_client.console.bodies import check_origin
+from recommender_client.console.bodies import check_origin, read_limited
 from recommender_client.console.history import RulesStore
 from recommender_client.service.errors import ClientError
 from recommender_client.service.settings import Settings
@@ -115,11 +115,11 @@ async def login(request: Request) -> Response:
         check_origin(request)
     except ClientError as exc:
         return Response(str(exc.detail), status_code=exc.status, headers=HEADERS)
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_LOGIN_BYTES:
-            return _login_page("That form was too large.", status=413)
+    too_large = ClientError(413, "login form too large", kind="console_login")
+    try:
+        raw = await read_limited(request, MAX_LOGIN_BYTES, too_large)
+    except ClientError:  # a form, answered with the login page rather than JSON
+        return _login_page("That form was too large.", status=413)
     token = parse_qs(raw.decode("utf-8", "replace")).get("token", [""])[0]
     if not guard.token_matches(token):
         return _login_page("That token is not the console's.", status=401)

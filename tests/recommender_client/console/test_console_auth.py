@@ -104,6 +104,26 @@ def test_the_login_form_trades_the_token_for_a_cookie(artifacts_dir: Path, rules
         assert client.get("/console/static/console.js").headers["cache-control"] == "no-store"
 
 
+def test_a_login_form_past_4096_bytes_is_a_413(artifacts_dir: Path, rules_file: Path) -> None:
+    """Refused from its Content-Length, and while streaming when it declares none (chunked)."""
+    settings = console_settings(artifacts_dir, rules_file, username=None, password=None)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    padded = f"token={TOKEN}&pad=".encode() + b"x" * 4096
+    with TestClient(create_app(settings, scorer=LocalScorer({}))) as client:
+        declared = client.post("/console/login", content=padded, headers=form, follow_redirects=False)
+        assert declared.status_code == 413 and "too large" in declared.text
+        chunked = client.post(
+            "/console/login",
+            content=iter([padded[:3000], padded[3000:]]),
+            headers=form,
+            follow_redirects=False,
+        )
+        assert chunked.status_code == 413 and COOKIE not in client.cookies
+        just_fits = f"token={TOKEN}&pad=".encode().ljust(4096, b"x")
+        ok = client.post("/console/login", content=just_fits, headers=form, follow_redirects=False)
+        assert ok.status_code == 303  # exactly MAX_LOGIN_BYTES is still a form
+
+
 def test_writes_from_another_origin_or_not_json_are_refused(console_client: TestClient) -> None:
     body = {"yaml": "rules: []\n", "base_version": 1, "author": "mallory"}
     cross = console_client.post(
