@@ -39,14 +39,17 @@ def step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def run(argv: Sequence[str]) -> None:
-    """Run one command line, echoing it; a failure stops the demo with the command's exit code."""
+def run(argv: Sequence[str], *, ok: frozenset[int] = frozenset({0}), who: str = "demo") -> int:
+    """Run one command line, echoing it; an exit code outside ``ok`` stops the demo (``who`` names
+    it in the message). Returns the exit code, for commands whose non-zero codes are findings."""
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
     started = time.perf_counter()
-    completed = subprocess.run(list(argv), cwd=REPO)
-    if completed.returncode != 0:
-        raise SystemExit(f"demo: step failed (exit {completed.returncode}): {' '.join(argv)}")
-    print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
+    code = subprocess.run(list(argv), cwd=REPO).returncode
+    if code not in ok:
+        raise SystemExit(f"{who}: step failed (exit {code}): {' '.join(argv)}")
+    exit_note = "" if ok == {0} else f"exit {code}, "
+    print(f"  ({exit_note}{time.perf_counter() - started:.1f} s)", flush=True)
+    return code
 
 
 def module(name: str, *args: str) -> list[str]:

@@ -4,7 +4,6 @@ experiment, and simulated users whose impressions and clicks go back through ``P
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,10 +15,10 @@ from demo.ab.config import ABConfig
 from demo.ab.offline import VERSIONS, OfflinePaths
 from demo.ab.traffic import SimulatedUsers
 from demo.processes import Server, free_port, http_json
-from demo.run import step
+from demo.run import module, step
 from training.data.synthetic import read_config
 from training.data.synthetic_world import build_world
-from training.features import FeatureContract
+from training.features import FeatureContract, atomic_write_text
 
 EXPERIMENT = "price-pipeline-canary"
 
@@ -68,7 +67,7 @@ def write_model_config(cfg: ABConfig, paths: OfflinePaths, target: Path) -> Path
         labels=VERSIONS,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(model_server_config([model]), encoding="utf-8")
+    atomic_write_text(target, model_server_config([model]))
     return target
 
 
@@ -79,9 +78,7 @@ def write_experiment(cfg: ABConfig, target: Path) -> Path:
         {"name": "canary", "share": cfg.canary_share, "version_label": "canary"},
     ]
     experiment = {"name": EXPERIMENT, "stable": "stable", "arms": arms}
-    target.write_text(
-        json.dumps({"active": EXPERIMENT, "experiments": [experiment]}, indent=2), encoding="utf-8"
-    )
+    atomic_write_text(target, json.dumps({"active": EXPERIMENT, "experiments": [experiment]}, indent=2))
     return target
 
 
@@ -90,9 +87,7 @@ def servers(cfg: ABConfig, paths: OfflinePaths, online: OnlinePaths) -> tuple[Se
     grpc_port, rest_port, ranker_port = free_port(), free_port(), free_port()
     model_server = Server(
         "model server",
-        [
-            sys.executable,
-            "-m",
+        module(
             "serving.model_server",
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
@@ -100,20 +95,18 @@ def servers(cfg: ABConfig, paths: OfflinePaths, online: OnlinePaths) -> tuple[Se
             "--allow_version_labels_for_unavailable_models=true",
             "--bind_address=127.0.0.1",
             "--enable_model_warmup=true",
-        ],
+        ),
         online.logs / "model_server.log",
     )
     ranker = Server(
         "ranking service",
-        [
-            sys.executable,
-            "-m",
+        module(
             "recommender_client.service",
             *("--host", "127.0.0.1", "--port", str(ranker_port)),
             *("--artifacts-dir", str(paths.recall), "--grpc-target", f"127.0.0.1:{grpc_port}"),
             *("--model-name", cfg.model_name),
             *("--served-log", str(online.served_log), "--events-log", str(online.events_log)),
-        ],
+        ),
         online.logs / "ranker.log",
         env={
             "RANKER_EXPERIMENTS_PATH": str(write_experiment(cfg, online.experiments)),

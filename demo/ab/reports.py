@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import subprocess
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,24 +11,13 @@ from typing import Any
 from demo.ab.config import ABConfig
 from demo.ab.offline import ARMS, VERSIONS, OfflinePaths
 from demo.ab.online import OnlinePaths
-from demo.run import REPO, module, step
+from demo.run import module, run, step
 
 
 @dataclass(frozen=True)
 class ReportPaths:
     online: Path
     skew: dict[str, Path]
-
-
-def run_allowing(argv: Sequence[str], ok: frozenset[int]) -> int:
-    """Run a command (echoed, timed); an exit code outside ``ok`` stops the A/B."""
-    print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
-    started = time.perf_counter()
-    code = subprocess.run(list(argv), cwd=REPO).returncode
-    if code not in ok:
-        raise SystemExit(f"simulate-ab: step failed (exit {code}): {' '.join(argv)}")
-    print(f"  (exit {code}, {time.perf_counter() - started:.1f} s)", flush=True)
-    return code
 
 
 def arm_training_table(run_dir: Path, experiments: Path, arm: str, target: Path) -> Path:
@@ -52,8 +37,9 @@ def arm_training_table(run_dir: Path, experiments: Path, arm: str, target: Path)
     assert experiment is not None, f"{experiments} names no active experiment"
     assigner = Assigner(experiment)
     frame = load_split(json.loads((run_dir / CONFIG_FILENAME).read_text(encoding="utf-8")), "train")
-    arm_of = {u: assigner.assign(u).name for u in frame["user_id"].unique()}
-    keep = frame["user_id"].map(lambda u: u == "" or arm_of[u] == arm)
+    users = frame["user_id"]
+    mine = [u for u in users.unique() if u != "" and assigner.assign(u).name == arm]
+    keep = (users == "") | users.isin(mine)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(frame[keep.to_numpy()].reset_index(drop=True), target)
     return target
@@ -66,13 +52,13 @@ def write_reports(cfg: ABConfig, paths: OfflinePaths, online: OnlinePaths) -> Re
         online=cfg.out / "reports" / "online", skew={arm: cfg.out / "reports" / f"skew-{arm}" for arm in ARMS}
     )
     step("9. recsys-online-report: CTR per arm and position, the two-proportion test")
-    run_allowing(
+    run(
         module(
             "analysis.online_cli",
             *("--served", str(online.served_log), "--events", str(online.events_log)),
             *("--out", str(out.online), "--require-impression"),
         ),
-        frozenset({0}),
+        who="simulate-ab",
     )
     step("10. recsys-skew-report per arm: served features against the arm's users' training rows, replayed")
     tables = {
@@ -83,7 +69,7 @@ def write_reports(cfg: ABConfig, paths: OfflinePaths, online: OnlinePaths) -> Re
     }
     for arm in ARMS:
         # exit 1 means something was flagged: the finding, not a failure
-        run_allowing(
+        run(
             module(
                 "analysis.skew_cli",
                 *("--served", str(online.served_log), "--arm", arm),
@@ -91,7 +77,8 @@ def write_reports(cfg: ABConfig, paths: OfflinePaths, online: OnlinePaths) -> Re
                 *("--model", str(paths.base / cfg.model_name / str(VERSIONS[arm]))),
                 *("--seed", str(cfg.seed), "--out", str(out.skew[arm])),
             ),
-            frozenset({0, 1}),
+            ok=frozenset({0, 1}),
+            who="simulate-ab",
         )
     return out
 
