@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from recommender_client.console import bodies
 from recommender_client.console.auth import Guard, Operator
-from recommender_client.console.drafts import Checked, Problem, check_document, check_text
+from recommender_client.console.drafts import Checked, DraftTooLarge, Problem, check_document, check_text
 from recommender_client.console.history import RulesStore, StaleDraft, UnknownVersion, digest_of
 from recommender_client.console.preview import preview
 from recommender_client.features import ContextError
@@ -89,9 +89,10 @@ def _draft(body: bodies.DraftBody, console: Console) -> Checked:
     if body.yaml is not None:
         return check_text(body.yaml)
     assert body.document is not None
-    checked = check_document(body.document)
-    bodies.rules_size(checked.text, console.settings.console)
-    return checked
+    try:
+        return check_document(body.document, max_bytes=console.settings.console.max_rules_bytes)
+    except DraftTooLarge:
+        raise bodies.draft_too_large("the draft's YAML has", console.settings.console) from None
 
 
 def _valid(checked: Checked) -> RuleSet:

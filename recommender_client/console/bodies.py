@@ -110,11 +110,14 @@ def draft_text_size(body: DraftBody, settings: ConsoleSettings) -> None:
 def rules_size(text: str, settings: ConsoleSettings) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > settings.max_rules_bytes:
-        raise ClientError(
-            413,
-            f"the draft has {size} bytes, more than max_rules_bytes={settings.max_rules_bytes}",
-            kind="console_draft_too_large",
-        )
+        raise draft_too_large(f"the draft has {size} bytes,", settings)
+
+
+def draft_too_large(what: str, settings: ConsoleSettings) -> ClientError:
+    """The 413 of a draft past ``max_rules_bytes``; ``what`` says how large it is, when known."""
+    return ClientError(
+        413, f"{what} more than max_rules_bytes={settings.max_rules_bytes}", kind="console_draft_too_large"
+    )
 
 
 def author_of(given: str | None, username: str | None, settings: ConsoleSettings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,10 +66,38 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def to_yaml(document: dict[str, Any]) -> str:
-    """A form's document as YAML (``version`` first, then the rules in order)."""
+class DraftTooLarge(Exception):
+    """A form's document whose YAML runs past ``max_bytes``: the dump stops there."""
+
+
+class _Capped(io.StringIO):
+    """A text buffer refusing to grow past ``max_bytes`` of UTF-8.
+
+    Block-style YAML indents every line by its depth, so a deeply nested list of a 1 MiB JSON
+    body dumps to tens of MB; the emitter writes as it goes, and this stops it at the limit.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self._left = max_bytes
+
+    def write(self, text: str) -> int:
+        self._left -= len(text.encode("utf-8", "surrogatepass"))
+        if self._left < 0:
+            raise DraftTooLarge
+        return super().write(text)
+
+
+def to_yaml(document: dict[str, Any], *, max_bytes: int | None = None) -> str:
+    """A form's document as YAML (``version`` first, then the rules in order).
+
+    Raises:
+        DraftTooLarge: the YAML would be longer than ``max_bytes`` (None: no limit).
+    """
     ordered = {"version": document.get("version", 1), **{k: v for k, v in document.items() if k != "version"}}
-    return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    out = io.StringIO() if max_bytes is None else _Capped(max_bytes)
+    yaml.safe_dump(ordered, out, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return out.getvalue()
 
 
 def _parts(location: str) -> list[int | str]:
@@ -123,10 +152,14 @@ def check_text(text: str, *, source: str = "draft") -> Checked:
     return Checked(text, document, ruleset)
 
 
-def check_document(document: dict[str, Any], *, source: str = "draft") -> Checked:
-    """Validate a form's document: dumped to YAML, then the same check as text."""
+def check_document(document: dict[str, Any], *, max_bytes: int, source: str = "draft") -> Checked:
+    """Validate a form's document: dumped to YAML (at most ``max_bytes``), then the same check as text.
+
+    Raises:
+        DraftTooLarge: its YAML is longer than ``max_bytes``.
+    """
     try:
-        text = to_yaml(document)
+        text = to_yaml(document, max_bytes=max_bytes)
     except yaml.YAMLError as exc:  # a value YAML cannot represent
         return Checked("", document, None, (Problem(f"{source}: cannot be written as YAML: {exc}"),))
     return check_text(text, source=source)

@@ -335,3 +335,30 @@ def test_a_version_number_beyond_any_history_is_a_404(console_client: TestClient
     assert console_client.get("/console/api/history/0", headers=BEARER).status_code == 404
     back = _post(console_client, "rollback", {"version": int(huge), "base_version": 1, "author": "a"})
     assert back.status_code == 404 and "numbered 1 to 1000000000" in back.json()["detail"]
+
+
+def test_a_document_whose_yaml_outgrows_the_limit_is_a_413_while_dumping(
+    console_client: TestClient,
+) -> None:
+    """60 nested lists of 300,000 ones: 900 KB of JSON, but 37 MB of indented YAML, never built."""
+    nested: list = [1] * 300_000
+    for _ in range(60):
+        nested = [nested]
+    body = json.dumps({"document": {"rules": nested}})
+    assert len(body) < 1 << 20  # within max_body_bytes: only the dump is too large
+    answer = console_client.post(
+        "/console/api/validate", headers={**BEARER, "Content-Type": "application/json"}, content=body
+    )
+    assert answer.status_code == 413
+    assert answer.json()["detail"] == "the draft's YAML has more than max_rules_bytes=262144"
+
+
+def test_to_yaml_stops_at_max_bytes() -> None:
+    from recommender_client.console.drafts import DraftTooLarge, to_yaml
+
+    assert to_yaml({"rules": []}, max_bytes=21) == "version: 1\nrules: []\n"  # 21 bytes
+    with pytest.raises(DraftTooLarge):
+        to_yaml({"rules": []}, max_bytes=20)
+    assert to_yaml({"rules": ["é"]}, max_bytes=23) == "version: 1\nrules:\n- é\n"  # 11 + 7 + 5: é is 2 bytes
+    with pytest.raises(DraftTooLarge):
+        to_yaml({"rules": ["é"]}, max_bytes=22)
