@@ -75,25 +75,18 @@ def synthetic_table(contract: FeatureContract, rows: int, rng: np.random.Generat
     return pa.table(columns)
 
 
-def bare_loop(scorer: BatchScorer, table: pa.Table) -> float:
-    """Seconds to score the table's decoded wire arrays with nothing else around the model."""
+def bare_loop(scorer: BatchScorer, table: pa.Table, callers: int = 1) -> float:
+    """Seconds to score the table's decoded wire arrays with nothing else around the model; with
+    ``callers`` > 1 that many signature calls are in flight at once, as the local backend makes
+    them (the ceiling for its scoring part)."""
     inputs = wire_inputs(scorer.contract, table, fill_defaults=False, where="bench", first_row=0)
     start = time.perf_counter()
-    scorer.score(inputs)
-    return time.perf_counter() - start
-
-
-def bare_callers(scorer: BatchScorer, table: pa.Table, callers: int) -> float:
-    """``bare_loop`` with ``callers`` signature calls in flight at once, as the local backend makes
-    them: the ceiling for its scoring part."""
-    inputs = wire_inputs(scorer.contract, table, fill_defaults=False, where="bench", first_row=0)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=callers) as pool:
-        list(
-            pool.map(
-                lambda c: scorer.call(c[0])[: c[1]], chunk_tensors(scorer.contract, inputs, scorer.chunk_rows)
-            )
-        )
+    if callers == 1:
+        scorer.score(inputs)
+    else:
+        chunks = chunk_tensors(scorer.contract, inputs, scorer.chunk_rows)
+        with ThreadPoolExecutor(max_workers=callers) as pool:
+            list(pool.map(lambda chunk: scorer.call(chunk[0])[: chunk[1]], chunks))
     return time.perf_counter() - start
 
 
@@ -153,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare_loop(scorer, table.slice(0, 50_000))  # warm the graph
         for _ in range(args.repeats):
             results["bare"].append(bare_loop(scorer, table))
-            results[callers].append(bare_callers(scorer, table, args.callers))
+            results[callers].append(bare_loop(scorer, table, args.callers))
             results["local"].append(timed(lambda: score_local(job("local", "local"))))
             loads.append(timed(lambda: BatchScorer.load(args.model, chunk_rows=args.chunk_rows).warm()))
         if not args.skip_spark:
