@@ -10,6 +10,7 @@ recsys-online-report and recsys-skew-report per arm -> summary. See docs/AB_WALK
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,6 @@ from training.features import atomic_write_text
 
 def run_ab(cfg: ABConfig) -> dict[str, Any]:
     """The whole A/B; returns the summary (also written to ``cfg.out / "summary.json"``)."""
-    import json
-
     paths, auc = train_and_export(cfg)
     online, tally = simulate(cfg, paths, np.random.default_rng(cfg.seed))
     reports = write_reports(cfg, paths, online)
