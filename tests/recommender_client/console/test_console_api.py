@@ -10,6 +10,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,18 @@ def test_live_rules_and_schema(console_client: TestClient, rules_file: Path) -> 
     )
     schema = console_client.get("/console/api/schema", headers=BEARER).json()
     assert "pin" in schema["kinds"] and "boost" in schema["kinds"]
+    assert schema["kinds"] == [  # the ten rule types, listed by hand
+        "blacklist",
+        "boost",
+        "bury",
+        "category_diversity",
+        "exploration",
+        "filter_seen",
+        "filter_unpublished",
+        "frequency_cap",
+        "freshness",
+        "pin",
+    ]
     boost = schema["schema"]["$defs"]["Boost"]
     assert boost["properties"]["multiplier"]["exclusiveMinimum"] == 1
 
@@ -96,6 +109,12 @@ def test_preview_ranks_live_and_draft_side_by_side(console_client: TestClient) -
     candidates = {c["item_id"]: c for c in answer["candidates"]}
     assert answer["recall"]["candidates"] == len(candidates) == 5
     assert sum(answer["recall"]["by_source"].values()) == 5
+    # an independent route: /recommend with k = 5 serves all five candidates with their sources
+    served = Counter(i["recall_source"] for i in _recommend(console_client, k=5)["items"])
+    assert answer["recall"]["by_source"] == dict(served) and sum(served.values()) == 5
+    assert {c["item_id"]: c["recall_source"] for c in answer["candidates"]} == {
+        i["item_id"]: i["recall_source"] for i in _recommend(console_client, k=5)["items"]
+    }
     assert candidates["i5"]["score"] == pytest.approx(0.5) and candidates["i2"]["model_position"] == 0
     assert answer["live"]["rules_version"] == _live(console_client)["version"]["digest"]
 
