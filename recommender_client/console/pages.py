@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-from recommender_client.console.api import Console
+from recommender_client.console.api import NO_STORE, Console
 from recommender_client.console.api import router as api_router
 from recommender_client.console.auth import COOKIE, Guard
 from recommender_client.console.bodies import check_origin, read_limited
@@ -21,10 +21,10 @@ from recommender_client.console.history import RulesStore
 from recommender_client.service.errors import ClientError
 from recommender_client.service.settings import Settings
 
-# Every console response: never cached, never framed, scripts only from this origin.
+# Every console page: as the API's answers (never cached, never sniffed), also never framed and
+# with scripts only from this origin.
 HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
+    **NO_STORE,
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",  # no-referrer makes a form post's Origin "null"
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
