@@ -22,6 +22,7 @@ from recommender_client.pipeline import RankRequest
 from recommender_client.rerank.rules import RuleSet
 from recommender_client.rerank.schema import KINDS, rules_json_schema
 from recommender_client.service.errors import ClientError, json_response, validation_detail
+from recommender_client.service.request_time import request_now
 from recommender_client.service.settings import Settings
 
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -169,9 +170,7 @@ def _rank_request(request: Request, body: bodies.PreviewBody, console: Console) 
     except ValidationError as exc:
         raise ClientError(422, validation_detail(exc), kind="console_preview") from None
     intake.check(checked)
-    now = checked.now if checked.now is not None else settings.fixed_now  # as /recommend's clock
-    if now is None:
-        now = time.time()
+    now = request_now(checked.now, settings)  # /recommend's clock
     return RankRequest(
         user_id=checked.user_id,
         k=checked.k,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recommender_client.console.settings import ConsoleSettings
 from recommender_client.service.errors import ClientError, validation_detail
+from recommender_client.service.intake import read_limited
 
 MAX_MESSAGE_CHARS = 500
 
@@ -59,37 +60,22 @@ def check_origin(request: Request) -> None:
         raise ClientError(403, f"cross-origin request from {origin[:100]!r} refused", kind="console_origin")
 
 
-async def read_limited(request: Request, limit: int, too_large: Exception) -> bytes:
-    """The body, raising ``too_large`` past ``limit`` bytes as soon as that is known.
-
-    A Content-Length over the limit is refused before anything is read; a body that runs
-    past it while streaming is refused at the chunk that crosses it (the rest is never read).
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_json(request: Request, model: type[_Body], settings: ConsoleSettings) -> Any:
     """The body as ``model``: 415 unless JSON, 413 past ``max_body_bytes``, 400 bad JSON, 422 bad fields."""
     check_origin(request)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise ClientError(415, "the console API takes application/json bodies", kind="console_media_type")
     limit = settings.max_body_bytes
-    too_large = ClientError(
-        413,
-        f"request body larger than {limit} bytes (console max_body_bytes)",
-        kind="console_body_too_large",
-        close=True,
+    raw = await read_limited(
+        request,
+        limit,
+        lambda: ClientError(
+            413,
+            f"request body larger than {limit} bytes (console max_body_bytes)",
+            kind="console_body_too_large",
+            close=True,
+        ),
     )
-    raw = await read_limited(request, limit, too_large)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -16,9 +16,10 @@ from starlette.types import Message, Receive, Scope, Send
 from recommender_client.console.api import NO_STORE, Console
 from recommender_client.console.api import router as api_router
 from recommender_client.console.auth import COOKIE, Guard
-from recommender_client.console.bodies import check_origin, read_limited
+from recommender_client.console.bodies import check_origin
 from recommender_client.console.history import RulesStore
 from recommender_client.service.errors import ClientError
+from recommender_client.service.intake import read_limited
 from recommender_client.service.settings import Settings
 
 # Every console page: as the API's answers (never cached, never sniffed), also never framed and
@@ -115,9 +116,10 @@ async def login(request: Request) -> Response:
         check_origin(request)
     except ClientError as exc:
         return Response(str(exc.detail), status_code=exc.status, headers=HEADERS)
-    too_large = ClientError(413, "login form too large", kind="console_login")
     try:
-        raw = await read_limited(request, MAX_LOGIN_BYTES, too_large)
+        raw = await read_limited(
+            request, MAX_LOGIN_BYTES, lambda: ClientError(413, "login form too large", kind="console_login")
+        )
     except ClientError:  # a form, answered with the login page rather than JSON
         return _login_page("That form was too large.", status=413)
     token = parse_qs(raw.decode("utf-8", "replace")).get("token", [""])[0]

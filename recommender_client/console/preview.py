@@ -5,24 +5,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
-
-import numpy as np
 
 from recommender_client.pipeline import USER_STATE, Batch, Operator, RankRequest
 from recommender_client.plan import build_plan
 from recommender_client.recommender import Recommender
 from recommender_client.rerank.exposure import InMemoryExposureLog
 from recommender_client.rerank.rules import RuleSet
+from recommender_client.service.request_time import exploration_rng
 from recommender_client.state.protocol import EMPTY_STATE
-
-
-def exploration_rng(seed: int, user_id: str, now: float) -> np.random.Generator:
-    """The generator /recommend draws exploration from for this user at ``now`` (same seed material)."""
-    return np.random.default_rng([seed, zlib.crc32(user_id.encode()), int(now)])
 
 
 def _number(value: Any) -> float | None:

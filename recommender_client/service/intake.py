@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import Request
 from pydantic import ValidationError
 
@@ -9,6 +11,25 @@ from recommender_client.excerpt import clip, excerpt
 from recommender_client.service.errors import ClientError, validation_detail
 from recommender_client.service.schemas import TOO_MANY_CANDIDATES, RecommendRequest, request_model
 from recommender_client.service.settings import Settings
+
+
+async def read_limited(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """The body, raising ``too_large()`` past ``limit`` bytes as soon as that is known.
+
+    A Content-Length over the limit is refused before anything is read; a body that runs
+    past it while streaming is refused at the chunk that crosses it (the rest is never read).
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Intake:
@@ -32,18 +53,7 @@ class Intake:
 
     async def read(self, request: Request) -> bytes:
         """The body, refusing one over the limit as soon as that is known (the rest is never read)."""
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
-            raise self._too_large()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(request, self.settings.max_body_bytes, self._too_large)
 
     def _too_large(self) -> ClientError:
         return ClientError(

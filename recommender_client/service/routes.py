@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,6 +17,7 @@ from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.readiness import readiness
 from recommender_client.service.request_id import HEADER as REQUEST_ID_HEADER
 from recommender_client.service.request_id import request_id
+from recommender_client.service.request_time import exploration_rng, request_now
 from recommender_client.service.schemas import RankedItem, RecommendResponse, request_model
 from recommender_client.service.settings import Settings
 
@@ -95,13 +94,7 @@ async def recommend(request: Request) -> Response:
         body = state.intake.parse(await state.intake.read(request))
     except ClientError as exc:
         return _refused(metrics, exc)
-    now = (
-        body.now
-        if body.now is not None
-        else settings.fixed_now
-        if settings.fixed_now is not None
-        else time.time()
-    )
+    now = request_now(body.now, settings)
     rank_request = RankRequest(
         user_id=body.user_id,
         k=body.k,
@@ -109,7 +102,7 @@ async def recommend(request: Request) -> Response:
         now=now,
         candidates=tuple(body.candidates) if body.candidates is not None else None,
         deadline=started + settings.request_deadline_s,
-        rng=np.random.default_rng([settings.seed, zlib.crc32(body.user_id.encode()), int(now)]),
+        rng=exploration_rng(settings.seed, body.user_id, now),
         request_id=rid,
     )
     recommender = state.recommender
