@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError, VersionExistsError
-from training.features import atomic_write_text
+from training.features import atomic_write_text, fsync_path
 
 TEMP_PREFIX = ".tmp-"
 LOCK_FILENAME = ".export.lock"
@@ -114,20 +114,8 @@ def fsync_tree(root: Path) -> None:
     """Flush every file and directory under ``root`` to disk, so a rename publishes durable bytes."""
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(Path(dirpath, name))
+        fsync_path(Path(dirpath))
 
 
 def publish_staging(staging: Path, model_dir: Path, version: int) -> Path:
@@ -146,7 +134,7 @@ def publish_staging(staging: Path, model_dir: Path, version: int) -> Path:
         os.rename(staging, target)
     except OSError as exc:
         raise ExportError(f"cannot publish {staging} as {target}: {exc.strerror or exc}") from exc
-    _fsync_dir(model_dir)
+    fsync_path(model_dir)
     return target
 
 

@@ -7,17 +7,16 @@ import difflib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from recommender_client.rerank.rules import MAX_RULES_BYTES, RulesError, parse_rules
+from training.features import atomic_write_bytes
 
 # The author recorded for a file found changed on disk (edited outside the console).
 FILE_AUTHOR = "(rules file)"
@@ -65,37 +64,6 @@ class StaleDraft(Exception):
 
 class UnknownVersion(LookupError):
     """No such version in the history (never published, or pruned beyond ``max_history``)."""
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace ``path`` by ``data`` so that readers see the old file or the new one, never a part.
-
-    A temporary file in the same folder is written, flushed to disk and renamed over ``path``
-    (``os.replace`` is atomic on POSIX), then the folder itself is synced so the rename survives
-    a crash. ``mode``: permission bits of the new file (default: those of the file replaced).
-    """
-    if mode is None:
-        with contextlib.suppress(FileNotFoundError):
-            mode = path.stat().st_mode & 0o7777
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_text(path: Path, limit: int = MAX_RULES_BYTES) -> str:
@@ -201,8 +169,8 @@ class RulesStore:
             valid=valid,
         )
         text_path, meta_path = self._paths(version.number)
-        write_atomic(text_path, text.encode("utf-8", "surrogateescape"), mode=0o644)
-        write_atomic(meta_path, json.dumps(version.to_json(), sort_keys=True).encode(), mode=0o644)
+        atomic_write_bytes(text_path, text.encode("utf-8", "surrogateescape"))
+        atomic_write_bytes(meta_path, json.dumps(version.to_json(), sort_keys=True).encode())
         return version
 
     def _forget(self, number: int) -> None:
@@ -281,8 +249,11 @@ class RulesStore:
                 raise StaleDraft(base, live.number)
             version = self._append(text, author=author, message=message, rollback_of=rollback_of)
             try:
-                # through a symlink: the file it names is replaced, the link stays
-                write_atomic(self.rules_path.resolve(), text.encode("utf-8", "surrogateescape"))
+                # through a symlink: the file it names is replaced, the link stays; the
+                # operator's permission bits are kept (mode=None)
+                atomic_write_bytes(
+                    self.rules_path.resolve(), text.encode("utf-8", "surrogateescape"), mode=None
+                )
             except BaseException:
                 self._forget(version.number)
                 raise

@@ -146,6 +146,7 @@ def test_publish_writes_the_file_and_the_service_follows(
     console_client: TestClient, rules_file: Path
 ) -> None:
     inode = rules_file.stat().st_ino
+    rules_file.chmod(0o640)  # the operator's permission bits survive a publish
     answer = _post(
         console_client, "publish", {"yaml": BAN_I3, "base_version": 1, "author": "alice", "message": "no i3"}
     ).json()
@@ -159,6 +160,7 @@ def test_publish_writes_the_file_and_the_service_follows(
     assert (
         rules_file.read_text() == BAN_I3 and rules_file.stat().st_ino != inode
     )  # renamed over, not rewritten
+    assert rules_file.stat().st_mode & 0o777 == 0o640
     served = _recommend(console_client)
     assert [i["item_id"] for i in served["items"]] == ["i2", "i6", "i1"]
     assert served["rules_version"] == version["digest"] == answer["in_force"]["digest"]
@@ -171,6 +173,7 @@ def test_publish_writes_the_file_and_the_service_follows(
     ]
     assert (history / "000002.yaml").read_text() == BAN_I3
     assert json.loads((history / "000002.json").read_text())["author"] == "alice"
+    assert {p.stat().st_mode & 0o777 for p in history.glob("00000*")} == {0o644}
     assert not [p for p in rules_file.parent.iterdir() if p.name.endswith(".tmp")]
     by_basic = _post(console_client, "publish", {"yaml": RULES, "base_version": 2}, headers=BASIC).json()
     assert by_basic["version"]["author"] == USER  # the basic-auth user when the body names nobody
