@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError
-from training.features import FeatureContract
+from training.features import FeatureContract, atomic_write_bytes
 
 SERVING_DEFAULT = "serving_default"
 CLASSIFY_SIGNATURE = "classification"
@@ -89,10 +89,7 @@ def set_method_names(export_dir: Path, method_names: Mapping[str, str]) -> None:
         if key not in meta_graph.signature_def:
             raise ExportError(f"{export_dir}: no signature {key!r} to set method name {method!r} on")
         meta_graph.signature_def[key].method_name = method
-    path = Path(export_dir) / SAVED_MODEL_PB
-    tmp = path.with_name(f".{SAVED_MODEL_PB}.tmp")
-    tmp.write_bytes(proto.SerializeToString(deterministic=True))
-    tmp.replace(path)
+    atomic_write_bytes(Path(export_dir) / SAVED_MODEL_PB, proto.SerializeToString(deterministic=True))
     _rewrite_fingerprint(Path(export_dir))
 
 

@@ -15,7 +15,6 @@ The table is written to ``OUT.tmp`` and renamed, so a reader never sees half a f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recommender_client.jsonl_log import ReadStats, log_files, read_records
+from training.features import atomic_path
 
 META = (
     "request_id",
@@ -144,14 +144,12 @@ def join(
 
 
 def write_parquet(columns: dict[str, list[Any]], out: Path) -> None:
-    """Write the table to ``out`` through a temporary file in the same folder, then rename."""
+    """Write the table to ``out`` through a temporary file in the same folder, then rename (``atomic_path``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(pa.table(columns), tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.table(columns), tmp)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

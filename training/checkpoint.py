@@ -80,18 +80,27 @@ def _field_defaults() -> dict[str, Any]:
 
 
 def commit(model: Any, checkpoint_dir: Path, state: dict[str, Any]) -> None:
-    """Write the epoch's weights, then ``state.json`` pointing at them, then prune older files.
-
-    ``model.save`` needs a ``.keras`` name, so the temporary file is ``.epoch-N.<random>.tmp.keras``.
-    """
+    """Write the epoch's weights, then ``state.json`` pointing at them, then prune older files."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     name = weights_name(int(state["epoch"]))
-    with atomic_path(checkpoint_dir / name) as tmp:
-        keras_tmp = tmp.with_suffix(".keras")
-        model.save(keras_tmp)
-        keras_tmp.replace(tmp)
+    save_model(model, checkpoint_dir / name)
     commit_state(checkpoint_dir, {**state, "weights": name})
     prune(checkpoint_dir, keep=name)
+
+
+def save_model(model: Any, path: Path) -> None:
+    """``model.save`` to ``path`` through :func:`atomic_path` (a whole ``.keras`` file or the old one).
+
+    ``model.save`` needs a ``.keras`` name, so it writes ``.<name>.<random>.keras`` beside the
+    temporary file and that is renamed onto it.
+    """
+    with atomic_path(path) as tmp:
+        keras_tmp = tmp.with_suffix(".keras")
+        try:
+            model.save(keras_tmp)
+            keras_tmp.replace(tmp)
+        finally:
+            keras_tmp.unlink(missing_ok=True)
 
 
 def commit_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:

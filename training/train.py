@@ -76,9 +76,7 @@ def _reseed_generators(model: Any, epoch: int) -> None:
 
 def _save_best(model: Any, out_dir: Path) -> None:
     """Save the best model atomically as ``model.keras`` (export drops the optimizer state)."""
-    tmp = out_dir / ".model.tmp.keras"
-    model.save(tmp)
-    tmp.replace(out_dir / MODEL_FILENAME)
+    ckpt.save_model(model, out_dir / MODEL_FILENAME)
 
 
 def _write_log(out_dir: Path, history: list[dict[str, float]]) -> None:
