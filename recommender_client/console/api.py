@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from recommender_client.console import bodies
 from recommender_client.console.auth import Guard, Operator
 from recommender_client.console.drafts import Checked, DraftTooLarge, Problem, check_document, check_text
-from recommender_client.console.history import RulesStore, StaleDraft, UnknownVersion, digest_of
+from recommender_client.console.history import RulesStore, StaleDraft, UnknownVersion
 from recommender_client.console.preview import preview
 from recommender_client.features import ContextError
 from recommender_client.pipeline import RankRequest
-from recommender_client.rerank.rules import RuleSet
+from recommender_client.rerank.rules import RuleSet, rules_digest
 from recommender_client.rerank.schema import KINDS, rules_json_schema
 from recommender_client.service.errors import ClientError, json_response, validation_detail
 from recommender_client.service.request_time import request_now
@@ -242,7 +242,7 @@ async def version(request: Request, number: int) -> Response:
     except UnknownVersion as exc:
         raise ClientError(404, str(exc), kind="console_version") from None
     return _ok(
-        {"version": found.to_json(), "yaml": _shown(text), "diff": _shown(diff), "digest": digest_of(text)}
+        {"version": found.to_json(), "yaml": _shown(text), "diff": _shown(diff), "digest": rules_digest(text)}
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fcntl
-import hashlib
 import json
 import re
 import threading
@@ -15,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recommender_client.rerank.rules import MAX_RULES_BYTES, RulesError, parse_rules
+from recommender_client.rerank.rules import RulesError, parse_rules, read_rules_text, rules_digest
 from training.features import atomic_write_bytes
 
 # The author recorded for a file found changed on disk (edited outside the console).
@@ -26,11 +25,6 @@ MAX_DIFF_CHARS = 200_000
 # No history grows this far; a larger number asked for (a path or a body field) is simply absent,
 # never a file name longer than the file system takes (an OSError, a 500).
 MAX_VERSION = 10**9
-
-
-def digest_of(text: str) -> str:
-    """The rules version the service reports (``RuleSet.digest``): sha256 of the file's bytes, 12 hex digits."""
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -64,15 +58,6 @@ class StaleDraft(Exception):
 
 class UnknownVersion(LookupError):
     """No such version in the history (never published, or pruned beyond ``max_history``)."""
-
-
-def read_text(path: Path, limit: int = MAX_RULES_BYTES) -> str:
-    """A UTF-8 file of at most ``limit`` bytes (what the service's reload would accept)."""
-    with path.open("rb") as f:
-        raw = f.read(limit + 1)
-    if len(raw) > limit:
-        raise RulesError(f"{path}: larger than {limit} bytes")
-    return raw.decode("utf-8", "surrogateescape")
 
 
 class RulesStore:
@@ -146,7 +131,7 @@ class RulesStore:
     def _read(self, number: int) -> tuple[Version, str]:
         version = self._meta(number)
         try:
-            text = read_text(self._paths(number)[0])
+            text = read_rules_text(self._paths(number)[0], keep_undecodable=True)
         except FileNotFoundError:
             raise UnknownVersion(f"no version {number} in {self.history_dir}") from None
         except RulesError as exc:
@@ -162,7 +147,7 @@ class RulesStore:
             number=(parent or 0) + 1,
             author=author,
             time=self._clock(),
-            digest=digest_of(text),
+            digest=rules_digest(text),
             message=message,
             parent=parent,
             rollback_of=rollback_of,
@@ -184,7 +169,7 @@ class RulesStore:
 
     def _head(self) -> tuple[Version, str]:
         """The newest version, adopting the rules file first when it differs (call under the lock)."""
-        text = read_text(self.rules_path)
+        text = read_rules_text(self.rules_path, keep_undecodable=True)
         numbers = self._numbers()
         if numbers:
             with contextlib.suppress(UnknownVersion):  # an unreadable newest one is superseded

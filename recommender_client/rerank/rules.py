@@ -119,9 +119,18 @@ def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
         if rule.spec is not None and rule.spec.enabled:
             rules.append(rule)
     _check_together(rules, source)
-    return RuleSet(
-        tuple(rules), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12], source
-    )
+    return RuleSet(tuple(rules), rules_digest(text), source)
+
+
+def rules_digest(text: str) -> str:
+    """The rules version the service reports (``RuleSet.digest``): sha256 of the file's bytes, 12 hex digits.
+
+    The console keeps a damaged file's undecodable bytes as lone surrogates
+    (``read_rules_text(keep_undecodable=True)``); ``surrogateescape`` turns them back into those
+    bytes, so its digest is still that of the file. Text that parses holds no surrogates (PyYAML
+    refuses them), so for valid rules this is plain UTF-8.
+    """
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def _parse_rule(entry: Any, index: int, source: str) -> Rule:
@@ -153,22 +162,38 @@ def _check_together(rules: Sequence[Rule], source: str) -> None:
         raise RulesError(f"{source}: rules {explorations}: at most one exploration rule")
 
 
+def read_rules_text(path: Path, *, keep_undecodable: bool = False) -> str:
+    """The text of a rules file of at most ``MAX_RULES_BYTES``: the one reader of service and console.
+
+    The service refuses a file that is not UTF-8 (its reload keeps the rules in force); the
+    console reads one anyway (``keep_undecodable``: such bytes become lone surrogates) so it can
+    show it, record it as a version and replace it.
+
+    Raises:
+        OSError: the file cannot be read.
+        RulesError: it is larger than ``MAX_RULES_BYTES``, or not UTF-8 (unless ``keep_undecodable``).
+    """
+    with path.open("rb") as f:
+        raw = f.read(MAX_RULES_BYTES + 1)
+    if len(raw) > MAX_RULES_BYTES:
+        raise RulesError(f"{path}: larger than {MAX_RULES_BYTES} bytes")
+    if keep_undecodable:
+        return raw.decode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError(
+            f"{path}: not UTF-8: byte {raw[exc.start]:#04x} at offset {exc.start} ({exc.reason})"
+        ) from exc
+
+
 def load_rules(path: str | Path) -> RuleSet:
     """Read and validate a rules file (UTF-8, at most ``MAX_RULES_BYTES``)."""
     source = Path(path)
     try:
-        with source.open("rb") as f:
-            raw = f.read(MAX_RULES_BYTES + 1)
+        text = read_rules_text(source)
     except OSError as exc:
         raise RulesError(f"cannot read rules file {source}: {exc}") from exc
-    if len(raw) > MAX_RULES_BYTES:
-        raise RulesError(f"{source}: larger than {MAX_RULES_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RulesError(
-            f"{source}: not UTF-8: byte {raw[exc.start]:#04x} at offset {exc.start} ({exc.reason})"
-        ) from exc
     return parse_rules(text, source=str(source))
 
 

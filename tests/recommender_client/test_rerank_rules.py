@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from recommender_client.rerank.rules import (
     build_operators,
     load_rules,
     parse_rules,
+    read_rules_text,
+    rules_digest,
     to_epoch,
 )
 
@@ -177,6 +180,25 @@ def test_load_rules_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("rules: [{name: x, type: nope}]")
     with pytest.raises(RulesError, match=r"bad.yaml: rule 'x'"):
         load_rules(tmp_path / "bad.yaml")
+
+
+def test_one_reader_and_digest_for_the_service_and_the_console(tmp_path: Path) -> None:
+    """The console keeps a damaged file's bytes (its digest is theirs); the service refuses them."""
+    path = tmp_path / "r.yaml"
+    raw = b"rules: [{name: caf\xe9, type: filter_unpublished}]\n"
+    path.write_bytes(raw)
+    kept = read_rules_text(path, keep_undecodable=True)
+    assert kept == "rules: [{name: caf\udce9, type: filter_unpublished}]\n"
+    assert rules_digest(kept) == hashlib.sha256(raw).hexdigest()[:12]
+    with pytest.raises(RulesError, match="not UTF-8: byte 0xe9"):
+        read_rules_text(path)
+    good = "rules: [{name: café, type: filter_unpublished}]\n"
+    path.write_text(good, encoding="utf-8")
+    assert (
+        parse_rules(read_rules_text(path)).digest
+        == rules_digest(read_rules_text(path, keep_undecodable=True))
+        == hashlib.sha256(good.encode()).hexdigest()[:12]
+    )
 
 
 def test_load_rules_refuses_bytes_that_are_not_utf8_and_oversized_files(tmp_path: Path) -> None:
