@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from recommender_client.rerank.rules import RulesError, RuleSet, parse_rules
+from recommender_client.rerank.rules import RulesError, RuleSet, parse_yaml, rules_from_document
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 
@@ -137,14 +137,17 @@ def _yaml_line(exc: RulesError) -> int | None:
 
 
 def check_text(text: str, *, source: str = "draft") -> Checked:
-    """Validate YAML text exactly as the service's reload does (``parse_rules``)."""
+    """Validate YAML text exactly as the service's reload does (``parse_rules``), parsing it once.
+
+    The document (for the form) is the one validated; it is None where the YAML does not parse
+    or nests deeper than the service reads.
+    """
+    document: dict[str, Any] | None = None
     try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, RecursionError):
-        data = None
-    document = json_safe(data) if isinstance(data, dict) else None
-    try:
-        ruleset = parse_rules(text, source=source)
+        data = parse_yaml(text, source=source)
+        if isinstance(data, dict):
+            document = json_safe(data)
+        ruleset = rules_from_document(data, text=text, source=source)
     except RulesError as exc:
         lines = tuple(line_of(text, loc) for loc in exc.locations) or (_yaml_line(exc),)
         problem = Problem(str(exc), exc.locations, lines)

@@ -83,13 +83,30 @@ def parse_rules(text: str, *, source: str = "<memory>") -> RuleSet:
     Raises:
         RulesError: naming the file, the rule (name or index) and the field at fault.
     """
+    return rules_from_document(parse_yaml(text, source=source), text=text, source=source)
+
+
+def parse_yaml(text: str, *, source: str = "<memory>") -> Any:
+    """The YAML document of rules text, its depth checked first; any parse failure a ``RulesError``.
+
+    The first half of :func:`parse_rules`, apart so the console can show a draft's document and
+    validate it without parsing the text twice.
+    """
     try:
         _check_depth(text, source)
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"{source}: not valid YAML: {clip(str(exc), 500)}") from exc
     except ValueError as exc:  # the SafeLoader's own constructors, e.g. a timestamp 2024-02-30
         raise RulesError(f"{source}: not valid YAML: {clip(str(exc), 500)}") from exc
+
+
+def rules_from_document(data: Any, *, text: str, source: str = "<memory>") -> RuleSet:
+    """The second half of :func:`parse_rules`: ``data`` is ``parse_yaml(text)``, ``text`` gives the digest.
+
+    Raises:
+        RulesError: as :func:`parse_rules`.
+    """
     if data is None:
         raise RulesError(f"{source}: the file is empty; to clear every rule write {CLEAR_ALL!r}")
     if not isinstance(data, dict):
