@@ -31,7 +31,8 @@ class RankRequest:
         now: wall-clock epoch seconds the rules evaluate time windows and ages against.
         candidates: an explicit candidate list that replaces recall.
         deadline: ``time.monotonic()`` value by which the answer must be ready.
-        seed: seeds the exploration RNG when ``rng`` is not given.
+        seed: seeds the exploration RNG when ``rng`` is not given (an int or a sequence of
+            ints, as ``numpy.random.default_rng`` takes; the generator is built only if drawn from).
         rng: the random generator for exploration (passed in, so runs are reproducible).
         request_id: names the request in the served log, the response and the events that
             follow it (clicks are joined back to what was served through it).
@@ -43,7 +44,7 @@ class RankRequest:
     now: float = 0.0
     candidates: tuple[str, ...] | None = None
     deadline: float | None = None
-    seed: int = 0
+    seed: int | tuple[int, ...] = 0
     rng: np.random.Generator | None = field(default=None, compare=False)
     request_id: str = ""
 

@@ -46,6 +46,9 @@ _WIRE: dict[int, _Wire] = {
 }
 _ITEMSIZE: dict[int, int] = {dt: np.dtype(w.content).itemsize for dt, w in _WIRE.items() if w.content}
 _NUMPY_TO_DT: dict[str, int] = {w.name: dt for dt, w in _WIRE.items() if w.content is not None}
+# The same by native dtype object: a dict hit costs ~0.1 us where ``dtype.name`` (computed in
+# Python by numpy) costs ~2 us, and fill_tensor asks once per input of every Predict.
+_NATIVE_TO_DT: dict[np.dtype, int] = {np.dtype(name): dt for name, dt in _NUMPY_TO_DT.items()}
 
 
 def dtype_name(datatype: int) -> str:
@@ -61,9 +64,12 @@ def dtype_name(datatype: int) -> str:
 
 def wire_dtype(array: np.ndarray) -> int:
     """The DataType an array is sent as; object, str and bytes arrays are DT_STRING."""
+    datatype = _NATIVE_TO_DT.get(array.dtype)
+    if datatype is not None:
+        return datatype
     if array.dtype.kind in "OUS":
         return types_pb2.DT_STRING
-    try:
+    try:  # e.g. a big-endian array: sent as its little-endian twin
         return _NUMPY_TO_DT[array.dtype.name]
     except KeyError:
         raise InvalidRequest(f"cannot send numpy dtype {array.dtype} to TF Serving") from None

@@ -17,7 +17,7 @@ from recommender_client.service.metrics import ServiceMetrics
 from recommender_client.service.readiness import readiness
 from recommender_client.service.request_id import HEADER as REQUEST_ID_HEADER
 from recommender_client.service.request_id import request_id
-from recommender_client.service.request_time import exploration_rng, request_now
+from recommender_client.service.request_time import exploration_seed, request_now
 from recommender_client.service.schemas import RankedItem, RecommendResponse, request_model
 from recommender_client.service.settings import Settings
 
@@ -102,7 +102,7 @@ async def recommend(request: Request) -> Response:
         now=now,
         candidates=tuple(body.candidates) if body.candidates is not None else None,
         deadline=started + settings.request_deadline_s,
-        rng=exploration_rng(settings.seed, body.user_id, now),
+        seed=exploration_seed(settings.seed, body.user_id, now),
         request_id=rid,
     )
     recommender = state.recommender
