@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.features import atomic_path, atomic_write_text
+from training.atomic_files import atomic_path, atomic_write_text
 
 
 def new_figure(width: float = 7.0, height: float = 4.0) -> Any:

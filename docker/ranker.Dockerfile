@@ -26,7 +26,7 @@ RUN python docker/requirements.py pyproject.toml > /tmp/requirements.txt \
 
 # The service plus the pure-Python feature contract it imports; the TensorFlow packages stay out.
 COPY recommender_client /src/recommender_client
-COPY training/__init__.py training/features.py /src/training/
+COPY training/__init__.py training/features.py training/atomic_files.py training/context_features.py /src/training/
 RUN pip install --no-deps . \
     && cd / && rm -rf /src \
     && python -c "import importlib.util as u, recommender_client.service.app; assert u.find_spec('tensorflow') is None, 'tensorflow must not be installed'"

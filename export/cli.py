@@ -128,7 +128,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from export.run_dir import load_training_run
     from export.verify import verify_export
-    from training.features import atomic_write_text
+    from training.atomic_files import atomic_write_text
 
     run = load_training_run(args.model_dir) if args.model_dir is not None else None
     frame = None

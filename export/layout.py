@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError, VersionExistsError
-from training.features import atomic_write_text, fsync_path
+from training.atomic_files import atomic_write_text, fsync_path
 
 TEMP_PREFIX = ".tmp-"
 LOCK_FILENAME = ".export.lock"

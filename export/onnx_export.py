@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from export.errors import ExportError
-from training.features import FeatureContract, atomic_write_bytes
+from training.atomic_files import atomic_write_bytes
+from training.features import FeatureContract
 
 DEFAULT_OPSET = 17
 CONTRACT_METADATA_KEY = "feature_contract"

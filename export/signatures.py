@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError
-from training.features import FeatureContract, atomic_write_bytes
+from training.atomic_files import atomic_write_bytes
+from training.features import FeatureContract
 
 SERVING_DEFAULT = "serving_default"
 CLASSIFY_SIGNATURE = "classification"

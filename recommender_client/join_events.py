@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recommender_client.jsonl_log import ReadStats, log_files, read_records
-from training.features import atomic_path
+from training.atomic_files import atomic_path
 
 META = (
     "request_id",

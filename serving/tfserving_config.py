@@ -21,7 +21,7 @@ from pathlib import Path
 
 from recommender_client.service.settings import DEFAULT_PREDICT_CHUNK_SIZE
 from serving.model_server.config import DEFAULT_PROMETHEUS_PATH, parse_batching_parameters
-from training.features import atomic_write_text
+from training.atomic_files import atomic_write_text
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"

@@ -14,8 +14,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from training.atomic_files import atomic_path, atomic_write_text
 from training.config import ConfigError, TrainConfig
-from training.features import atomic_path, atomic_write_text
 
 STATE_FILENAME = "state.json"
 LEGACY_WEIGHTS = "last.keras"

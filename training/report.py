@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from training.atomic_files import atomic_path, atomic_write_text
 from training.data.splits import split_note
-from training.features import atomic_path, atomic_write_text
 
 # Scalars shown in the Markdown table: (result key, column header); "{k}" is the ranking cut-off.
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (

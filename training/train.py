@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from training import checkpoint as ckpt
+from training.atomic_files import atomic_write_text
 from training.config import TrainConfig
-from training.features import CONTRACT_FILENAME, FeatureContract, atomic_write_text
+from training.features import CONTRACT_FILENAME, FeatureContract
 from training.tracking import Tracker
 
 MODEL_FILENAME = "model.keras"

@@ -23,7 +23,7 @@ from demo.ab.offline import train_and_export
 from demo.ab.online import simulate
 from demo.ab.reports import print_summary, read_summary, write_reports
 from demo.run import REPO
-from training.features import atomic_write_text
+from training.atomic_files import atomic_write_text
 
 
 def run_ab(cfg: ABConfig) -> dict[str, Any]:

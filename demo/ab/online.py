@@ -16,9 +16,10 @@ from demo.ab.offline import VERSIONS, OfflinePaths
 from demo.ab.traffic import SimulatedUsers
 from demo.processes import Server, free_port, http_json
 from demo.run import module, step
+from training.atomic_files import atomic_write_text
 from training.data.synthetic import read_config
 from training.data.synthetic_world import build_world
-from training.features import FeatureContract, atomic_write_text
+from training.features import FeatureContract
 
 EXPERIMENT = "price-pipeline-canary"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recommender_client.rerank.rules import RulesError, parse_rules, read_rules_text, rules_digest
-from training.features import atomic_write_bytes
+from training.atomic_files import atomic_write_bytes
 
 # The author recorded for a file found changed on disk (edited outside the console).
 FILE_AUTHOR = "(rules file)"

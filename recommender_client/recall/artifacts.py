@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import atomic_write_bytes
+from training.atomic_files import atomic_write_bytes
 
 ARTIFACTS_VERSION = 1
 MANIFEST = "manifest.json"

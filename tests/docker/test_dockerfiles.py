@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,8 +102,17 @@ def test_ranker_is_non_root_without_tensorflow(ranker: list[Instruction]) -> Non
     assert re.search(r"requirements\.py pyproject\.toml >", runs)
     assert "find_spec('tensorflow') is None" in runs
     copied = {src for c in named(ranker, "COPY") for src in c.text.split()[:-1]}
-    assert "training/features.py" in copied
     assert not copied & {"serving", "export", "training", "training/"}, copied
+    # Every training module the ranker's process imports is copied (the image has no others).
+    probe = "import sys, recommender_client.service.app, recommender_client.console.api; " + (
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('training'))))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    needed = {m.replace(".", "/") + ("/__init__.py" if m == "training" else ".py") for m in imported}
+    assert "training/features.py" in needed
+    assert needed <= copied, sorted(needed - copied)
 
 
 def test_ranker_healthcheck_probes_healthz(ranker: list[Instruction]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.features import FeatureContract, atomic_path
+from training.atomic_files import atomic_path
+from training.features import FeatureContract
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 

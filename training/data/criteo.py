@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.features import Entity, FeatureContract, atomic_path
+from training.atomic_files import atomic_path
+from training.features import Entity, FeatureContract
 
 from .base import (
     DEFAULT_FRACTIONS,

@@ -12,8 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from training.atomic_files import atomic_path, atomic_write_text
 from training.context_features import derive_time_context
-from training.features import Entity, FeatureContract, atomic_path, atomic_write_text
+from training.features import Entity, FeatureContract
 
 from .base import (
     DEFAULT_FRACTIONS,
