@@ -130,6 +130,24 @@ def check_parquet_files(
     return total
 
 
+def check_csv_files(
+    contract: FeatureContract, files: Sequence[Path], *, passthrough: Sequence[str], fill_defaults: bool
+) -> None:
+    """Check every CSV file's header and the types of its first block (4 MiB) before any scoring."""
+    for path in files:
+        try:
+            stream = pa_csv.open_csv(
+                path,
+                read_options=pa_csv.ReadOptions(block_size=1 << 22),
+                convert_options=csv_read_options(contract),
+            )
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ContractMismatchError(f"{path}: {exc}") from exc
+        check_schema(
+            contract, stream.schema, source=str(path), passthrough=passthrough, fill_defaults=fill_defaults
+        )
+
+
 def _refuse_nulls(contract: FeatureContract, meta: pq.ParquetFile, path: Path) -> None:
     index = {meta.metadata.schema.column(i).path: i for i in range(meta.metadata.num_columns)}
     start = 0
@@ -152,10 +170,17 @@ def _refuse_nulls(contract: FeatureContract, meta: pq.ParquetFile, path: Path) -
 
 
 def iter_batches(
-    path: Path, fmt: str, contract: FeatureContract, *, columns: Sequence[str], batch_rows: int
+    path: Path,
+    fmt: str,
+    contract: FeatureContract,
+    *,
+    columns: Sequence[str],
+    batch_rows: int,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The file's ``columns`` (those present) in batches of at most ``batch_rows``: memory stays
-    bounded whatever the file's size."""
+    bounded whatever the file's size. ``row_groups`` limits a Parquet file to those row groups
+    (a Spark task's split); a CSV file is always read whole."""
     if fmt == "parquet":
         # String features are read as dictionaries: ids repeat, and a dictionary's values become
         # Python bytes once per distinct value instead of once per row (wire_inputs)
@@ -164,7 +189,7 @@ def iter_batches(
         strings = [f.name for f in contract.features if f.dtype == "string" and f.name in names]
         reader = pq.ParquetFile(path, metadata=metadata, read_dictionary=strings)
         present = [c for c in columns if c in reader.schema_arrow.names]
-        yield from reader.iter_batches(batch_size=batch_rows, columns=present)
+        yield from reader.iter_batches(batch_size=batch_rows, columns=present, row_groups=row_groups)
         return
     try:
         stream = pa_csv.open_csv(

@@ -146,8 +146,16 @@ def _load_warm(config: BatchScoreConfig) -> BatchScorer:
     return scorer
 
 
-def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = lambda n: None) -> int:
+def score_local(
+    config: BatchScoreConfig,
+    *,
+    on_rows: Callable[[int], None] = lambda n: None,
+    scorer: BatchScorer | None = None,
+) -> int:
     """Score every input row in this process; returns the number of rows written.
+
+    ``scorer``, when given, is a model already loaded (and warmed) for ``config``'s version and
+    chunk size: a process scoring several tables loads it once, as a Spark worker does.
 
     Four things overlap: the model loads (and is warmed on one chunk) on its own thread while
     the inputs are checked and the first batches read; a reader thread reads, checks and turns
@@ -156,9 +164,18 @@ def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
     output at most ``WRITE_BATCHES`` behind. Each chunk is still exactly ``chunk_rows`` rows,
     so the scores are the bits the Spark backend gives.
     """
+    if scorer is not None and (scorer.version_dir, scorer.chunk_rows) != (
+        config.version_dir,
+        config.chunk_rows,
+    ):
+        raise ExportError(f"the given scorer is {scorer.version_dir} at {scorer.chunk_rows} rows per call")
     contract, _ = read_assets(config.version_dir)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model")
-    loading = loader.submit(_load_warm, config)
+    loading: Future[BatchScorer] = Future()
+    if scorer is None:
+        loading = loader.submit(_load_warm, config)
+    else:
+        loading.set_result(scorer)
     try:
         if config.input_format == "parquet":
             check_parquet_files(
@@ -206,9 +223,9 @@ def score_local(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
             in_flight: deque[tuple[_ReadBatch, list[Future[np.ndarray]]]] = deque()
             with reader as items:  # closing: a failure here stops the reader thread too
                 for item in items:
-                    scorer = loading.result()
+                    loaded = loading.result()
                     # chunks of this batch are called while the previous batch's last ones finish
-                    in_flight.append((item, [pool.submit(_call, scorer, t, rows) for t, rows in item.chunks]))
+                    in_flight.append((item, [pool.submit(_call, loaded, t, rows) for t, rows in item.chunks]))
                     if len(in_flight) > 1:
                         emit(*in_flight.popleft())
                 while in_flight:

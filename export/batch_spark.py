@@ -1,11 +1,15 @@
-"""The Spark backend of ``recsys-batch-score``: ``DataFrame.mapInArrow`` over the same scorer.
+"""The Spark backend of ``recsys-batch-score``: ``DataFrame.mapInArrow`` over the same reader and scorer.
 
-Each Python worker loads the SavedModel once (``_worker_scorer`` keeps one per model directory
-in that worker process, which Spark reuses across tasks) and scores the Arrow batches Spark
-hands it with ``BatchScorer.score``, the local backend's code, so both backends give the same
-bits for every row. The model directory must be a path every executor sees (a shared
-filesystem); here ``local[*]`` runs the workers on this machine. Under ``spark-submit`` the
-session comes from the submit's own configuration and ``--spark-master`` is ignored.
+Spark distributes the input's splits (one Parquet row group or one CSV file each) as tasks; each
+Python worker reads its splits with the local backend's reader (``iter_batches``, ``wire_inputs``)
+and scores them with ``BatchScorer.score``, so both backends give the same bits for every row,
+and Spark writes the output and retries failed tasks. The JVM never decodes the features: it
+only carries the pass-through columns and the score. Each worker loads the SavedModel once
+(``_worker_scorer`` keeps one per model directory in that worker process, which Spark reuses
+across tasks). The model directory and the inputs must be paths every executor sees (a shared
+filesystem), as the driver checks the inputs before the job; here ``local[*]`` runs the workers on
+this machine. Under ``spark-submit`` the session comes from the submit's own configuration and
+``--spark-master`` is ignored.
 
 TensorFlow in a worker uses ``spark.task.cpus`` threads (1 by default), as many as the task was
 given, so ``local[N]``'s N workers do not each start a pool the size of the machine.
@@ -24,16 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from export.batch_input import check_parquet_files, check_schema, wire_inputs
+from export.batch_input import (
+    check_csv_files,
+    check_parquet_files,
+    csv_read_options,
+    iter_batches,
+    wire_inputs,
+)
 from export.batch_job import BatchScoreConfig, publish_output, temporary_output
 from export.batch_model import BatchScorer
 from export.errors import ExportError
 from export.saved_model import read_assets
+from training.features import FeatureContract
 
 _SCORERS: dict[tuple[str, int], BatchScorer] = {}  # per worker process: one load per model
 _SCORERS_LOCK = threading.Lock()
+MAX_TASKS = 10_000  # one split per task up to this many: Spark balances tasks, not rows
 _OUR_ERROR = re.compile(r"(?:ContractMismatchError|ExportError): (.+)")
 
 
@@ -55,7 +68,6 @@ def spark_session(config: BatchScoreConfig) -> Any:
             )
     builder = (
         builder.config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_rows))
         .config("spark.python.worker.reuse", "true")
         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
     )
@@ -80,84 +92,114 @@ def _worker_scorer(version_dir: str, chunk_rows: int, threads: int) -> BatchScor
         return scorer
 
 
-def score_partition(
-    batches: Iterator[pa.RecordBatch],
+def input_splits(files: tuple[Path, ...], fmt: str) -> list[tuple[str, int, int]]:
+    """The job's splits, one Spark task each: ``(path, row group, its first row)`` per Parquet
+    row group (the granularity Spark's own reader splits at), ``(path, -1, 0)`` per CSV file."""
+    if fmt != "parquet":
+        return [(str(p.resolve()), -1, 0) for p in files]
+    splits = []
+    for path in files:
+        meta = pq.read_metadata(path)
+        first = 0
+        for group in range(meta.num_row_groups):
+            splits.append((str(path.resolve()), group, first))
+            first += meta.row_group(group).num_rows
+    return splits
+
+
+def score_splits(
+    ids: Iterator[pa.RecordBatch],
     *,
+    splits: list[tuple[str, int, int]],
     version_dir: str,
     chunk_rows: int,
     threads: int,
+    input_format: str,
+    batch_rows: int,
     fill_defaults: bool,
-    passthrough: tuple[str, ...],
-    score_column: str,
+    schema: pa.Schema,
     counter: Any = None,
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow's function: pass-through columns and the score of every batch."""
+    """mapInArrow's function over ``spark.range``'s ids: read each id's split with the local
+    backend's reader, then the pass-through columns (as ``schema`` types them) and the score of
+    every batch. The ids come from the JVM (a DataFrame of the splits themselves would be built
+    by an extra Python worker per task, and the model would then load in twice as many workers).
+
+    The worker reads the files itself: handing Spark the rows would cost the JVM a columnar to
+    row to Arrow conversion of every feature (measured here: more CPU than the model's calls).
+    """
     scorer = _worker_scorer(version_dir, chunk_rows, threads)
-    seen = 0
-    for batch in batches:
-        inputs = wire_inputs(
-            scorer.contract, batch, fill_defaults=fill_defaults, where="a Spark partition", first_row=seen
+    passthrough = schema.names[:-1]
+    columns = list(dict.fromkeys([*scorer.contract.names, *passthrough]))
+    for index in (i for chunk in ids for i in chunk.column(0).to_pylist()):
+        path, group, first_row = splits[index]
+        groups = None if group < 0 else [group]
+        reader = iter_batches(
+            Path(path),
+            input_format,
+            scorer.contract,
+            columns=columns,
+            batch_rows=batch_rows,
+            row_groups=groups,
         )
-        scores = pa.array(scorer.score(inputs), pa.float32())
-        names = batch.schema.names
-        columns = [batch.column(names.index(c)) for c in passthrough]
-        yield pa.RecordBatch.from_arrays([*columns, scores], names=[*passthrough, score_column])
-        seen += batch.num_rows
-        if counter is not None:
-            counter.add(batch.num_rows)
-
-
-def _read(spark: Any, config: BatchScoreConfig, contract: Any) -> Any:
-    from pyspark.sql import functions as F
-
-    paths = [str(p) for p in config.inputs]
-    if config.input_format == "parquet":
-        return spark.read.parquet(*paths)
-    frame = spark.read.option("header", True).option("mode", "FAILFAST").csv(paths, inferSchema=False)
-    for feature in contract.features:
-        if feature.name in frame.columns:
-            wire = {"string": "string", "int64": "bigint", "float32": "float"}[feature.dtype]
-            column = F.col(f"`{feature.name}`")
-            # Spark reads an empty CSV field as null; a string feature's empty field is "" (local does the same)
-            frame = frame.withColumn(
-                feature.name, F.coalesce(column, F.lit("")) if wire == "string" else column.cast(wire)
+        for batch in reader:
+            inputs = wire_inputs(
+                scorer.contract, batch, fill_defaults=fill_defaults, where=path, first_row=first_row
             )
-    return frame
+            names = batch.schema.names
+            missing = [c for c in passthrough if c not in names]
+            if missing:
+                raise ExportError(f"{path}: missing pass-through columns {missing}")
+            kept = [batch.column(names.index(c)).cast(schema.field(c).type) for c in passthrough]
+            scores = pa.array(scorer.score(inputs), pa.float32())
+            yield pa.RecordBatch.from_arrays([*kept, scores], schema=schema)
+            first_row += batch.num_rows
+            if counter is not None:
+                counter.add(batch.num_rows)
+
+
+def spark_output_schema(config: BatchScoreConfig, contract: FeatureContract) -> pa.Schema:
+    """The output's Arrow schema: the pass-through columns as the first input file types them
+    (dictionaries as their values, which Spark has no type for), then the float32 score."""
+    if config.input_format == "parquet":
+        first = pq.read_schema(config.inputs[0])
+    else:
+        first = pa_csv.open_csv(config.inputs[0], convert_options=csv_read_options(contract)).schema
+    fields = []
+    for name in config.passthrough:
+        kind = first.field(name).type
+        fields.append(pa.field(name, kind.value_type if pa.types.is_dictionary(kind) else kind))
+    return pa.schema([*fields, pa.field(config.score_column, pa.float32(), nullable=False)])
 
 
 def score_spark(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = lambda n: None) -> int:
     """Score every input row on Spark and write the output folder; returns rows written."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import FloatType, StructField, StructType
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     contract, _ = read_assets(config.version_dir)
-    if config.input_format == "parquet":
-        check_parquet_files(
-            contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults
-        )
+    check = check_parquet_files if config.input_format == "parquet" else check_csv_files
+    check(contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults)
+    schema = spark_output_schema(config, contract)
+    try:
+        spark_schema = from_arrow_schema(schema)
+    except TypeError as exc:
+        raise ExportError(f"a pass-through column has a type Spark cannot hold: {exc}") from None
     tmp = temporary_output(config.output, overwrite=config.overwrite)
     spark = spark_session(config)
-    frame = _read(spark, config, contract)
-    check_schema(
-        contract,
-        to_arrow_schema(frame.schema),
-        source=", ".join(str(p) for p in config.inputs[:3]),
-        passthrough=config.passthrough,
-        fill_defaults=config.fill_defaults,
-    )
-    columns = list(dict.fromkeys([c for c in [*contract.names, *config.passthrough] if c in frame.columns]))
-    schema = StructType(
-        [frame.schema[c] for c in config.passthrough] + [StructField(config.score_column, FloatType(), False)]
-    )
+    splits = input_splits(config.inputs, config.input_format)
+    tasks = min(len(splits), MAX_TASKS)
+    frame = spark.range(len(splits), numPartitions=tasks)
     counter = spark.sparkContext.accumulator(0)
     fn = partial(
-        score_partition,
+        score_splits,
+        splits=splits,
         version_dir=str(config.version_dir.resolve()),
         chunk_rows=config.chunk_rows,
         threads=int(spark.conf.get("spark.task.cpus", "1")),
+        input_format=config.input_format,
+        batch_rows=config.batch_rows,
         fill_defaults=config.fill_defaults,
-        passthrough=config.passthrough,
-        score_column=config.score_column,
+        schema=schema,
         counter=counter,
     )
     done = threading.Event()
@@ -172,7 +214,7 @@ def score_spark(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
     reporter = threading.Thread(target=report, name="spark-progress", daemon=True)
     reporter.start()
     try:
-        frame.select(*[f"`{c}`" for c in columns]).mapInArrow(fn, schema).write.parquet(str(tmp))
+        frame.mapInArrow(fn, spark_schema).write.parquet(str(tmp))
         publish_output(tmp, config.output)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 from export.batch_cli import main
 from export.batch_input import discover_inputs
 from export.batch_job import SUCCESS_MARKER, BatchScoreConfig, score_local
-from export.batch_model import resolve_version_dir
+from export.batch_model import BatchScorer, resolve_version_dir
 from export.batches import frame_inputs
 from export.errors import ContractMismatchError, ExportError
 from tests.export.conftest import tiny_frame
@@ -76,6 +76,21 @@ def test_scores_do_not_depend_on_how_rows_are_batched(exported, frame, tmp_path)
     score_local(config(exported, [source], tmp_path / "small", batch_rows=333))
     big, small = read_output(tmp_path / "big"), read_output(tmp_path / "small")
     assert np.array_equal(big["score"].to_numpy(), small["score"].to_numpy())  # bit for bit
+
+
+def test_a_loaded_scorer_is_reused_and_must_match_the_job(exported, frame, tmp_path):
+    source = write_parquet(frame, tmp_path / "in" / "day.parquet")
+    score_local(config(exported, [source], tmp_path / "fresh", chunk_rows=512))
+    scorer = BatchScorer.load(exported, chunk_rows=512)
+    for name in ("reused", "again"):  # one load, two jobs, the bits of the job that loads its own
+        score_local(config(exported, [source], tmp_path / name, chunk_rows=512), scorer=scorer)
+        assert np.array_equal(
+            read_output(tmp_path / name)["score"].to_numpy(),
+            read_output(tmp_path / "fresh")["score"].to_numpy(),
+        )
+    with pytest.raises(ExportError, match="the given scorer is .* at 512 rows per call"):
+        score_local(config(exported, [source], tmp_path / "other", chunk_rows=1024), scorer=scorer)
+    assert not (tmp_path / "other").exists() and no_temporaries(tmp_path)
 
 
 def test_float64_and_int32_columns_are_cast_and_csv_reads_like_parquet(exported, frame, tmp_path):
