@@ -4,7 +4,9 @@ Bins come from the training values only, so a shifted online distribution cannot
 numeric features on training quantiles (plus a bin for missing values), categorical ones on the
 training's most frequent values plus "other in vocabulary" and "OOV" (not in the contract's
 vocabulary; a hashed feature has no vocabulary, so its tail is one "other" bin). Multi-valued
-features are binned by token, an empty list as its own value.
+features (multi-categorical lists and behaviour sequences alike) are binned by token, an empty
+list as its own value: a sequence's whole string is almost always unique, so binning it as one
+value would put every row in the tail and hide a shift in which items the histories hold.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import MULTI_VALUE_SEPARATOR, Feature, FeatureKind
+from training.features import MULTI_VALUE_SEPARATOR, MULTI_VALUED_KINDS, Feature, FeatureKind
 
 PSI_FLOOR = 1e-4  # share given to an empty bin: PSI's log is infinite at 0
 MISSING, OTHER, OOV, NONE = "(missing)", "(other)", "(OOV)", "(no tokens)"
@@ -72,7 +74,7 @@ class Binning:
 
 def tokens(feature: Feature, values: Sequence[Any]) -> list[Any]:
     """The values binned: one per row, or a multi-valued row's tokens (``NONE`` for an empty row)."""
-    if feature.kind is not FeatureKind.MULTI_CATEGORICAL:
+    if feature.kind not in MULTI_VALUED_KINDS:
         return [MISSING if _is_missing(v) else v for v in values]
     out: list[Any] = []
     for value in values:

@@ -106,6 +106,19 @@ def test_psi_and_bins_by_hand() -> None:
     assert tags.counts(["a|z", ""]).tolist()[:3] == [1, 0, 1] and tags.counts(["a|z"])[-1] == 1
 
 
+def test_sequences_are_binned_by_item() -> None:
+    items = tuple(f"i{k}" for k in range(5))
+    item = Feature("item_id", "categorical_string", "item", vocabulary=items)
+    history = Feature("history", "sequence", "user", vocabulary=items, max_len=4, item_feature="item_id")
+    train = ["i1|i2", "i2|i3|i1", "", "i2"]  # tokens: i2 x3, i1 x2, i3 x1, one empty history
+    binning = fit_binning(history, train, top_k=2)
+    assert binning.labels == ("i2", "i1", "(other in vocabulary)", "(OOV)")
+    # online tokens: i1, i2 (top bins), i4 (in vocabulary, beyond the top 2), x9 twice (unknown)
+    assert binning.counts(["i1|i4|x9", "x9|i2"]).tolist() == [1, 1, 1, 2]
+    assert oov_rate(history, ["i1|x9", "x9|x8|i2"]) == pytest.approx(3 / 5)
+    assert oov_rate(item, ["i1|x9"]) == 1.0  # a single-valued feature is one value per row
+
+
 def test_planted_shift_is_flagged_exactly(tmp_path: Path, version_dir: Path) -> None:
     train = tmp_path / "train.parquet"
     rows(5000, seed=1).to_parquet(train)
