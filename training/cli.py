@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.config import DATA_SOURCES, ConfigError, TrainConfig, model_defaults, read_config_file
+from training.data.spec import is_spec_path
 from training.data.splits import SPLIT_KINDS
 
 MODEL_CHOICES = ("lr", "fm", "wide_deep", "deepfm", "dcnv2", "din")
@@ -103,7 +104,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError(f"--split applies to movielens and dataset specs, not {source!r}")
         options["split"] = args.split
     values["data_options"] = options
-    if values.get("model") == "din" and not options.get("history_len"):
+    source = str(values.get("data", "synthetic"))
+    if values.get("model") == "din" and not options.get("history_len") and not is_spec_path(source):
+        # (a dataset spec declares its history itself: train checks the contract has one)
         raise ConfigError("--model din attends over a history: give --history-len N (synthetic, movielens)")
     if args.model_config:
         try:

@@ -15,7 +15,7 @@ import numpy as np
 
 from training import checkpoint as ckpt
 from training.atomic_files import atomic_write_text
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.features import CONTRACT_FILENAME, FeatureContract
 from training.tracking import Tracker
 
@@ -92,8 +92,13 @@ def _write_log(out_dir: Path, history: list[dict[str, float]]) -> None:
 def _new_model(config: TrainConfig, contract: FeatureContract) -> Any:
     import keras
 
-    from training.models import ModelConfig, build_model
+    from training.models import SEQUENCE_MODEL_NAMES, ModelConfig, build_model
 
+    if config.model in SEQUENCE_MODEL_NAMES and not contract.sequences:
+        raise ConfigError(
+            f"--model {config.model} attends over a history, and the data has none: give "
+            "--history-len N (synthetic, movielens) or a `history:` key in the dataset spec"
+        )
     model = build_model(
         config.model, contract, config=ModelConfig.from_dict(config.model_config), seed=config.seed
     )

@@ -284,3 +284,60 @@ def test_hash_buckets_max_vocab_and_cold_start_rows(tmp_path: Path) -> None:
     copies = splits.train.iloc[6:]  # each of the 3 users' first training event, its id blanked
     assert copies["uid"].tolist() == ["", "", ""] and sorted(copies["timestamp"]) == [1, 2, 3]
     assert sorted(copies["user_id"]) == ["u0", "u1", "u2"]  # the evaluation's id column is kept
+
+
+def test_history_key_adds_earlier_clicks_as_a_sequence(tmp_path: Path) -> None:
+    EVENTS.to_parquet(tmp_path / "log.parquet", index=False)
+    text = SPEC + "history: {max_len: 2}\n"
+    splits = load_source(str(write_spec(tmp_path, "log.parquet", text)))
+    rows = pd.concat([splits.train, splits.valid, splits.test])
+    got = {(u, int(t)): h for u, t, h in zip(rows["uid"], rows["timestamp"], rows["history"], strict=True)}
+    # By hand from EVENTS: only clicked rows enter, strictly earlier ones, newest first, at most 2.
+    # u0 clicks m1 at t1 only; u1 clicks m1 at t3 and t5; u2 clicks m1 (t3), m2 (t4), m2 (t5).
+    assert got == {
+        ("u0", 1): "", ("u0", 2): "m1", ("u0", 3): "m1", ("u0", 4): "m1",
+        ("u1", 2): "", ("u1", 3): "", ("u1", 4): "m1", ("u1", 5): "m1",
+        ("u2", 3): "", ("u2", 4): "m1", ("u2", 5): "m2|m1", ("u2", 6): "m2|m2",
+    }  # fmt: skip
+    (history,) = splits.contract.sequences
+    movie = next(f for f in splits.contract.features if f.name == "movie")
+    assert history.name == "history" and history.item_feature == "movie" and history.max_len == 2
+    assert history.vocabulary == movie.vocabulary and history.entity is Entity.USER
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("timestamp: ts\n", ""), r"history needs a timestamp column"),
+        (("history: {max_len: 2}", "history: {name: price}"), r"history name 'price' is already"),
+        (("history: {max_len: 2}", "history: {max_len: 0}"), r"line 16: history\.max_len"),
+    ],
+)
+def test_bad_history_keys_are_refused(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    text = SPEC.replace("split: {kind: per-user, test_last_n: 1, valid_last_n: 1}", "split: {kind: random}")
+    text += "history: {max_len: 2}\n"
+    with pytest.raises(DataError, match=message):
+        read_spec(write_spec(tmp_path, "log.csv", text.replace(*edit)))
+
+
+def test_din_trains_from_a_spec_with_history(tmp_path: Path) -> None:
+    from training.cli import main
+
+    rng = np.random.default_rng(1)
+    n = 400
+    frame = EVENTS.sample(n, replace=True, random_state=1).reset_index(drop=True)
+    frame = frame.assign(uid=[f"u{u}" for u in rng.integers(0, 20, n)], ts=np.arange(n))
+    frame.to_parquet(tmp_path / "log.parquet", index=False)
+    text = (
+        SPEC.replace("test_last_n: 1, valid_last_n: 1", "test: 0.2, valid: 0.1") + "history: {max_len: 5}\n"
+    )
+    out = tmp_path / "run"
+    args = ["--data", str(write_spec(tmp_path, "log.parquet", text)), "--out", str(out), "--model", "din"]
+    assert main([*args, "--epochs", "1", "--quiet", "--batch-size", "32"]) == 0
+    contract = json.loads((out / "feature_contract.json").read_text())
+    (history,) = [f for f in contract["features"] if f["kind"] == "sequence"]
+    assert history["item_feature"] == "movie" and history["max_len"] == 5
+    # without the key there is nothing to attend over: a one-line error, before any training
+    no_history = write_spec(tmp_path, "log.parquet", text.replace("history: {max_len: 5}\n", ""))
+    args = ["--data", str(no_history), "--out", str(tmp_path / "bare"), "--model", "din", "--quiet"]
+    assert main(args) == 2 and not (tmp_path / "bare" / "model.keras").exists()

@@ -86,6 +86,26 @@ class Defaults(BaseModel):
     cold_start_rows: int = Field(default=DEFAULT_COLD_START_ROWS, ge=0, le=100)
 
 
+class HistorySpec(BaseModel):
+    """A behaviour-sequence feature derived from the log itself: each row's earlier clicks.
+
+    Each row gets the items its user clicked (label 1) strictly before the row's timestamp,
+    newest first, at most ``max_len`` (``training.data.history``). Clicks, not every event,
+    because that is what the ranker knows and fills at request time. The sequence shares the
+    item column's vocabulary and embedding table, as the DIN model (``--model din``) needs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "history"
+    max_len: int = Field(default=20, ge=1, le=1024)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_column(value)
+
+
 class DatasetSpec(BaseModel):
     """A data set of the user's own logs: files, the key columns, features and the split.
 
@@ -107,6 +127,7 @@ class DatasetSpec(BaseModel):
     features: dict[str, FeatureSpec | None] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     split: SplitSpec = Field(default_factory=SplitSpec)
+    history: HistorySpec | None = None
 
     @field_validator("files", mode="before")
     @classmethod
@@ -136,6 +157,12 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"feature {name!r} is the label or timestamp column")
             if name in RESERVED and name not in (self.user, self.item):
                 raise ValueError(f"feature name {name!r} is reserved ({', '.join(RESERVED)})")
+        if self.history is not None:
+            taken = {self.label, self.timestamp, self.user, self.item, *self.features, *RESERVED}
+            if self.timestamp is None:
+                raise ValueError("history needs a timestamp column (it takes strictly earlier clicks)")
+            if self.history.name in taken:
+                raise ValueError(f"history name {self.history.name!r} is already a column or feature")
         for key, column in (("user", self.user), ("item", self.item)):
             options = self.features.get(column)
             if options is not None and options.kind not in (None, "categorical"):

@@ -22,6 +22,7 @@ from .files import (
     timestamps,
     typed_column,
 )
+from .history import add_history
 from .spec import DatasetSpec, FeatureSpec, read_spec
 from .splits import SplitSpec, build_splits, split_spec_with
 
@@ -83,7 +84,23 @@ def read_logs(spec: DatasetSpec, base: Path) -> tuple[pd.DataFrame, list[Feature
         parts.append(pd.DataFrame(columns))
     if not parts:
         raise DataError(f"files {spec.files}: no rows")
-    return pd.concat(parts, ignore_index=True), recipes
+    frame = pd.concat(parts, ignore_index=True)
+    if spec.history is not None:
+        frame, recipe = with_history(frame, spec)
+        recipes.append(recipe)
+    return frame, recipes
+
+
+def with_history(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, FeatureRecipe]:
+    """``frame`` with the spec's history column (earlier clicks) and the sequence's recipe.
+
+    Computed on every row before the split, which is safe: a row's history holds only events
+    strictly earlier than it, so a test row sees what the ranker would have known then.
+    """
+    assert spec.history is not None
+    name, max_len = spec.history.name, spec.history.max_len
+    frame = add_history(frame, max_len, user=spec.user, item=spec.item, only_positive="label", column=name)
+    return frame, FeatureRecipe(name, "sequence", Entity.USER, max_len=max_len, item_feature=spec.item)
 
 
 def load_dataset_spec(
