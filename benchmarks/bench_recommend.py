@@ -16,7 +16,17 @@ arm ``a`` asks for the default model, arm ``b`` pins the newest AVAILABLE versio
 the assignment hash and the pinned model_spec are both on the path while the two arms score with
 the same model (the p50 ratio of on/off is the experiment's cost).
 
+On one small machine the model server, the service and this load generator share the cores, so
+the model server's TensorFlow threads matter: with its defaults (intra-op threads = cores) they
+spin while the service holds a core, and the p50 ratio came out 2.41-2.84 (3 runs) against
+2.09-2.22 with ``--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1``,
+alternated on one loaded machine. Both sides of the ratio use the same server; say which flags
+it ran with when quoting a number. (In production TF Serving has machines of its own.)
+
 Example:
+    python -m serving.model_server --port=8500 --rest_api_port=8501 --model_name=ctr \\
+        --model_base_path=runs/demo/serving/ctr \\
+        --tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1 &
     python benchmarks/bench_recommend.py --artifacts-dir runs/demo/artifacts --model-name ctr \\
         --grpc-target 127.0.0.1:8500 --rest-url http://127.0.0.1:8501 --state memory,redis
 """
