@@ -18,7 +18,7 @@ the same model (the p50 ratio of on/off is the experiment's cost).
 
 On one small machine the model server, the service and this load generator share the cores, so
 the model server's TensorFlow threads matter: with its defaults (intra-op threads = cores) they
-spin while the service holds a core, and the p50 ratio came out 2.41-2.84 (3 runs) against
+compete with the service for the cores, and the p50 ratio came out 2.41-2.84 (3 runs) against
 2.09-2.22 with ``--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1``,
 alternated on one loaded machine. Both sides of the ratio use the same server; say which flags
 it ran with when quoting a number. (In production TF Serving has machines of its own.)
