@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic/movielens: add each row's last N earlier clicks as the `history` sequence "
         "feature (din needs it; default 0: none)",
     )
+    parser.add_argument(
+        "--prior-stats",
+        action="store_true",
+        help="movielens: add the user's and item's counts, like rates and mean ratings from "
+        "strictly earlier ratings as user/item features",
+    )
     parser.add_argument("--model", choices=MODEL_CHOICES, help="model (default deepfm)")
     parser.add_argument("--model-config", help="JSON object of ModelConfig fields, e.g. '{\"dropout\": 0.1}'")
     parser.add_argument(
@@ -98,6 +104,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         options["seed"] = args.data_seed
     if args.history_len is not None:
         options["history_len"] = args.history_len
+    if args.prior_stats:
+        if str(values.get("data", "synthetic")) != "movielens":
+            raise ConfigError("--prior-stats applies to movielens")
+        options["prior_stats"] = True
     if args.split is not None:
         source = str(values.get("data", "synthetic"))
         if source != "movielens" and not source.lower().endswith((".yaml", ".yml")):

@@ -57,3 +57,8 @@ def test_flags_win_and_synthetic_keeps_the_shared_settings(bench: ModuleType) ->
     synthetic = _args("synthetic")
     assert bench._settings("deepfm", synthetic) == {"epochs": 8, "batch_size": 2048, "learning_rate": 2e-3}
     assert bench._model_config(synthetic) == {"l2": 1e-4}
+
+
+def test_movielens_loads_the_tuned_features_and_synthetic_none(bench: ModuleType) -> None:
+    assert bench._data_options("movielens") == {"prior_stats": True, "history_len": 50}
+    assert bench._data_options("synthetic") == {}

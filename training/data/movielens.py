@@ -17,6 +17,7 @@ from .base import DataError, Splits, check_fractions, parse_numeric
 from .cold_start import DEFAULT_COLD_START_ROWS
 from .contracts import FeatureRecipe, contract_from_recipes
 from .history import HISTORY_COLUMN, add_history
+from .prior_stats import PRIOR_STAT_COLUMNS, add_prior_stats
 from .splits import SplitSpec, build_splits, split_spec_with
 from .text_tables import read_atomic, read_delimited
 
@@ -247,12 +248,13 @@ def read_movielens(path: str | os.PathLike[str], *, rating_threshold: float = 4.
 
 
 def movielens_recipes(
-    *, embedding_dim: int = 8, min_count: int = 1, history_len: int = 0
+    *, embedding_dim: int = 8, min_count: int = 1, history_len: int = 0, prior_stats: bool = False
 ) -> tuple[FeatureRecipe, ...]:
     """MovieLens' features as a dataset spec would declare them (``min_count`` for the two ids).
 
     ``history_len`` > 0 adds the ``history`` sequence (liked films before the row, sharing
-    ``item_id``'s table); 0, the default, keeps the recipes as before.
+    ``item_id``'s table); ``prior_stats`` the user's and the item's earlier rating counts
+    (log1p), smoothed like rates and mean ratings (``prior_stats.py``). The defaults keep the recipes as before.
     """
     ids = {"min_count": min_count, "embedding_dim": embedding_dim}
     small = {"embedding_dim": embedding_dim}
@@ -269,6 +271,15 @@ def movielens_recipes(
         FeatureRecipe("release_year", "numeric", Entity.ITEM),
         FeatureRecipe("hour", "categorical", Entity.CONTEXT, **small),
         *([history] if history_len else []),
+        *(_prior_stat_recipes() if prior_stats else ()),
+    )
+
+
+def _prior_stat_recipes() -> tuple[FeatureRecipe, ...]:
+    """The prior statistics as numeric user and item features; counts are heavy-tailed (log1p)."""
+    return tuple(
+        FeatureRecipe(name, "numeric", entity, transform="log1p" if name.endswith("_count") else "none")
+        for name, entity in PRIOR_STAT_COLUMNS.items()
     )
 
 
@@ -288,6 +299,7 @@ def load_movielens(
     min_count: int = 1,
     cold_start_rows: int = DEFAULT_COLD_START_ROWS,
     history_len: int = 0,
+    prior_stats: bool = False,
 ) -> Splits:
     """Read MovieLens and split it: per user by default (model comparison), ``global`` for cold start.
 
@@ -299,7 +311,10 @@ def load_movielens(
     new users and items meet a trained OOV row (``cold_start.py``). A missing release year
     becomes the training mean (the contract default), so frames carry no NaN while the model
     sees exactly what a cold-start client would send. ``history_len`` > 0 gives every row the
-    user's last ``history_len`` liked films (label 1) rated strictly before it (``add_history``).
+    user's last ``history_len`` liked films (label 1) rated strictly before it (``add_history``);
+    ``prior_stats`` adds each row's user and item counts and like rates from strictly earlier
+    ratings (``add_prior_stats``), computed on the whole log before the split, so a test row sees
+    the ratings (of any split) that came before it and nothing after.
     """
     spec = split if isinstance(split, SplitSpec) else split_spec_with(SplitSpec(), split)
     if fractions is not None:
@@ -308,7 +323,11 @@ def load_movielens(
     frame = read_movielens(path, rating_threshold=rating_threshold)
     if history_len:
         frame = add_history(frame, history_len, only_positive="label")
-    recipes = movielens_recipes(embedding_dim=embedding_dim, min_count=min_count, history_len=history_len)
+    if prior_stats:
+        frame = add_prior_stats(frame, rating="rating")
+    recipes = movielens_recipes(
+        embedding_dim=embedding_dim, min_count=min_count, history_len=history_len, prior_stats=prior_stats
+    )
     return build_splits(
         "movielens",
         frame,
