@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from export.batch_input import check_parquet_files, iter_batches, wire_inputs
+from export.batch_input import check_csv_files, check_parquet_files, iter_batches, wire_inputs
 from export.batch_model import DEFAULT_CHUNK_ROWS, BatchScorer, chunk_tensors
 from export.batch_pipeline import BackgroundSink, prefetched
 from export.errors import ExportError
@@ -103,10 +103,36 @@ def publish_output(tmp: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_input_files(config: BatchScoreConfig, contract: FeatureContract) -> None:
+    """Every input file against the contract before any row is scored, the one check of both
+    backends (Parquet: schema and nulls from the footers; CSV: header and first block's types)."""
+    check = check_parquet_files if config.input_format == "parquet" else check_csv_files
+    check(contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults)
+
+
 def output_schema(config: BatchScoreConfig, first: pa.Schema) -> pa.Schema:
-    """Pass-through columns as they are in the input, then the float32 score."""
-    fields = [first.field(name) for name in config.passthrough]
+    """Pass-through columns typed as in the first input (a dictionary as its values: the reader's
+    encoding, which Spark has no type for, so both backends write the same types), then the
+    float32 score."""
+    fields = []
+    for name in config.passthrough:
+        kind = first.field(name).type
+        fields.append(pa.field(name, kind.value_type if pa.types.is_dictionary(kind) else kind))
     return pa.schema([*fields, pa.field(config.score_column, pa.float32(), nullable=False)])
+
+
+def scored_batch(
+    batch: pa.RecordBatch, schema: pa.Schema, scores: np.ndarray, *, where: str
+) -> pa.RecordBatch:
+    """The output rows of one input batch: its pass-through columns cast to ``schema`` (from
+    :func:`output_schema`), then ``scores`` (both backends build their output with this)."""
+    names = batch.schema.names
+    passthrough = schema.names[:-1]
+    missing = [c for c in passthrough if c not in names]
+    if missing:
+        raise ExportError(f"{where}: missing pass-through columns {missing}")
+    kept = [batch.column(names.index(c)).cast(schema.field(c).type) for c in passthrough]
+    return pa.RecordBatch.from_arrays([*kept, pa.array(scores, pa.float32())], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -177,10 +203,7 @@ def score_local(
     else:
         loading.set_result(scorer)
     try:
-        if config.input_format == "parquet":
-            check_parquet_files(
-                contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults
-            )
+        check_input_files(config, contract)
         tmp = temporary_output(config.output, overwrite=config.overwrite)
         tmp.mkdir()
     except BaseException:
@@ -205,17 +228,10 @@ def score_local(
             def emit(item: _ReadBatch, calls: list[Future[np.ndarray]]) -> None:
                 nonlocal schema, written
                 batch = item.batch
-                missing = [c for c in config.passthrough if c not in batch.schema.names]
-                if missing:
-                    raise ExportError(f"{item.path}: missing pass-through columns {missing}")
                 schema = schema or output_schema(config, batch.schema)
-                arrays = [
-                    batch.column(batch.schema.names.index(c)).cast(schema.field(c).type)
-                    for c in config.passthrough
-                ]
                 scores = [call.result() for call in calls]
-                scored = pa.array(np.concatenate(scores) if scores else np.zeros(0, np.float32), pa.float32())
-                sink.put(pa.RecordBatch.from_arrays([*arrays, scored], schema=schema))
+                scored = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+                sink.put(scored_batch(batch, schema, scored, where=str(item.path)))
                 written += batch.num_rows
                 on_rows(batch.num_rows)
 

@@ -31,14 +31,15 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from export.batch_input import (
-    check_csv_files,
-    check_parquet_files,
-    csv_read_options,
-    iter_batches,
-    wire_inputs,
+from export.batch_input import csv_read_options, iter_batches, wire_inputs
+from export.batch_job import (
+    BatchScoreConfig,
+    check_input_files,
+    output_schema,
+    publish_output,
+    scored_batch,
+    temporary_output,
 )
-from export.batch_job import BatchScoreConfig, publish_output, temporary_output
 from export.batch_model import BatchScorer
 from export.errors import ExportError
 from export.saved_model import read_assets
@@ -129,8 +130,7 @@ def score_splits(
     row to Arrow conversion of every feature (measured here: more CPU than the model's calls).
     """
     scorer = _worker_scorer(version_dir, chunk_rows, threads)
-    passthrough = schema.names[:-1]
-    columns = list(dict.fromkeys([*scorer.contract.names, *passthrough]))
+    columns = list(dict.fromkeys([*scorer.contract.names, *schema.names[:-1]]))
     for index in (i for chunk in ids for i in chunk.column(0).to_pylist()):
         path, group, first_row = splits[index]
         groups = None if group < 0 else [group]
@@ -146,30 +146,20 @@ def score_splits(
             inputs = wire_inputs(
                 scorer.contract, batch, fill_defaults=fill_defaults, where=path, first_row=first_row
             )
-            names = batch.schema.names
-            missing = [c for c in passthrough if c not in names]
-            if missing:
-                raise ExportError(f"{path}: missing pass-through columns {missing}")
-            kept = [batch.column(names.index(c)).cast(schema.field(c).type) for c in passthrough]
-            scores = pa.array(scorer.score(inputs), pa.float32())
-            yield pa.RecordBatch.from_arrays([*kept, scores], schema=schema)
+            yield scored_batch(batch, schema, scorer.score(inputs), where=path)
             first_row += batch.num_rows
             if counter is not None:
                 counter.add(batch.num_rows)
 
 
 def spark_output_schema(config: BatchScoreConfig, contract: FeatureContract) -> pa.Schema:
-    """The output's Arrow schema: the pass-through columns as the first input file types them
-    (dictionaries as their values, which Spark has no type for), then the float32 score."""
+    """The output's Arrow schema, known before the job (Spark needs it up front): the local
+    backend's :func:`output_schema` of the first input file's schema."""
     if config.input_format == "parquet":
         first = pq.read_schema(config.inputs[0])
     else:
         first = pa_csv.open_csv(config.inputs[0], convert_options=csv_read_options(contract)).schema
-    fields = []
-    for name in config.passthrough:
-        kind = first.field(name).type
-        fields.append(pa.field(name, kind.value_type if pa.types.is_dictionary(kind) else kind))
-    return pa.schema([*fields, pa.field(config.score_column, pa.float32(), nullable=False)])
+    return output_schema(config, first)
 
 
 def score_spark(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = lambda n: None) -> int:
@@ -177,8 +167,7 @@ def score_spark(config: BatchScoreConfig, *, on_rows: Callable[[int], None] = la
     from pyspark.sql.pandas.types import from_arrow_schema
 
     contract, _ = read_assets(config.version_dir)
-    check = check_parquet_files if config.input_format == "parquet" else check_csv_files
-    check(contract, config.inputs, passthrough=config.passthrough, fill_defaults=config.fill_defaults)
+    check_input_files(config, contract)
     schema = spark_output_schema(config, contract)
     try:
         spark_schema = from_arrow_schema(schema)

@@ -207,3 +207,25 @@ def test_cli_scores_and_reports_errors_in_one_line(exported, frame, tmp_path, ca
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0 and "--fill-defaults" in capsys.readouterr().out
+
+
+def test_every_input_is_checked_before_the_first_row_is_scored(exported, frame, tmp_path):
+    frame.head(3000).to_csv(tmp_path / "a.csv", index=False)
+    frame.tail(100).drop(columns=["city"]).to_csv(tmp_path / "b.csv", index=False)
+    scored: list[int] = []
+    with pytest.raises(ContractMismatchError, match=r"b\.csv: .*city"):
+        # small batches: a.csv alone is more batches than the reader prefetches, so rows of it
+        # would be scored before b.csv is read if the header were not checked first
+        job = config(exported, [tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "out", batch_rows=100)
+        score_local(job, on_rows=scored.append)
+    assert scored == [] and not (tmp_path / "out").exists() and no_temporaries(tmp_path)
+
+
+def test_a_string_feature_passed_through_is_written_as_plain_strings(exported, frame, tmp_path):
+    # the reader decodes string features as dictionaries; the output holds their values, the
+    # type the Spark backend writes too
+    source = write_parquet(frame, tmp_path / "in" / "day.parquet")
+    score_local(config(exported, [source], tmp_path / "out", passthrough=("user",)))
+    (part,) = (tmp_path / "out").glob("part-*.parquet")
+    assert pq.read_schema(part).field("user").type == pa.string()
+    assert read_output(tmp_path / "out")["user"].tolist() == frame["user"].tolist()
