@@ -104,17 +104,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         options["seed"] = args.data_seed
     if args.history_len is not None:
         options["history_len"] = args.history_len
+    source = str(values.get("data", "synthetic"))
     if args.prior_stats:
-        if str(values.get("data", "synthetic")) != "movielens":
+        if source != "movielens":
             raise ConfigError("--prior-stats applies to movielens")
         options["prior_stats"] = True
     if args.split is not None:
-        source = str(values.get("data", "synthetic"))
-        if source != "movielens" and not source.lower().endswith((".yaml", ".yml")):
+        if source != "movielens" and not is_spec_path(source):
             raise ConfigError(f"--split applies to movielens and dataset specs, not {source!r}")
         options["split"] = args.split
     values["data_options"] = options
-    source = str(values.get("data", "synthetic"))
     if values.get("model") == "din" and not options.get("history_len") and not is_spec_path(source):
         # (a dataset spec declares its history itself: train checks the contract has one)
         raise ConfigError("--model din attends over a history: give --history-len N (synthetic, movielens)")
