@@ -39,22 +39,21 @@ FIRST_PRIOR = 0.5
 def prior_sums(keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the number and the sum of ``values`` over rows with its key and a smaller time.
 
-    Rows sharing key and time form one group that sees none of its own members.
+    Rows sharing key and time form one group that sees none of its own members. ``values`` of
+    shape ``[n, k]`` gives ``k`` sums per row (shape ``[n, k]``) from the one grouping.
     """
+    values = np.asarray(values, dtype=np.float64)
     if not len(keys) == len(times) == len(values):
         raise DataError(f"prior sums: lengths differ ({len(keys)}, {len(times)}, {len(values)})")
-    frame = pd.DataFrame({"key": keys, "time": times, "value": np.asarray(values, dtype=np.float64)})
-    groups = frame.groupby(["key", "time"], sort=True)["value"].agg(["sum", "count"])
-    by_key = groups.groupby(level="key", sort=False)
-    before = pd.DataFrame(
-        {
-            "count": by_key["count"].cumsum() - groups["count"],
-            "sum": by_key["sum"].cumsum() - groups["sum"],
-        }
-    )
-    index = pd.MultiIndex.from_arrays([frame["key"], frame["time"]])
-    looked_up = before.reindex(index)
-    return looked_up["count"].to_numpy(dtype=np.float64), looked_up["sum"].to_numpy(dtype=np.float64)
+    matrix = values.reshape(len(values), -1)
+    names = [f"v{j}" for j in range(matrix.shape[1])]
+    frame = pd.DataFrame({"key": keys, "time": times, **dict(zip(names, matrix.T, strict=True))})
+    grouped = frame.groupby(["key", "time"], sort=True)
+    groups = grouped[names].sum().assign(count=grouped.size())
+    before = groups.groupby(level="key", sort=False).cumsum() - groups
+    looked_up = before.reindex(pd.MultiIndex.from_arrays([frame["key"], frame["time"]]))
+    sums = looked_up[names].to_numpy(dtype=np.float64)
+    return looked_up["count"].to_numpy(dtype=np.float64), sums.reshape(values.shape)
 
 
 def smoothed_rate(
@@ -95,19 +94,15 @@ def add_prior_stats(
     if rating:
         stars = frame[rating].to_numpy(dtype=np.float64)
         targets["rating"] = (stars, float(np.nanmin(stars) + np.nanmax(stars)) / 2)
-    everyone = np.zeros(len(frame), np.int8)
-    priors = {}
-    for name, (values, first) in targets.items():
-        every_count, every_sum = prior_sums(everyone, times, values)
-        priors[name] = np.where(every_count > 0, every_sum / np.maximum(every_count, 1), first)
+    stacked = np.stack([values for values, _ in targets.values()], axis=1)
+    every_count, every_sum = prior_sums(np.zeros(len(frame), np.int8), times, stacked)
+    firsts = np.array([first for _, first in targets.values()])
+    priors = np.where(every_count[:, None] > 0, every_sum / np.maximum(every_count, 1)[:, None], firsts)
     columns: dict[str, np.ndarray] = {}
     for prefix, column in entities:
-        keys = frame[column].astype(str).to_numpy()
-        for name, (values, _) in targets.items():
-            prior = priors[name]
-            count, total = prior_sums(keys, times, values)
-            columns[f"{prefix}_prior_count"] = count.astype(np.float32)
-            columns[f"{prefix}_prior_{name}"] = smoothed_rate(count, total, prior, smoothing).astype(
-                np.float32
-            )
+        count, totals = prior_sums(frame[column].astype(str).to_numpy(), times, stacked)
+        columns[f"{prefix}_prior_count"] = count.astype(np.float32)
+        for j, name in enumerate(targets):
+            rate = smoothed_rate(count, totals[:, j], priors[:, j], smoothing)
+            columns[f"{prefix}_prior_{name}"] = rate.astype(np.float32)
     return frame.assign(**columns)
