@@ -23,7 +23,7 @@ import numpy as np
 
 from training import report
 from training.baselines import BaselineScores, fit_gbdt, fit_sklearn_lr
-from training.config import TrainConfig, model_defaults
+from training.config import MONITOR_MODES, TrainConfig, model_defaults
 from training.data import load_source
 from training.data.base import Splits
 from training.data.splits import SPLIT_KINDS, cold_shares, split_summary
@@ -54,7 +54,7 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _settings(model: str, args: argparse.Namespace) -> dict[str, Any]:
-    flags = {key: getattr(args, key) for key in SHARED if getattr(args, key) is not None}
+    flags = {key: getattr(args, key) for key in (*SHARED, "monitor") if getattr(args, key) is not None}
     tuned = TUNED.get(args.which, {}).get("train", {})
     return {**SHARED, **tuned, **model_defaults(model), **flags}
 
@@ -265,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help=shared.format(SHARED["epochs"]))
     parser.add_argument("--batch-size", type=int, help=shared.format(SHARED["batch_size"]))
     parser.add_argument("--learning-rate", type=float, help=shared.format(SHARED["learning_rate"]))
+    parser.add_argument(
+        "--monitor",
+        choices=sorted(MONITOR_MODES),
+        help="validation metric for early stopping and the best model (default: TUNED's, else val_auc)",
+    )
     parser.add_argument("--l2", type=float, default=1e-4, help="ModelConfig.l2 (embeddings and kernels)")
     parser.add_argument(
         "--dropout", type=float, help="ModelConfig.dropout (default: the dataset's TUNED, else 0)"

@@ -9,13 +9,14 @@ complete file of the epoch it describes, so a resumed run never trains an epoch 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from training.atomic_files import atomic_path, atomic_write_text
-from training.config import ConfigError, TrainConfig
+from training.config import MONITOR_MODES, ConfigError, TrainConfig
 
 STATE_FILENAME = "state.json"
 LEGACY_WEIGHTS = "last.keras"
@@ -43,6 +44,20 @@ def read_state(checkpoint_dir: Path) -> dict[str, Any] | None:
         return json.loads(state_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:  # state.json is written by rename, so this is outside damage
         raise ResumeMismatch(f"{state_file} is not valid JSON ({exc}); use a new --out directory") from exc
+
+
+def patience_from_state(state: dict[str, Any]) -> Patience:
+    """The early-stopping count a committed state resumes with.
+
+    A state written before ``monitor`` existed followed validation AUC and kept its best value
+    as ``best_val_auc`` only; since then ``monitor`` and ``best_value`` (the monitored metric's
+    best) are recorded, and ``best_val_auc`` is the AUC of the best epoch, whatever the monitor.
+    """
+    monitor = str(state.get("monitor", "val_auc"))
+    if monitor not in MONITOR_MODES:
+        raise ResumeMismatch(f"state.json monitors {monitor!r}, not one of {sorted(MONITOR_MODES)}")
+    best = state["best_value"] if "best_value" in state else state["best_val_auc"]
+    return Patience(float(best), int(state["best_epoch"]), int(state["waited"]), MONITOR_MODES[monitor])
 
 
 def weights_path(checkpoint_dir: Path, state: dict[str, Any]) -> Path:
@@ -119,20 +134,36 @@ def prune(checkpoint_dir: Path, *, keep: str) -> None:
 
 @dataclass(frozen=True)
 class Patience:
-    """Early stopping on a metric to maximise, as ``keras.callbacks.EarlyStopping`` counts it.
+    """Early stopping as ``keras.callbacks.EarlyStopping`` counts it, on a metric to maximise
+    (``mode="max"``, e.g. AUC) or to minimise (``mode="min"``, e.g. logloss).
 
-    An epoch improves when ``value > best + min_delta``; after ``patience`` epochs in a row
-    without improvement training stops (``patience=0``: at the first epoch that does not improve).
+    An epoch improves when ``value > best + min_delta`` (max) or ``value < best - min_delta``
+    (min); after ``patience`` epochs in a row without improvement training stops
+    (``patience=0``: at the first epoch that does not improve).
     """
 
     best: float
     best_epoch: int
     waited: int
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+
+    @classmethod
+    def start(cls, mode: str) -> Patience:
+        """Before the first epoch: any finite value improves on the starting best."""
+        return cls(best=-math.inf if mode == "max" else math.inf, best_epoch=0, waited=0, mode=mode)
 
     def update(self, epoch: int, value: float, *, min_delta: float) -> Patience:
-        if value > self.best + min_delta:
-            return Patience(best=value, best_epoch=epoch, waited=0)
-        return Patience(best=self.best, best_epoch=self.best_epoch, waited=self.waited + 1)
+        if self.mode == "max":
+            better = value > self.best + min_delta
+        else:
+            better = value < self.best - min_delta
+        if better:
+            return Patience(best=value, best_epoch=epoch, waited=0, mode=self.mode)
+        return Patience(best=self.best, best_epoch=self.best_epoch, waited=self.waited + 1, mode=self.mode)
 
     @property
     def improved(self) -> bool:

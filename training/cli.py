@@ -8,7 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import DATA_SOURCES, ConfigError, TrainConfig, model_defaults, read_config_file
+from training.config import (
+    DATA_SOURCES,
+    MONITOR_MODES,
+    ConfigError,
+    TrainConfig,
+    model_defaults,
+    read_config_file,
+)
 from training.data.spec import is_spec_path
 from training.data.splits import SPLIT_KINDS
 
@@ -69,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--patience",
         type=int,
-        help="early stopping: stop after N epochs in a row without val AUC gain (default 2)",
+        help="early stopping: stop after N epochs in a row without gain in --monitor (default 2)",
+    )
+    parser.add_argument(
+        "--monitor",
+        choices=sorted(MONITOR_MODES),
+        help="validation metric for early stopping and the saved best model (default val_auc; "
+        "val_logloss also rewards calibrated probabilities)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -94,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "seed",
         "patience",
         "passes",
+        "monitor",
     ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -149,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recsys-train: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"best epoch {result.best_epoch}: val AUC {result.best_val_auc:.5f} "
+        f"best epoch {result.best_epoch} by {result.monitor}: val AUC {result.best_val_auc:.5f}"
+        f"{'' if result.monitor == 'val_auc' else f', {result.monitor} {result.best_value:.5f}'} "
         f"({result.epochs_run} epochs, stopped early: {result.stopped_early}); output in {result.out_dir}"
     )
     return 0

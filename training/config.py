@@ -9,6 +9,10 @@ from typing import Any
 
 DATA_SOURCES = ("synthetic", "movielens", "criteo")
 
+# The validation metrics early stopping and best-model selection may follow, with the direction
+# that counts as better (``keras.callbacks.EarlyStopping``'s ``mode``).
+MONITOR_MODES = {"val_auc": "max", "val_logloss": "min"}
+
 # Training settings a model gets unless the config file or a flag says otherwise. ``lr`` is convex:
 # full-batch Adam (one batch up to 2**20 rows, so every step follows the exact gradient of the
 # mean loss + L2, whose minimiser is scikit-learn's LogisticRegression with C = 1 / (2 n l2)) at
@@ -35,7 +39,9 @@ class TrainConfig:
     ``data_options`` go to ``training.data.load_source`` (e.g. ``num_rows``, ``seed`` for synthetic
     data); ``model_config`` goes to ``training.models.ModelConfig.from_dict``. ``passes`` is the
     number of passes over the training data in one epoch (one validation and checkpoint), for
-    models whose epochs are single full-batch steps (``model_defaults``).
+    models whose epochs are single full-batch steps (``model_defaults``). ``monitor`` is the
+    validation metric early stopping counts and the saved best model is chosen by
+    (``MONITOR_MODES``): AUC ranks, logloss also rewards calibrated probabilities.
     """
 
     out_dir: str
@@ -53,6 +59,7 @@ class TrainConfig:
     eval_batch_size: int = 8192
     verbose: int = 1
     passes: int = 1
+    monitor: str = "val_auc"
 
     def __post_init__(self) -> None:
         if self.data not in DATA_SOURCES and not self.data.lower().endswith((".yaml", ".yml")):
@@ -66,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
+        if self.monitor not in MONITOR_MODES:
+            raise ConfigError(f"monitor must be one of {sorted(MONITOR_MODES)}, got {self.monitor!r}")
         if not self.out_dir:
             raise ConfigError("out_dir is required")
 

@@ -1,4 +1,4 @@
-"""Train a CTR model with per-epoch checkpoints, exact resume and early stopping on validation AUC."""
+"""Train a CTR model with per-epoch checkpoints, exact resume and early stopping on a validation metric."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from training import checkpoint as ckpt
 from training.atomic_files import atomic_write_text
-from training.config import ConfigError, TrainConfig
+from training.config import MONITOR_MODES, ConfigError, TrainConfig
 from training.features import CONTRACT_FILENAME, FeatureContract
 from training.tracking import Tracker
 
@@ -33,7 +33,11 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a finished run produced."""
+    """What a finished run produced.
+
+    ``best_epoch`` is the epoch with the best ``monitor`` value, ``best_value``; ``best_val_auc``
+    is that epoch's validation AUC whichever metric was monitored.
+    """
 
     out_dir: Path
     best_epoch: int
@@ -41,6 +45,8 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, float]]
+    monitor: str = "val_auc"
+    best_value: float = float("nan")
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -166,7 +172,7 @@ def train(
     if state is not None:
         history: list[dict[str, float]] = state["history"]
         start_epoch = int(state["epoch"]) + 1
-        stop = ckpt.Patience(float(state["best_val_auc"]), int(state["best_epoch"]), int(state["waited"]))
+        stop = ckpt.patience_from_state(state)
         if state.get("stopped_early") or start_epoch > config.epochs:
             return _result(out_dir, state, history)
         from training.layers import load_keras_model
@@ -174,7 +180,7 @@ def train(
         model = load_keras_model(ckpt.weights_path(checkpoint_dir, state))
     else:
         model = _new_model(config, contract)
-        history, start_epoch, stop = [], 1, ckpt.Patience(-np.inf, 0, 0)
+        history, start_epoch, stop = [], 1, ckpt.Patience.start(MONITOR_MODES[config.monitor])
 
     valid_labels = splits.valid[contract.label].to_numpy()
     stopped_early = False
@@ -210,16 +216,19 @@ def train(
         tracker.metrics(row, step=epoch)
         if config.verbose:
             print(
-                f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} ({row['examples_per_second']:.0f} ex/s)"
+                f"epoch {epoch}: loss={row['loss']:.5f} val_auc={val_auc:.5f} "
+                f"val_logloss={row['val_logloss']:.5f} ({row['examples_per_second']:.0f} ex/s)"
             )
-        stop = stop.update(epoch, val_auc, min_delta=config.min_delta)
+        stop = stop.update(epoch, row[config.monitor], min_delta=config.min_delta)
         if stop.improved:
             _save_best(model, out_dir)
         stopped_early = stop.should_stop(config.patience)
         state = {
             "config": config.to_dict(),
             "epoch": epoch,
-            "best_val_auc": stop.best,
+            "monitor": config.monitor,
+            "best_value": stop.best,
+            "best_val_auc": _epoch_auc(history, stop.best_epoch),
             "best_epoch": stop.best_epoch,
             "waited": stop.waited,
             "history": history,
@@ -232,25 +241,42 @@ def train(
             break
     assert state is not None
     result = _result(out_dir, state, history)
-    tracker.metrics({"best_val_auc": result.best_val_auc, "best_epoch": result.best_epoch})
+    tracker.metrics(
+        {
+            "best_val_auc": result.best_val_auc,
+            f"best_{result.monitor}": result.best_value,
+            "best_epoch": result.best_epoch,
+        }
+    )
     tracker.artifacts(
         [out_dir / n for n in (CONTRACT_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, LOG_FILENAME)]
     )
     return result
 
 
+def _epoch_auc(history: list[dict[str, float]], epoch: int) -> float:
+    """The validation AUC logged for ``epoch`` (NaN if no epoch ever improved, e.g. one class)."""
+    return next((float(row["val_auc"]) for row in history if int(row["epoch"]) == epoch), float("nan"))
+
+
 def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]]) -> TrainResult:
+    stop = ckpt.patience_from_state(state)  # also reads a state.json from before ``monitor``
+    monitor = str(state.get("monitor", "val_auc"))
     result = TrainResult(
         out_dir=out_dir,
-        best_epoch=int(state["best_epoch"]),
-        best_val_auc=float(state["best_val_auc"]),
+        best_epoch=stop.best_epoch,
+        best_val_auc=_epoch_auc(history, stop.best_epoch),
         epochs_run=len(history),
         stopped_early=bool(state.get("stopped_early", False)),
         history=history,
+        monitor=monitor,
+        best_value=stop.best,
     )
     metrics = {
         "best_epoch": result.best_epoch,
         "best_val_auc": result.best_val_auc,
+        "monitor": result.monitor,
+        "best_value": result.best_value,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "history": history,

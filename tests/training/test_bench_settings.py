@@ -31,7 +31,7 @@ def bench() -> Iterator[ModuleType]:
 
 
 def _args(which: str, **flags: float | int | None) -> argparse.Namespace:
-    unset = {"epochs": None, "batch_size": None, "learning_rate": None, "dropout": None}
+    unset = {"epochs": None, "batch_size": None, "learning_rate": None, "dropout": None, "monitor": None}
     return argparse.Namespace(which=which, l2=1e-4, **{**unset, **flags})
 
 
@@ -51,8 +51,9 @@ def test_lr_keeps_its_full_batch_solver_under_movielens_tuning(bench: ModuleType
 
 
 def test_flags_win_and_synthetic_keeps_the_shared_settings(bench: ModuleType) -> None:
-    args = _args("movielens", batch_size=64, dropout=0.0)
+    args = _args("movielens", batch_size=64, dropout=0.0, monitor="val_logloss")
     assert bench._settings("dcnv2", args)["batch_size"] == 64
+    assert bench._settings("dcnv2", args)["monitor"] == "val_logloss"
     assert bench._model_config(args)["dropout"] == 0.0
     synthetic = _args("synthetic")
     assert bench._settings("deepfm", synthetic) == {"epochs": 8, "batch_size": 2048, "learning_rate": 2e-3}

@@ -1,4 +1,4 @@
-"""Resume: checked before anything is written, weights and state committed together, Keras' patience."""
+"""Resume checked before anything is written, weights and state committed together, Keras' patience, monitor."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ keras = pytest.importorskip("keras")
 
 from training import checkpoint as ckpt  # noqa: E402
 from training.cli import main as train_main  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import ConfigError, TrainConfig  # noqa: E402
 from training.data import load_source  # noqa: E402
-from training.train import train  # noqa: E402
+from training.train import predict_frame, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +108,32 @@ SEQUENCES = [
     [0.70, 0.69, 0.72, 0.72, 0.7205, 0.73, 0.73, 0.73, 0.73],
     [0.60, 0.60],
     [0.50, 0.51, 0.52, 0.53],
+    [0.60, 0.59, 0.59, 0.595, 0.58, 0.58, 0.58],
+    [0.5, 0.4995, 0.4990, 0.4985, 0.498],
 ]
 
 
+@pytest.mark.parametrize("mode", ["max", "min"])
 @pytest.mark.parametrize("patience", [0, 1, 2, 3])
 @pytest.mark.parametrize("values", SEQUENCES)
-def test_patience_stops_where_keras_early_stopping_does(values: list[float], patience: int) -> None:
+def test_patience_stops_where_keras_early_stopping_does(
+    values: list[float], patience: int, mode: str
+) -> None:
     min_delta = 1e-3
     keras_stop = keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=patience, min_delta=min_delta
+        monitor="val_metric", mode=mode, patience=patience, min_delta=min_delta
     )
     keras_stop.set_model(keras.Sequential())
     keras_stop.model.stop_training = False
     keras_stop.on_train_begin()
     keras_epochs = len(values)
     for index, value in enumerate(values):
-        keras_stop.on_epoch_end(index, {"val_auc": value})
+        keras_stop.on_epoch_end(index, {"val_metric": value})
         if keras_stop.model.stop_training:
             keras_epochs = index + 1
             break
 
-    ours, our_epochs = ckpt.Patience(-np.inf, 0, 0), len(values)
+    ours, our_epochs = ckpt.Patience.start(mode), len(values)
     for epoch, value in enumerate(values, start=1):
         ours = ours.update(epoch, value, min_delta=min_delta)
         if ours.should_stop(patience):
@@ -139,7 +144,106 @@ def test_patience_stops_where_keras_early_stopping_does(values: list[float], pat
 
 def test_patience_hand_counted() -> None:
     # 0.71 at epoch 2 is the best; epochs 3 and 4 gain less than min_delta: patience 2 stops at 4
-    stop = ckpt.Patience(-np.inf, 0, 0)
+    stop = ckpt.Patience.start("max")
     for epoch, value in enumerate([0.70, 0.71, 0.7105, 0.709], start=1):
         stop = stop.update(epoch, value, min_delta=1e-3)
     assert (stop.best_epoch, stop.waited, stop.should_stop(2), stop.should_stop(3)) == (2, 2, True, False)
+
+
+# Monitor (TrainConfig.monitor). With learning rate 1e-2 the small ``lr`` run's validation logloss
+# is lowest at epoch 2 and its AUC highest at epoch 1.
+LOGLOSS_RUN = {"learning_rate": 1e-2}
+
+
+def test_minimised_patience_hand_counted() -> None:
+    # 0.58 at epoch 2 beats 0.60 by more than min_delta; 0.5795 (epoch 3) gains only 0.0005 and
+    # 0.59 (epoch 4) is worse: two epochs waited, so patience 2 stops there and 3 does not
+    stop = ckpt.Patience.start("min")
+    for epoch, value in enumerate([0.60, 0.58, 0.5795, 0.59], start=1):
+        stop = stop.update(epoch, value, min_delta=1e-3)
+    assert (stop.best, stop.best_epoch, stop.waited) == (0.58, 2, 2)
+    assert (stop.should_stop(2), stop.should_stop(3)) == (True, False)
+    # 0.57 is below 0.58 - 0.001: epoch 5 improves and the count restarts
+    stop = stop.update(5, 0.57, min_delta=1e-3)
+    assert (stop.best, stop.best_epoch, stop.waited, stop.improved) == (0.57, 5, 0, True)
+    # a larger value is never an improvement of a minimised metric, however large
+    assert ckpt.Patience.start("min").update(1, 0.5, min_delta=0).update(2, 9.0, min_delta=0).best == 0.5
+
+
+def test_logloss_monitor_keeps_the_lowest_logloss_epoch(splits, tmp_path: Path) -> None:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    out = tmp_path / "run"
+    result = train(_config(out, monitor="val_logloss", **LOGLOSS_RUN), splits=splits)
+    losses = [row["val_logloss"] for row in result.history]
+    aucs = [row["val_auc"] for row in result.history]
+    assert result.epochs_run == 3
+    # the epochs disagree, so an AUC monitor would have kept another epoch
+    assert int(np.argmin(losses)) + 1 == 2 != int(np.argmax(aucs)) + 1
+    assert result.best_epoch == 2
+    assert result.monitor == "val_logloss" and result.best_value == min(losses)
+    assert result.best_val_auc == aucs[1]  # the best epoch's AUC, not the highest AUC
+    # the saved model is that epoch's: scored again, scikit-learn gives its logloss and AUC
+    labels = splits.valid["label"].to_numpy()
+    scores = predict_frame(keras.saving.load_model(out / "model.keras"), splits.valid, splits.contract, 1024)
+    assert log_loss(labels, scores) == pytest.approx(min(losses), abs=1e-5)
+    assert roc_auc_score(labels, scores) == pytest.approx(aucs[1], abs=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert (metrics["monitor"], metrics["best_epoch"], metrics["best_value"]) == (
+        "val_logloss",
+        2,
+        min(losses),
+    )
+    assert metrics["best_val_auc"] == aucs[1]
+    assert (state["monitor"], state["best_value"], state["best_val_auc"]) == (
+        "val_logloss",
+        min(losses),
+        aucs[1],
+    )
+
+
+def _as_old_state(out: Path) -> None:
+    """Rewrite ``state.json`` as a run from before ``monitor`` wrote it."""
+    state_file = out / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["monitor"], state["best_value"], state["config"]["monitor"]
+    state_file.write_text(json.dumps(state))
+
+
+def test_resuming_a_state_from_before_monitor_continues_on_auc(splits, tmp_path: Path) -> None:
+    straight = train(_config(tmp_path / "straight", patience=1, epochs=4, **LOGLOSS_RUN), splits=splits)
+    assert straight.stopped_early and straight.epochs_run == 2  # AUC peaks at epoch 1
+
+    out = tmp_path / "old"
+    train(_config(out, patience=1, epochs=1, **LOGLOSS_RUN), splits=splits)
+    _as_old_state(out)
+    resumed = train(_config(out, patience=1, epochs=4, **LOGLOSS_RUN), splits=splits)
+    # the old state's best_val_auc is the monitored best, so epoch 2 is one epoch without gain
+    assert (resumed.epochs_run, resumed.stopped_early, resumed.best_epoch) == (2, True, 1)
+    assert resumed.monitor == "val_auc" and resumed.best_value == resumed.best_val_auc
+    assert [r["val_auc"] for r in resumed.history] == [r["val_auc"] for r in straight.history]
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["monitor"] == "val_auc"
+
+
+def test_resuming_with_another_monitor_is_a_mismatch(
+    splits, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), splits=splits)
+    _as_old_state(out)  # an old state monitored val_auc without saying so
+    with pytest.raises(ckpt.ResumeMismatch, match="monitor 'val_auc' -> 'val_logloss'"):
+        train(_config(out, epochs=2, monitor="val_logloss"), splits=splits)
+
+    cli_out = tmp_path / "cli"
+    base = ["--data", "synthetic", "--rows", "1500", "--model", "lr", "--epochs", "1", "--quiet"]
+    assert train_main([*base, "--out", str(cli_out), "--monitor", "val_logloss"]) == 0
+    assert "best epoch 1 by val_logloss" in capsys.readouterr().out
+    assert train_main([*base, "--out", str(cli_out), "--monitor", "val_auc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recsys-train: error: ") and "monitor 'val_logloss' -> 'val_auc'" in err
+
+
+def test_unknown_monitor_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="monitor must be one of \\['val_auc', 'val_logloss'\\]"):
+        TrainConfig(out_dir=str(tmp_path), monitor="val_loss")
