@@ -47,14 +47,19 @@ PATIENCE = 3
 TUNED: dict[str, dict[str, dict[str, Any]]] = {
     "movielens": {
         "data": {"prior_stats": True, "history_len": 50},
-        "train": {"epochs": 40, "batch_size": 512},
+        # calibrate: DeepFM's validation logit wants a slope of ~0.81 (over-confident); Platt
+        # scaling on validation took its validation logloss 0.5689 -> 0.5642 (cross-fitted on two
+        # halves: 0.5645), AUC unchanged (seed 0, --evaluate valid).
+        "train": {"epochs": 40, "batch_size": 512, "calibrate": True},
         "model_config": {"dropout": 0.3, "hidden_units": [128, 64]},
     },
 }
 
 
 def _settings(model: str, args: argparse.Namespace) -> dict[str, Any]:
-    flags = {key: getattr(args, key) for key in (*SHARED, "monitor") if getattr(args, key) is not None}
+    flags = {
+        key: getattr(args, key) for key in (*SHARED, "monitor", "lr_decay", "calibrate") if getattr(args, key) is not None
+    }
     tuned = TUNED.get(args.which, {}).get("train", {})
     return {**SHARED, **tuned, **model_defaults(model), **flags}
 
@@ -269,6 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         "--monitor",
         choices=sorted(MONITOR_MODES),
         help="validation metric for early stopping and the best model (default: TUNED's, else val_auc)",
+    )
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        help="epoch e trains at learning_rate * lr_decay ** (e - 1) (default: TUNED's, else 1)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        default=None,
+        help="Platt-scale each model on validation after training (default: TUNED's, else off)",
     )
     parser.add_argument("--l2", type=float, default=1e-4, help="ModelConfig.l2 (embeddings and kernels)")
     parser.add_argument(

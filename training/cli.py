@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--passes", type=int, help="passes over the training data per epoch (default 1; lr: 50)"
     )
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        help="epoch e trains at --learning-rate * lr_decay ** (e - 1) (default 1: constant)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        default=None,
+        help="after training, fit Platt scaling of the best model's logit on validation (kept in "
+        "the graph, so the export serves calibrated probabilities; ranking unchanged)",
+    )
     parser.add_argument("--seed", type=int, help="model/shuffle seed (default 0)")
     parser.add_argument(
         "--patience",
@@ -108,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "patience",
         "passes",
         "monitor",
+        "lr_decay",
+        "calibrate",
     ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)

@@ -41,7 +41,11 @@ class TrainConfig:
     number of passes over the training data in one epoch (one validation and checkpoint), for
     models whose epochs are single full-batch steps (``model_defaults``). ``monitor`` is the
     validation metric early stopping counts and the saved best model is chosen by
-    (``MONITOR_MODES``): AUC ranks, logloss also rewards calibrated probabilities.
+    (``MONITOR_MODES``): AUC ranks, logloss also rewards calibrated probabilities. Epoch ``e``
+    trains at ``learning_rate * lr_decay ** (e - 1)``: a function of the epoch alone, so a resumed
+    run sets the rate an uninterrupted one had. ``calibrate`` fits Platt scaling of the best
+    model's logit on validation after training (``training.calibration``; in the graph, so
+    export serves it); it does not change training, so a finished run may turn it on.
     """
 
     out_dir: str
@@ -60,6 +64,8 @@ class TrainConfig:
     verbose: int = 1
     passes: int = 1
     monitor: str = "val_auc"
+    lr_decay: float = 1.0
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         if self.data not in DATA_SOURCES and not self.data.lower().endswith((".yaml", ".yml")):
@@ -71,6 +77,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
         if self.monitor not in MONITOR_MODES:

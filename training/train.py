@@ -174,7 +174,7 @@ def train(
         start_epoch = int(state["epoch"]) + 1
         stop = ckpt.patience_from_state(state)
         if state.get("stopped_early") or start_epoch > config.epochs:
-            return _result(out_dir, state, history)
+            return _result(out_dir, state, history, _calibrate(config, out_dir, splits))
         from training.layers import load_keras_model
 
         model = load_keras_model(ckpt.weights_path(checkpoint_dir, state))
@@ -187,6 +187,8 @@ def train(
     for epoch in range(start_epoch, config.epochs + 1):
         keras.utils.set_random_seed(config.seed + epoch)
         _reseed_generators(model, epoch)
+        if config.lr_decay != 1.0:
+            model.optimizer.learning_rate = config.learning_rate * config.lr_decay ** (epoch - 1)
         train_ds = make_tf_dataset(
             splits.train, contract, config.batch_size, shuffle_seed=config.seed + epoch
         ).repeat(config.passes)
@@ -240,7 +242,7 @@ def train(
         if stopped_early:
             break
     assert state is not None
-    result = _result(out_dir, state, history)
+    result = _result(out_dir, state, history, _calibrate(config, out_dir, splits))
     tracker.metrics(
         {
             "best_val_auc": result.best_val_auc,
@@ -259,7 +261,27 @@ def _epoch_auc(history: list[dict[str, float]], epoch: int) -> float:
     return next((float(row["val_auc"]) for row in history if int(row["epoch"]) == epoch), float("nan"))
 
 
-def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]]) -> TrainResult:
+def _calibrate(config: TrainConfig, out_dir: Path, splits: Any) -> dict[str, float] | None:
+    """Platt-scale the best model on validation when asked (``None``: not asked, or too few rows)."""
+    if not config.calibrate or not (out_dir / MODEL_FILENAME).is_file():
+        return None
+    from training.calibration import calibrate_model
+
+    fitted = calibrate_model(out_dir / MODEL_FILENAME, splits.valid, splits.contract, config.eval_batch_size)
+    if fitted is not None and config.verbose:
+        print(
+            f"calibrated on {fitted.rows} validation rows: logit * {fitted.scale:.4f} + {fitted.shift:.4f}, "
+            f"val logloss {fitted.val_logloss_before:.5f} -> {fitted.val_logloss_after:.5f}"
+        )
+    return None if fitted is None else fitted.to_dict()
+
+
+def _result(
+    out_dir: Path,
+    state: dict[str, Any],
+    history: list[dict[str, float]],
+    calibration: dict[str, float] | None = None,
+) -> TrainResult:
     stop = ckpt.patience_from_state(state)  # also reads a state.json from before ``monitor``
     monitor = str(state.get("monitor", "val_auc"))
     result = TrainResult(
@@ -281,5 +303,7 @@ def _result(out_dir: Path, state: dict[str, Any], history: list[dict[str, float]
         "stopped_early": result.stopped_early,
         "history": history,
     }
+    if calibration is not None:
+        metrics["calibration"] = calibration
     atomic_write_text(out_dir / METRICS_FILENAME, json.dumps(metrics, indent=2) + "\n")
     return result

@@ -31,7 +31,14 @@ def bench() -> Iterator[ModuleType]:
 
 
 def _args(which: str, **flags: float | int | None) -> argparse.Namespace:
-    unset = {"epochs": None, "batch_size": None, "learning_rate": None, "dropout": None, "monitor": None}
+    unset = {
+        "epochs": None,
+        "batch_size": None,
+        "learning_rate": None,
+        "dropout": None,
+        "monitor": None,
+        "lr_decay": None,
+    }
     return argparse.Namespace(which=which, l2=1e-4, **{**unset, **flags})
 
 

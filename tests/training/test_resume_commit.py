@@ -247,3 +247,25 @@ def test_resuming_with_another_monitor_is_a_mismatch(
 def test_unknown_monitor_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="monitor must be one of \\['val_auc', 'val_logloss'\\]"):
         TrainConfig(out_dir=str(tmp_path), monitor="val_loss")
+
+
+def test_lr_decay_sets_each_epochs_rate_and_resumes_exactly(splits, tmp_path: Path) -> None:
+    straight = train(_config(tmp_path / "straight", lr_decay=0.5), splits=splits)
+    saved = keras.saving.load_model(tmp_path / "straight" / "checkpoints" / "epoch-0003.keras")
+    assert float(saved.optimizer.learning_rate) == pytest.approx(3e-3 * 0.5**2, rel=1e-6)
+
+    # a run stopped after epoch 1 (its optimizer saved at 3e-3) and continued trains epochs 2
+    # and 3 at the decayed rates: it ends with the straight run's weights
+    out = tmp_path / "continued"
+    train(_config(out, epochs=1, lr_decay=0.5), splits=splits)
+    continued = train(_config(out, lr_decay=0.5), splits=splits)
+    for a, b in zip(_final_weights(tmp_path / "straight"), _final_weights(out), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r["val_auc"] for r in straight.history] == [r["val_auc"] for r in continued.history]
+
+    # the decay changes training from epoch 2 on, and not before
+    constant = train(_config(tmp_path / "constant"), splits=splits)
+    assert constant.history[0]["val_auc"] == straight.history[0]["val_auc"]
+    assert constant.history[1]["val_auc"] != straight.history[1]["val_auc"]
+    with pytest.raises(ConfigError, match="lr_decay must be in \\(0, 1\\]"):
+        _config(tmp_path, lr_decay=1.5)
