@@ -24,7 +24,8 @@ _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
 
 # TrainConfig fields a resumed run may change: they do not change what an epoch trains.
 # ``epochs`` may be raised to continue a finished run; ``eval_batch_size`` only batches prediction.
-RESUME_FREE_FIELDS = frozenset({"out_dir", "verbose", "epochs", "eval_batch_size"})
+# Fields that do not change the epochs trained (calibrate: a step after the last one).
+RESUME_FREE_FIELDS = frozenset({"out_dir", "verbose", "epochs", "eval_batch_size", "calibrate"})
 
 
 class ResumeMismatch(ConfigError):

@@ -529,8 +529,16 @@ class CrossNetwork(keras.layers.Layer):
 class SumLogits(keras.layers.Layer):
     """Sums logit contributions of shape ``[batch]`` or ``[batch, 1]`` into one ``[batch]`` logit.
 
-    Input: a list of tensors ``[batch]`` / ``[batch, 1]``. Output: ``[batch]``.
+    Input: a list of tensors ``[batch]`` / ``[batch, 1]``. Output: ``[batch]``, as
+    ``scale * sum + shift``: two non-trainable weights, 1 and 0 (exactly the sum) until
+    ``training.calibration`` fits them on validation after training, so the exported graph
+    serves the calibrated probability and logit. A model saved before they existed loads with
+    1 and 0.
     """
+
+    def build(self, input_shape: Any) -> None:
+        self.scale = self.add_weight(name="scale", shape=(), initializer="ones", trainable=False)
+        self.shift = self.add_weight(name="shift", shape=(), initializer="zeros", trainable=False)
 
     def call(self, inputs: Any) -> Any:
         parts = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -538,7 +546,12 @@ class SumLogits(keras.layers.Layer):
         for part in parts:
             flat = ops.reshape(part, (-1,))
             total = flat if total is None else total + flat
-        return total
+        return total * ops.cast(self.scale, total.dtype) + ops.cast(self.shift, total.dtype)
+
+    def load_own_variables(self, store: Any) -> None:
+        if len(store.keys()) == 0:  # saved before the calibration weights: the identity
+            return
+        super().load_own_variables(store)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[int | None]:
         return (_first_shape(input_shape)[0],)
