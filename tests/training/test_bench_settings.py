@@ -38,13 +38,19 @@ def _args(which: str, **flags: float | int | None) -> argparse.Namespace:
         "dropout": None,
         "monitor": None,
         "lr_decay": None,
+        "calibrate": None,
     }
     return argparse.Namespace(which=which, l2=1e-4, **{**unset, **flags})
 
 
 def test_movielens_deep_models_train_with_the_tuned_values(bench: ModuleType) -> None:
     args = _args("movielens")
-    assert bench._settings("deepfm", args) == {"epochs": 40, "batch_size": 512, "learning_rate": 2e-3}
+    assert bench._settings("deepfm", args) == {
+        "epochs": 40,
+        "batch_size": 512,
+        "learning_rate": 2e-3,
+        "calibrate": True,
+    }
     assert bench._model_config(args) == {"dropout": 0.3, "hidden_units": [128, 64], "l2": 1e-4}
 
 
@@ -54,6 +60,7 @@ def test_lr_keeps_its_full_batch_solver_under_movielens_tuning(bench: ModuleType
         "batch_size": 2**20,
         "learning_rate": 0.1,
         "passes": 50,
+        "calibrate": True,  # Platt scaling is affine in the logit: lr's AUC against scikit-learn's holds
     }
 
 
