@@ -58,7 +58,9 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
 
 def _settings(model: str, args: argparse.Namespace) -> dict[str, Any]:
     flags = {
-        key: getattr(args, key) for key in (*SHARED, "monitor", "lr_decay", "calibrate") if getattr(args, key) is not None
+        key: getattr(args, key)
+        for key in (*SHARED, "monitor", "lr_decay", "calibrate")
+        if getattr(args, key) is not None
     }
     tuned = TUNED.get(args.which, {}).get("train", {})
     return {**SHARED, **tuned, **model_defaults(model), **flags}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-MIN_ROWS = 100  # below this the fit is noise; calibration is skipped and says so
+MIN_ROWS = 100  # below this the fit is noise: calibration is skipped (train says so)
 L2 = 1e-6  # keeps the fit finite when validation is separable
 
 

@@ -265,13 +265,15 @@ def _calibrate(config: TrainConfig, out_dir: Path, splits: Any) -> dict[str, flo
     """Platt-scale the best model on validation when asked (``None``: not asked, or too few rows)."""
     if not config.calibrate or not (out_dir / MODEL_FILENAME).is_file():
         return None
-    from training.calibration import calibrate_model
+    from training.calibration import MIN_ROWS, calibrate_model
 
     fitted = calibrate_model(out_dir / MODEL_FILENAME, splits.valid, splits.contract, config.eval_batch_size)
-    if fitted is not None and config.verbose:
+    if config.verbose:
         print(
-            f"calibrated on {fitted.rows} validation rows: logit * {fitted.scale:.4f} + {fitted.shift:.4f}, "
-            f"val logloss {fitted.val_logloss_before:.5f} -> {fitted.val_logloss_after:.5f}"
+            f"calibration skipped: fewer than {MIN_ROWS} validation rows, or one class"
+            if fitted is None
+            else f"calibrated on {fitted.rows} validation rows: logit * {fitted.scale:.4f} + "
+            f"{fitted.shift:.4f}, val logloss {fitted.val_logloss_before:.5f} -> {fitted.val_logloss_after:.5f}"
         )
     return None if fitted is None else fitted.to_dict()
 

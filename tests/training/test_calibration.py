@@ -15,14 +15,8 @@ from sklearn.metrics import log_loss, roc_auc_score  # noqa: E402
 
 from training.calibration import fit_platt, logit_layer  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import load_source  # noqa: E402
 from training.layers import load_keras_model  # noqa: E402
 from training.train import predict_frame, train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory: pytest.TempPathFactory):
-    return load_source("synthetic", None, num_rows=3000, seed=7, cache_dir=str(tmp_path_factory.mktemp("s")))
 
 
 def _config(out: Path, **overrides) -> TrainConfig:
@@ -71,3 +65,16 @@ def test_calibrated_model_keeps_its_ranking_and_lowers_validation_logloss(splits
     again = logit_layer(load_keras_model(tmp_path / "cal" / "model.keras"))
     assert float(again.scale.numpy()) == pytest.approx(float(fitted.scale.numpy()), abs=1e-6)
     assert float(again.shift.numpy()) == pytest.approx(float(fitted.shift.numpy()), abs=1e-6)
+
+
+def test_logit_layer_of_a_model_saved_before_calibration_loads_as_the_identity() -> None:
+    from training.layers import SumLogits
+
+    layer = SumLogits()
+    layer.build((None,))
+    layer.load_own_variables({})  # what a .keras file from before scale/shift holds for it
+    assert (float(layer.scale.numpy()), float(layer.shift.numpy())) == (1.0, 0.0)
+    layer.load_own_variables({"0": np.float32(0.5), "1": np.float32(-2.0)})  # a calibrated file
+    assert (float(layer.scale.numpy()), float(layer.shift.numpy())) == (0.5, -2.0)
+    out = layer([keras.ops.convert_to_tensor(np.array([1.0, 3.0], np.float32))])
+    np.testing.assert_array_equal(np.asarray(out), [0.5 * 1.0 - 2.0, 0.5 * 3.0 - 2.0])

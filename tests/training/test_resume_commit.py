@@ -13,13 +13,7 @@ keras = pytest.importorskip("keras")
 from training import checkpoint as ckpt  # noqa: E402
 from training.cli import main as train_main  # noqa: E402
 from training.config import ConfigError, TrainConfig  # noqa: E402
-from training.data import load_source  # noqa: E402
 from training.train import predict_frame, train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory: pytest.TempPathFactory):
-    return load_source("synthetic", None, num_rows=3000, seed=7, cache_dir=str(tmp_path_factory.mktemp("s")))
 
 
 def _config(out: Path, **overrides) -> TrainConfig:

@@ -13,17 +13,10 @@ keras = pytest.importorskip("keras")
 
 from training.cli import main as train_main  # noqa: E402
 from training.config import ConfigError, TrainConfig  # noqa: E402
-from training.data import load_source  # noqa: E402
 from training.features import FeatureContract  # noqa: E402
 from training.train import TrainingInterrupted, train  # noqa: E402
 
 SMALL_MODEL = {"hidden_units": [16, 8], "embedding_dim": 4, "dropout": 0.1}
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory: pytest.TempPathFactory):
-    cache = tmp_path_factory.mktemp("synthetic")
-    return load_source("synthetic", None, num_rows=3000, seed=7, cache_dir=str(cache))
 
 
 def _config(out: Path, **overrides) -> TrainConfig:
