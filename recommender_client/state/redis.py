@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from recommender_client.breaker import CircuitBreaker
-from recommender_client.state.protocol import EMPTY_STATE, UserState, item_hashes
+from recommender_client.state.protocol import EMPTY_STATE, UserState
+from recommender_client.state.redis_scripts import READ, WRITE, parse_read, write_args
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ class RedisState:
     Per user ``<prefix>{u:<user>}:imp`` holds impressions (member ``item SEP token``, score the
     time ``at``) and ``<prefix>{u:<user>}:clk`` clicks (member the item, score its newest click
     time: ``ZADD GT``). The ``{u:<user>}`` hash tag keeps a user's two keys in one cluster slot.
-    Each write is one pipelined round trip: add, trim to the newest ``max_events_per_user``
-    impressions (``max_clicks_per_user`` clicks) and ``PEXPIRE`` both keys by ``ttl_s``, so a
-    user not recorded for ``ttl_s`` seconds (Redis's clock) is forgotten, as in process.
+    Each write is one atomic script call (``redis_scripts.WRITE``): add, trim to the newest
+    ``max_events_per_user`` impressions (``max_clicks_per_user`` clicks) and ``PEXPIRE`` both
+    keys by ``ttl_s``, so a user not recorded for ``ttl_s`` seconds (Redis's clock) is
+    forgotten, as in process. A request's read is one script call too (``READ``).
 
     Memory: ~33 bytes an impression when Redis keeps the set as a listpack
     (``zset-max-listpack-entries`` >= ``max_events_per_user``, as docker/redis.Dockerfile sets),
@@ -89,6 +91,8 @@ class RedisState:
         self._failing = False
         self._nonce = os.urandom(4).hex().encode()  # tells this process's tokens from another's
         self._counter = itertools.count()
+        self._read_script = client.register_script(READ)
+        self._write_script = client.register_script(WRITE)
 
     @classmethod
     def from_url(
@@ -154,7 +158,7 @@ class RedisState:
             for event_id in event_ids:
                 pipe.set(self.event_key(event_id), b"1", nx=True, px=ttl_ms)
 
-        replies = await self._run("record", commands)
+        replies = await self._run("record", lambda: self._pipelined(commands))
         return None if replies is None else [bool(r) for r in replies]
 
     async def release_events(self, event_ids: Sequence[str]) -> None:
@@ -165,31 +169,30 @@ class RedisState:
             def commands(pipe: Pipeline) -> None:
                 pipe.delete(*keys)
 
-            await self._run("record", commands)
+            await self._run("record", lambda: self._pipelined(commands))
 
     async def _write(
         self, user_id: str, key: str, members: dict[bytes, float], keep: int, *, gt: bool
     ) -> None:
-        """Add, trim to the newest ``keep`` and refresh both keys' TTL, in one round trip."""
+        """Add, trim to the newest ``keep`` and refresh both keys' TTL, in one script call."""
+        other = next(name for name in self.keys(user_id) if name != key)
+        args = write_args(members, keep, self._ttl_ms, gt=gt)
+        await self._run("record", lambda: self._write_script(keys=[key, other], args=args))
 
-        def commands(pipe: Pipeline) -> None:
-            pipe.zadd(key, members, gt=gt)
-            pipe.zremrangebyrank(key, 0, -keep - 1)
-            for name in self.keys(user_id):
-                pipe.pexpire(name, self._ttl_ms)
+    async def _pipelined(self, commands: Callable[[Pipeline], None]) -> list[Any]:
+        """The commands ``commands`` queues, sent in one round trip (not a transaction)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            commands(pipe)
+            return await pipe.execute()
 
-        await self._run("record", commands)
-
-    async def _run(self, op: str, commands: Callable[[Pipeline], None]) -> list[Any] | None:
-        """One pipelined round trip; ``None`` when Redis failed, or the breaker is open after
+    async def _run(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any | None:
+        """One round trip (``call``'s); ``None`` when Redis failed, or the breaker is open after
         failures and the call is not made at all (``errors["skipped"]``)."""
         if not self.breaker.allow():
             self.errors["skipped"] += 1
             return None
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                commands(pipe)
-                replies: list[Any] = await pipe.execute()
+            reply = await call()
         except STORE_ERRORS as exc:
             if isinstance(exc, ResponseError):  # Redis answered (a refused value, a foreign key)
                 self.breaker.release()
@@ -202,7 +205,7 @@ class RedisState:
             raise
         self.breaker.record(None)
         self._answered()
-        return replies
+        return reply
 
     async def exposures(
         self, user_id: str, item_ids: Sequence[str], *, since: float, until: float
@@ -217,25 +220,12 @@ class RedisState:
         return list((await self.snapshot(user_id, impressions_since=float("inf"))).clicked[:n])
 
     async def snapshot(self, user_id: str, *, impressions_since: float) -> UserState:
-        """Impressions at or after ``impressions_since`` and the kept clicks, in one round trip."""
-        imp, clk = self.keys(user_id)
-
-        def commands(pipe: Pipeline) -> None:
-            since = _score_min(impressions_since)
-            pipe.zrevrangebyscore(imp, "+inf", since, start=0, num=self.max_events_per_user, withscores=True)
-            pipe.zrevrange(clk, 0, self.max_clicks_per_user - 1, withscores=True)
-
-        replies = await self._run("read", commands)
-        if replies is None:
+        """Impressions at or after ``impressions_since`` and the kept clicks, in one script call."""
+        args = [_score_min(impressions_since), self.max_events_per_user, self.max_clicks_per_user - 1]
+        reply = await self._run("read", lambda: self._read_script(keys=list(self.keys(user_id)), args=args))
+        if reply is None:
             return EMPTY_STATE
-        impressions, clicks = replies
-        items = [member.rpartition(SEP)[0].decode(ENCODING, ERRORS) for member, _ in impressions]
-        return UserState(
-            impression_items=item_hashes(items),
-            impression_times=np.fromiter((t for _, t in impressions), np.float64, len(impressions)),
-            clicked=tuple(member.decode(ENCODING, ERRORS) for member, _ in clicks),
-            click_times=np.fromiter((t for _, t in clicks), np.float64, len(clicks)),
-        )
+        return parse_read(reply, SEP, ENCODING, ERRORS)
 
     async def ping(self) -> bool:
         """Whether Redis answers now (for readiness reports; never raises)."""

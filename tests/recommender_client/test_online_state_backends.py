@@ -128,6 +128,28 @@ def test_trimmed_to_the_per_user_maxima(make_state: MakeState) -> None:
     run(make_state, body, max_events=3, max_clicks=2)
 
 
+def test_one_call_of_more_items_than_a_lua_slice_records_them_all(make_state: MakeState) -> None:
+    """Redis adds a write's members in slices of 499 (Lua's unpack limit): 1,200 impressions and
+    1,100 clicks in one call are all kept, each time exact, the newest clicks first."""
+    items = [f"i{k}" for k in range(1200)]
+
+    async def body(s: OnlineState) -> None:
+        await s.record_impressions("u", items, 1_733_000_000.123456789)
+        snap = await s.snapshot("u", impressions_since=float("-inf"))
+        assert len(snap.impression_items) == 1200
+        assert set(snap.impression_times.tolist()) == {1_733_000_000.123456789}
+        assert snap.exposures(items[::100] + ["other"], since=0, until=2e9).tolist() == [1] * 12 + [0]
+        for k in range(11):  # 100 clicks a call, each call newer
+            await s.record_clicks("u", items[100 * k : 100 * k + 100], float(k))
+        clicks = await s.recent_clicks("u", 2000)
+        assert (
+            len(clicks) == 1100 and clicks[:1] in (["i1099"], ["i1000"]) and set(clicks) == set(items[:1100])
+        )
+        assert (await s.seen("u", since=10.0)) == set(items[1000:1100])
+
+    run(make_state, body, max_events=1200, max_clicks=1100)
+
+
 def test_an_idle_user_expires_after_the_ttl(make_state: MakeState) -> None:
     """Present while younger than the TTL (checked only if the read came in time), then gone."""
     ttl = 0.5
@@ -283,6 +305,24 @@ def test_a_refused_command_is_counted_but_does_not_open_the_breaker(redis_server
         return errors, counts
 
     assert asyncio.run(main()) == ({"record": 4, "read": 0, "skipped": 0}, [1])
+
+
+def test_scripts_are_loaded_again_after_redis_forgets_them(redis_server: RedisServer) -> None:
+    """A restarted or failed-over Redis answers NOSCRIPT: the read and the write load their
+    script again and succeed (no error counted)."""
+
+    async def main() -> tuple[list[int], dict[str, int]]:
+        state = RedisState.from_url(redis_server.url, ttl_s=600.0, key_prefix=f"t{uuid.uuid4().hex}:")
+        await state.record_impressions("u", ["i1"], 1.0)
+        await state.client.script_flush()
+        await state.record_impressions("u", ["i1"], 2.0)
+        await state.client.script_flush()
+        counts = (await state.exposures("u", ["i1"], since=0, until=9)).tolist()
+        errors = dict(state.errors)
+        await state.aclose()
+        return counts, errors
+
+    assert asyncio.run(main()) == ([2], {"record": 0, "read": 0, "skipped": 0})
 
 
 def test_redis_state_refuses_bad_bounds() -> None:
