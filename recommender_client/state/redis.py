@@ -130,15 +130,15 @@ class RedisState:
         members = {
             item.encode(ENCODING, ERRORS) + SEP + token + b"%x" % i: at for i, item in enumerate(items)
         }
-        imp, _ = self.keys(user_id)
-        await self._write(user_id, imp, members, self.max_events_per_user, gt=False)
+        imp, clk = self.keys(user_id)
+        await self._write(imp, clk, members, self.max_events_per_user, gt=False)
 
     async def record_clicks(self, user_id: str, item_ids: Sequence[str], at: float) -> None:
         if not item_ids:
             return
         members = {item.encode(ENCODING, ERRORS): at for item in item_ids[-self.max_clicks_per_user :]}
-        _, clk = self.keys(user_id)
-        await self._write(user_id, clk, members, self.max_clicks_per_user, gt=True)
+        imp, clk = self.keys(user_id)
+        await self._write(clk, imp, members, self.max_clicks_per_user, gt=True)
 
     def event_key(self, event_id: str) -> str:
         """The marker of an applied event id (``/events`` idempotency across replicas)."""
@@ -171,11 +171,9 @@ class RedisState:
 
             await self._run("record", lambda: self._pipelined(commands))
 
-    async def _write(
-        self, user_id: str, key: str, members: dict[bytes, float], keep: int, *, gt: bool
-    ) -> None:
-        """Add, trim to the newest ``keep`` and refresh both keys' TTL, in one script call."""
-        other = next(name for name in self.keys(user_id) if name != key)
+    async def _write(self, key: str, other: str, members: dict[bytes, float], keep: int, *, gt: bool) -> None:
+        """Add to ``key``, trim it to the newest ``keep`` and refresh its and the user's
+        ``other`` key's TTL, in one script call."""
         args = write_args(members, keep, self._ttl_ms, gt=gt)
         await self._run("record", lambda: self._write_script(keys=[key, other], args=args))
 

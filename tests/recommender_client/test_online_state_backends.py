@@ -145,6 +145,7 @@ def test_one_call_of_more_items_than_a_lua_slice_records_them_all(make_state: Ma
         assert (
             len(clicks) == 1100 and clicks[:1] in (["i1099"], ["i1000"]) and set(clicks) == set(items[:1100])
         )
+        assert set(clicks[:100]) == set(items[1000:1100])  # the newest call's, first
         assert (await s.seen("u", since=10.0)) == set(items[1000:1100])
 
     run(make_state, body, max_events=1200, max_clicks=1100)
